@@ -1,0 +1,19 @@
+//! plex-mqtt-bridge: keeps a live notification session open to each configured Plex Media Server and bridges
+//! every notification to MQTT, with retained state (server and bridge availability, running activities) that
+//! stays true across reconnects of either side.
+//!
+//! The modules follow one notification from the socket to the broker: [`config`] → [`supervisor`] (one per
+//! server) → [`plex`] (transport and decoding) → [`router`] → [`mqtt`] (via the [`outbox`]).
+
+pub mod app;
+pub mod backoff;
+pub mod bridge_info;
+pub mod config;
+pub mod logging;
+pub mod mqtt;
+pub mod outbox;
+pub mod plex;
+pub mod router;
+pub mod secret;
+pub mod supervisor;
+pub mod topic;

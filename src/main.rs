@@ -1,1 +1,116 @@
-fn main() {}
+//! The `plex-mqtt-bridge` command: parse flags, load the configuration, set up logging, run until SIGINT or
+//! SIGTERM. Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for an invalid configuration, 1 otherwise.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use plex_mqtt_bridge::config::{self, Sources};
+use plex_mqtt_bridge::{app, logging};
+use tokio_util::sync::CancellationToken;
+
+/// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
+const EX_CONFIG: u8 = 78;
+
+/// Bridges Plex Media Server notifications to MQTT.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see config/plex-mqtt-bridge.example.toml). Environment variables
+    /// PLEX_MQTT_BRIDGE_* override it; the flags below override both.
+    #[arg(short, long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Overrides mqtt.url.
+    #[arg(long, value_name = "URL")]
+    mqtt_url: Option<String>,
+    /// Overrides mqtt.topic_prefix.
+    #[arg(long, value_name = "PREFIX")]
+    topic_prefix: Option<String>,
+    /// Overrides logging.level (env-filter syntax, e.g. debug or plex_mqtt_bridge=trace).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Overrides logging.format: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut overrides = Vec::new();
+    for (key, value) in [
+        ("mqtt.url", &cli.mqtt_url),
+        ("mqtt.topic_prefix", &cli.topic_prefix),
+        ("logging.level", &cli.log_level),
+        ("logging.format", &cli.log_format),
+    ] {
+        if let Some(value) = value {
+            overrides.push((key.to_owned(), value.clone()));
+        }
+    }
+    let sources = Sources {
+        file: cli.config.clone(),
+        overrides,
+        env: std::env::vars().collect(),
+    };
+    let config = match config::load(&sources) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge: {error}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_printable_toml());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&config.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        match app::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "bridge failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

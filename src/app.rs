@@ -1,0 +1,82 @@
+//! Wiring: the publisher, one supervisor per server, and the orderly shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::bridge_info::BridgeInfo;
+use crate::config::Config;
+use crate::mqtt;
+use crate::plex::http::{build_client, PlexHttp};
+use crate::plex::{client_headers, PlexError};
+use crate::supervisor::Supervisor;
+use crate::topic::BridgeTopics;
+
+/// How long supervisors get to close their sessions and publish their last state on shutdown.
+const SUPERVISOR_STOP: Duration = Duration::from_millis(500);
+/// How long the publisher gets for `offline`, the last messages and DISCONNECT. With the above, well within the
+/// 2 s a service manager is promised.
+const PUBLISHER_STOP: Duration = Duration::from_millis(1200);
+
+/// Installs rustls' `ring` provider once per process (reqwest is built without a provider of its own, to keep
+/// aws-lc out of the build).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs the bridge until `shutdown` fires, then stops in order: supervisors (each leaves its server state at
+/// `disconnected`), then the publisher (`offline`, DISCONNECT).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PlexError> {
+    install_crypto_provider();
+    let bridge_topics = BridgeTopics::new(&config.mqtt.topic_prefix);
+    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics);
+    let bridge_info = BridgeInfo::new(
+        publisher.clone(),
+        bridge_topics.info(),
+        config.servers.len(),
+    );
+    let headers = client_headers(&config.plex);
+    let client = build_client(
+        headers.clone(),
+        config.plex.connect_timeout,
+        config.plex.request_timeout,
+    )?;
+    let plex = Arc::new(config.plex.clone());
+
+    let stop_supervisors = CancellationToken::new();
+    let mut supervisors = JoinSet::new();
+    for (index, server) in config.servers.iter().enumerate() {
+        let span = tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
+        let supervisor = Supervisor {
+            http: PlexHttp::new(client.clone(), server.url.clone()),
+            server: server.clone(),
+            plex: plex.clone(),
+            headers: headers.clone(),
+            publisher: publisher.clone(),
+            bridge_topics: bridge_topics.clone(),
+            bridge_info: bridge_info.clone(),
+            index,
+        };
+        supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));
+    }
+    tracing::info!(servers = config.servers.len(), broker = %config.mqtt.url, prefix = %config.mqtt.topic_prefix, "bridge started");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    stop_supervisors.cancel();
+    if tokio::time::timeout(SUPERVISOR_STOP, async {
+        while supervisors.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("some Plex sessions did not close in time");
+        supervisors.abort_all();
+    }
+    connection.shutdown(PUBLISHER_STOP).await;
+    tracing::info!(dropped_live_events = publisher.dropped(), "stopped");
+    Ok(())
+}

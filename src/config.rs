@@ -1,0 +1,1079 @@
+//! Configuration: built-in defaults < TOML file < environment (`PLEX_MQTT_BRIDGE_…`) < command-line flags,
+//! layered with figment, then validated into typed settings with one precise error per problem.
+//!
+//! Every error names the key (as the user wrote it: `servers[1].name`, `mqtt.url`, or the environment variable)
+//! and says how to fix it, and the process exits with 78 (EX_CONFIG). Secrets are [`Secret`]s, so printing the
+//! effective config (`--print-config`) shows `***` in their place.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use reqwest::Url;
+use rumqttc::QoS;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::topic::{topic_text_problem, ServerName};
+
+/// The prefix of every environment variable the bridge reads.
+pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";
+
+/// A configuration problem: which key, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{key}` {problem}; {fix}")]
+pub struct ConfigError {
+    /// The key as the user wrote it (`mqtt.url`, `servers[0].token`, `PLEX_MQTT_BRIDGE_MQTT__QOS`, `--config`).
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Where the settings come from, besides defaults and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config PATH`.
+    pub file: Option<PathBuf>,
+    /// Command-line overrides as `(dotted key, value)` pairs, e.g. `("mqtt.url", "mqtt://…")`.
+    pub overrides: Vec<(String, String)>,
+    /// The environment, as `(name, value)` pairs; normally `std::env::vars()`.
+    pub env: Vec<(String, String)>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub plex: PlexConfig,
+    pub servers: Vec<ServerConfig>,
+    pub logging: LoggingConfig,
+}
+
+/// The broker connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct MqttConfig {
+    /// The broker URL without credentials (safe to print).
+    pub url: String,
+    #[serde(skip)]
+    pub host: String,
+    #[serde(skip)]
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub client_id: String,
+    pub topic_prefix: String,
+    #[serde(serialize_with = "serialize_qos")]
+    pub qos: QoS,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Live events held while the broker is unreachable or slow; the oldest are dropped beyond this.
+    pub queue_size: usize,
+    /// Largest MQTT packet sent or accepted, in bytes.
+    pub max_packet_size: usize,
+    /// Longest wait between broker reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+/// How the bridge talks to every Plex server.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlexConfig {
+    /// `X-Plex-Client-Identifier`: stable per installation (see [`default_client_identifier`]).
+    pub client_identifier: String,
+    /// `X-Plex-Device-Name`, shown in Plex's list of devices.
+    pub device_name: String,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
+    /// Largest notification accepted from PMS, in bytes; larger ones are dropped and counted.
+    pub max_message_size: usize,
+}
+
+/// One Plex Media Server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// Base URL (`http://host:32400`), without credentials.
+    #[serde(serialize_with = "serialize_display")]
+    pub url: Url,
+    /// The token, inline or from a file that is re-read before every connection attempt.
+    #[serde(flatten)]
+    pub token: TokenSource,
+    /// The topic name, if configured; otherwise derived from the server's friendlyName.
+    pub name: Option<String>,
+    /// `filters` query parameter entries; `None` sends no parameter (the server's default, `-log`).
+    pub filters: Option<Vec<String>>,
+    /// Where the key lives, for messages (`servers[0]` or `plex`).
+    #[serde(skip)]
+    pub key: String,
+}
+
+/// Where a token comes from.
+#[derive(Debug, Clone, Serialize)]
+pub enum TokenSource {
+    #[serde(rename = "token")]
+    Inline(Secret),
+    #[serde(rename = "token_file")]
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The token now. A file is read every time, so a rotated token is picked up without a restart.
+    pub fn read(&self) -> std::io::Result<Secret> {
+        match self {
+            TokenSource::Inline(secret) => Ok(secret.clone()),
+            TokenSource::File(path) => Ok(Secret::new(std::fs::read_to_string(
+                resolve_credential(path),
+            )?)),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggingConfig {
+    /// An env-filter directive such as `info` or `plex_mqtt_bridge=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Human-readable lines or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What the user writes.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    mqtt: RawMqtt,
+    #[serde(default)]
+    plex: RawPlex,
+    #[serde(default)]
+    servers: Vec<RawServer>,
+    #[serde(default)]
+    logging: RawLogging,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<Secret>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    client_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    topic_prefix: Option<String>,
+    #[serde(default)]
+    qos: Option<u8>,
+    #[serde(default, with = "humantime_serde")]
+    keep_alive: Option<Duration>,
+    #[serde(default)]
+    queue_size: Option<usize>,
+    #[serde(default)]
+    max_packet_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    reconnect_max: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlex {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    client_identifier: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    device_name: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    ping_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    backoff_min: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    backoff_max: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    stable_after: Option<Duration>,
+    #[serde(default)]
+    max_message_size: Option<usize>,
+    /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
+    #[serde(flatten)]
+    server: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawServer {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    url: Option<String>,
+    #[serde(default)]
+    token: Option<Secret>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_list")]
+    filters: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    level: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    format: Option<String>,
+}
+
+/// Keys a `[[servers]]` table accepts (`RawServer` cannot deny unknown fields itself because it is flattened
+/// into `[plex]`).
+const SERVER_KEYS: &[&str] = &["url", "token", "token_file", "name", "filters"];
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loading.
+
+/// Loads and validates the configuration from all sources.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = &sources.file {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("names {}, which is not a readable file", path.display()),
+                "pass the path of an existing TOML file (see config/plex-mqtt-bridge.example.toml)",
+            ));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(EnvProvider::new(&sources.env));
+    for (key, value) in &sources.overrides {
+        figment = figment.merge(Override {
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    let raw: RawConfig = figment.extract().map_err(|e| from_figment(&e))?;
+    check_server_keys(&figment)?;
+    validate(raw)
+}
+
+/// Turns figment's error into ours, naming the key as the user wrote it.
+fn from_figment(error: &figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut path: Vec<String> = error.path.clone();
+    if let Kind::UnknownField(field, _) = &error.kind {
+        if path.last() != Some(field) {
+            path.push(field.clone());
+        }
+    }
+    let key = match (&error.metadata, &error.profile) {
+        (Some(md), Some(profile)) if md.name == ENV_METADATA_NAME && !path.is_empty() => {
+            md.interpolate(profile, &path)
+        }
+        _ => dotted(&path),
+    };
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|md| match &md.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", md.name),
+        })
+        .unwrap_or_default();
+    match &error.kind {
+        Kind::UnknownField(_, expected) => ConfigError::new(
+            key,
+            format!("is not a known setting{source}"),
+            format!("remove it or correct its spelling; known keys here: {}", expected.join(", ")),
+        ),
+        Kind::InvalidType(actual, expected) => ConfigError::new(
+            key,
+            format!("has the wrong type: found {actual}, expected {expected}{source}"),
+            "change the value to the expected type (durations are strings such as \"30s\" or \"500ms\")",
+        ),
+        other if path.is_empty() => ConfigError::new(
+            error.metadata.as_ref().and_then(|md| md.source.as_ref()).map_or("configuration".into(), |s| s.to_string()),
+            format!("cannot be read: {}", other.to_string().trim()),
+            "fix the syntax at the position shown (the file must be TOML)",
+        ),
+        other => ConfigError::new(key, format!("is invalid: {other}{source}"), "correct the value"),
+    }
+}
+
+/// `servers.0.token` → `servers[0].token`.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn check_server_keys(figment: &Figment) -> Result<(), ConfigError> {
+    let Ok(servers) = figment.find_value("servers") else {
+        return Ok(());
+    };
+    let Some(list) = servers.as_array() else {
+        return Ok(());
+    };
+    for (index, server) in list.iter().enumerate() {
+        if let Some(dict) = server.as_dict() {
+            if let Some(unknown) = dict.keys().find(|k| !SERVER_KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::new(
+                    format!("servers[{index}].{unknown}"),
+                    "is not a known setting",
+                    format!(
+                        "remove it or correct its spelling; known keys here: {}",
+                        SERVER_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+const ENV_METADATA_NAME: &str = "environment variable";
+
+/// The environment as a figment provider. Section and key are joined by `__` or, for convenience, by a single
+/// `_` right after the section name: `PLEX_MQTT_BRIDGE_MQTT__URL` and `PLEX_MQTT_BRIDGE_MQTT_URL` both set
+/// `mqtt.url`. Values stay strings (a numeric token or password keeps its leading zeros) except for keys whose
+/// type is a number, a list or a table.
+struct EnvProvider {
+    vars: Vec<(String, String)>,
+}
+
+const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging"];
+const PARSED_KEYS: &[&str] = &[
+    "qos",
+    "queue_size",
+    "max_packet_size",
+    "max_message_size",
+    "servers",
+];
+
+impl EnvProvider {
+    fn new(env: &[(String, String)]) -> Self {
+        let vars = env
+            .iter()
+            .filter_map(|(name, value)| {
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                Some((env_key(rest)?, value.clone()))
+            })
+            .collect();
+        EnvProvider { vars }
+    }
+}
+
+/// `MQTT__URL` / `MQTT_URL` → `mqtt.url`; `SERVERS` → `servers`.
+fn env_key(rest: &str) -> Option<String> {
+    let lower = rest.to_ascii_lowercase();
+    if lower.is_empty() {
+        return None;
+    }
+    if lower.contains("__") {
+        return Some(lower.replace("__", "."));
+    }
+    for section in SECTIONS {
+        if lower == *section {
+            return Some(lower);
+        }
+        if let Some(key) = lower
+            .strip_prefix(section)
+            .and_then(|k| k.strip_prefix('_'))
+        {
+            return Some(format!("{section}.{key}"));
+        }
+    }
+    Some(lower)
+}
+
+impl Provider for EnvProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_METADATA_NAME)
+            .interpolater(|_, keys| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, raw) in &self.vars {
+            let last = key.rsplit('.').next().unwrap_or(key);
+            let value = if PARSED_KEYS.contains(&last) {
+                raw.parse::<Value>()
+                    .unwrap_or_else(|_| Value::from(raw.clone()))
+            } else {
+                Value::from(raw.clone())
+            };
+            if let Some(nested) = figment::util::nest(key, value).into_dict() {
+                dict = merge_dicts(dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
+    for (key, value) in from {
+        let merged = match (into.remove(&key), value) {
+            (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
+            (_, value) => value,
+        };
+        into.insert(key, merged);
+    }
+    into
+}
+
+/// One command-line override.
+struct Override {
+    key: String,
+    value: String,
+}
+
+impl Provider for Override {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flag")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = figment::util::nest(&self.key, Value::from(self.value.clone()))
+            .into_dict()
+            .unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Validation.
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mqtt = validate_mqtt(raw.mqtt)?;
+    let plex = validate_plex(&raw.plex, &mqtt)?;
+    let mut servers = Vec::new();
+    if raw.plex.server.url.is_some()
+        || raw.plex.server.token.is_some()
+        || raw.plex.server.token_file.is_some()
+    {
+        servers.push(validate_server(raw.plex.server, "plex".to_owned())?);
+    }
+    for (index, server) in raw.servers.into_iter().enumerate() {
+        servers.push(validate_server(server, format!("servers[{index}]"))?);
+    }
+    if servers.is_empty() {
+        return Err(ConfigError::new(
+            "servers",
+            "is empty: no Plex server is configured",
+            "add a [[servers]] table with `url` and `token` (or `token_file`), or set PLEX_MQTT_BRIDGE_PLEX_URL \
+             and PLEX_MQTT_BRIDGE_PLEX_TOKEN",
+        ));
+    }
+    let mut names = HashSet::new();
+    for server in &servers {
+        if let Some(name) = &server.name {
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{}.name", server.key),
+                    format!("repeats the name {name:?} of another server"),
+                    "give every server its own `name` (it is their topic segment)",
+                ));
+            }
+        }
+    }
+    let logging = validate_logging(raw.logging)?;
+    Ok(Config {
+        mqtt,
+        plex,
+        servers,
+        logging,
+    })
+}
+
+fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
+    let url_text = raw
+        .url
+        .unwrap_or_else(|| "mqtt://127.0.0.1:1883".to_owned());
+    let url = Url::parse(&url_text).map_err(|e| {
+        ConfigError::new(
+            "mqtt.url",
+            format!("is not a URL ({e})"),
+            "write it as mqtt://HOST:PORT, e.g. mqtt://127.0.0.1:1883",
+        )
+    })?;
+    match url.scheme() {
+        "mqtt" | "tcp" => {}
+        "mqtts" | "ssl" => return Err(ConfigError::new(
+            "mqtt.url",
+            "uses TLS (mqtts://), which this version of the bridge does not support yet",
+            "use mqtt:// to a broker on a trusted network, or terminate TLS in front of the broker",
+        )),
+        other => {
+            return Err(ConfigError::new(
+                "mqtt.url",
+                format!("has the scheme {other:?}"),
+                "use mqtt://HOST:PORT",
+            ))
+        }
+    }
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+        ConfigError::new("mqtt.url", "has no host", "write it as mqtt://HOST:PORT")
+    })?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port().unwrap_or(1883);
+    let url_username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
+    let url_password = url.password().map(|p| Secret::new(percent_decode(p)));
+    let username = raw.username.filter(|u| !u.is_empty()).or(url_username);
+    let password = match (raw.password.filter(|p| !p.is_empty()), raw.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "mqtt.password",
+                "and `mqtt.password_file` are both set",
+                "keep only one of them",
+            ))
+        }
+        (Some(password), None) => Some(password),
+        (None, Some(path)) => Some(read_secret_file(&path, "mqtt.password_file")?),
+        (None, None) => url_password,
+    };
+    if password.is_some() && username.is_none() {
+        return Err(ConfigError::new(
+            "mqtt.username",
+            "is missing although a password is set",
+            "set `mqtt.username` (MQTT sends a password only together with a user name)",
+        ));
+    }
+    let client_id = raw
+        .client_id
+        .unwrap_or_else(|| "plex-mqtt-bridge".to_owned());
+    if client_id.is_empty() || client_id.len() > 65535 {
+        return Err(ConfigError::new(
+            "mqtt.client_id",
+            "is empty",
+            "set a client id such as \"plex-mqtt-bridge\"",
+        ));
+    }
+    let topic_prefix = raw.topic_prefix.unwrap_or_else(|| "plex".to_owned());
+    if let Some(problem) = topic_text_problem(&topic_prefix, true) {
+        return Err(ConfigError::new(
+            "mqtt.topic_prefix",
+            problem,
+            "use letters, digits, `-`, `_` and `/` between levels, e.g. \"plex\" or \"home/plex\"",
+        ));
+    }
+    let qos = match raw.qos.unwrap_or(1) {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        other => {
+            return Err(ConfigError::new(
+                "mqtt.qos",
+                format!("is {other}"),
+                "use 0, 1 or 2",
+            ))
+        }
+    };
+    let keep_alive = raw.keep_alive.unwrap_or(Duration::from_secs(30));
+    if keep_alive < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "mqtt.keep_alive",
+            "is shorter than 1s",
+            "use at least \"5s\" (default \"30s\")",
+        ));
+    }
+    let queue_size = raw.queue_size.unwrap_or(10_000);
+    if queue_size == 0 {
+        return Err(ConfigError::new(
+            "mqtt.queue_size",
+            "is 0",
+            "use at least 1 (default 10000)",
+        ));
+    }
+    let max_packet_size = raw.max_packet_size.unwrap_or(4 * 1024 * 1024);
+    if max_packet_size < 1024 {
+        return Err(ConfigError::new(
+            "mqtt.max_packet_size",
+            "is below 1024 bytes",
+            "use the default 4194304 or more",
+        ));
+    }
+    let reconnect_max = positive(
+        raw.reconnect_max,
+        Duration::from_secs(30),
+        "mqtt.reconnect_max",
+    )?;
+    Ok(MqttConfig {
+        url: printable_mqtt_url(&url),
+        host,
+        port,
+        username,
+        password,
+        client_id,
+        topic_prefix,
+        qos,
+        keep_alive,
+        queue_size,
+        max_packet_size,
+        reconnect_max,
+    })
+}
+
+fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigError> {
+    let client_identifier = match &raw.client_identifier {
+        Some(id) if id.trim().is_empty() => {
+            return Err(ConfigError::new(
+                "plex.client_identifier",
+                "is empty",
+                "remove it to use the stable default, or set any fixed string",
+            ))
+        }
+        Some(id) => id.trim().to_owned(),
+        None => default_client_identifier(&mqtt.client_id, &mqtt.topic_prefix),
+    };
+    let ping_interval = positive(
+        raw.ping_interval,
+        Duration::from_secs(10),
+        "plex.ping_interval",
+    )?;
+    let idle_timeout = positive(
+        raw.idle_timeout,
+        Duration::from_secs(30),
+        "plex.idle_timeout",
+    )?;
+    if idle_timeout <= ping_interval {
+        return Err(ConfigError::new(
+            "plex.idle_timeout",
+            format!(
+                "({}) is not longer than plex.ping_interval ({})",
+                human(idle_timeout),
+                human(ping_interval)
+            ),
+            "make idle_timeout at least twice the ping interval (defaults: \"30s\" and \"10s\")",
+        ));
+    }
+    let backoff_min = positive(
+        raw.backoff_min,
+        Duration::from_millis(500),
+        "plex.backoff_min",
+    )?;
+    let backoff_max = positive(raw.backoff_max, Duration::from_secs(60), "plex.backoff_max")?;
+    if backoff_min > backoff_max {
+        return Err(ConfigError::new(
+            "plex.backoff_min",
+            "is larger than plex.backoff_max",
+            "make backoff_min ≤ backoff_max (defaults: \"500ms\" and \"60s\")",
+        ));
+    }
+    let max_message_size = raw.max_message_size.unwrap_or(1024 * 1024);
+    if max_message_size < 1024 {
+        return Err(ConfigError::new(
+            "plex.max_message_size",
+            "is below 1024 bytes",
+            "use the default 1048576",
+        ));
+    }
+    if max_message_size + 1024 > mqtt.max_packet_size {
+        return Err(ConfigError::new(
+            "plex.max_message_size",
+            "is not smaller than mqtt.max_packet_size",
+            "raise mqtt.max_packet_size or lower plex.max_message_size, so every accepted notification fits",
+        ));
+    }
+    Ok(PlexConfig {
+        client_identifier,
+        device_name: raw
+            .device_name
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "plex-mqtt-bridge".into()),
+        ping_interval,
+        idle_timeout,
+        connect_timeout: positive(
+            raw.connect_timeout,
+            Duration::from_secs(10),
+            "plex.connect_timeout",
+        )?,
+        request_timeout: positive(
+            raw.request_timeout,
+            Duration::from_secs(10),
+            "plex.request_timeout",
+        )?,
+        backoff_min,
+        backoff_max,
+        stable_after: positive(
+            raw.stable_after,
+            Duration::from_secs(30),
+            "plex.stable_after",
+        )?,
+        max_message_size,
+    })
+}
+
+fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigError> {
+    let url_text = raw.url.ok_or_else(|| {
+        ConfigError::new(
+            format!("{key}.url"),
+            "is missing",
+            "set the server's address, e.g. url = \"http://192.168.1.10:32400\"",
+        )
+    })?;
+    let url = Url::parse(url_text.trim()).map_err(|e| {
+        ConfigError::new(
+            format!("{key}.url"),
+            format!("is not a URL ({e})"),
+            "write it as http://HOST:32400 (or https://…)",
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(
+            format!("{key}.url"),
+            format!(
+                "must be an http:// or https:// URL with a host, not {:?}",
+                url.scheme()
+            ),
+            "write it as http://HOST:32400",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(ConfigError::new(
+            format!("{key}.url"),
+            "contains credentials or a query string",
+            "give only scheme, host and port; put the token in `token` or `token_file`",
+        ));
+    }
+    let token = match (raw.token.filter(|t| !t.is_empty()), raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(format!("{key}.token"), "and `token_file` are both set", "keep only one"))
+        }
+        (Some(token), None) => TokenSource::Inline(token),
+        (None, Some(path)) => {
+            read_secret_file(&path, &format!("{key}.token_file"))?;
+            TokenSource::File(path)
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                format!("{key}.token"),
+                "is missing",
+                "set `token` or `token_file` to the server owner's X-Plex-Token (env: PLEX_MQTT_BRIDGE_PLEX_TOKEN \
+                 or PLEX_MQTT_BRIDGE_PLEX_TOKEN_FILE)",
+            ))
+        }
+    };
+    if let Some(name) = &raw.name {
+        if ServerName::configured(name).is_none() {
+            let problem = topic_text_problem(name, false).unwrap_or("is not a valid topic segment");
+            return Err(ConfigError::new(
+                format!("{key}.name"),
+                problem,
+                "use a single topic level without `/`, `+`, `#` or NUL, e.g. \"living-room\"",
+            ));
+        }
+    }
+    let filters = match raw.filters {
+        None => None,
+        Some(list) => {
+            let mut clean = Vec::new();
+            for entry in list {
+                let entry = entry.trim().to_owned();
+                if entry.is_empty() {
+                    continue;
+                }
+                if entry.contains([',', '&', '=', '#', ' ']) {
+                    return Err(ConfigError::new(
+                        format!("{key}.filters"),
+                        format!("has the entry {entry:?}"),
+                        "list notification types such as \"playing\" or exclusions such as \"-log\", one per entry",
+                    ));
+                }
+                clean.push(entry);
+            }
+            Some(clean)
+        }
+    };
+    Ok(ServerConfig {
+        url,
+        token,
+        name: raw.name,
+        filters,
+        key,
+    })
+}
+
+fn validate_logging(raw: RawLogging) -> Result<LoggingConfig, ConfigError> {
+    let level = raw.level.unwrap_or_else(|| "info".to_owned());
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+        return Err(ConfigError::new(
+            "logging.level",
+            format!("is not a valid filter ({e})"),
+            "use error, warn, info, debug or trace, optionally per module (plex_mqtt_bridge=debug)",
+        ));
+    }
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::new(
+                "logging.format",
+                format!("is {other:?}"),
+                "use \"text\" or \"json\"",
+            ))
+        }
+    };
+    Ok(LoggingConfig { level, format })
+}
+
+fn positive(
+    value: Option<Duration>,
+    default: Duration,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(d) if d.is_zero() => Err(ConfigError::new(
+            key,
+            "is zero",
+            format!("use a positive duration (default \"{}\")", human(default)),
+        )),
+        Some(d) => Ok(d),
+    }
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Reads a secret from a file (Docker/systemd secrets); a relative path is looked up in
+/// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`).
+fn read_secret_file(path: &Path, key: &str) -> Result<Secret, ConfigError> {
+    let resolved = resolve_credential(path);
+    let text = std::fs::read_to_string(&resolved).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("cannot be read ({}: {e})", resolved.display()),
+            "point it at a readable file that holds only the secret",
+        )
+    })?;
+    let secret = Secret::new(text);
+    if secret.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("names an empty file ({})", resolved.display()),
+            "put the secret in it",
+        ));
+    }
+    Ok(secret)
+}
+
+/// A relative secret path is resolved in systemd's `$CREDENTIALS_DIRECTORY` when that holds it.
+pub fn resolve_credential(path: &Path) -> PathBuf {
+    if path.is_relative() {
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let candidate = Path::new(&dir).join(path);
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    path.to_owned()
+}
+
+/// The default `X-Plex-Client-Identifier`: a UUID-shaped digest of the MQTT client id and topic prefix, so the
+/// same installation keeps the same identity across restarts and container re-creations without any state
+/// file, while two bridges with different client ids show up as two devices in Plex.
+pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> String {
+    let input = format!("plex-mqtt-bridge\0{mqtt_client_id}\0{topic_prefix}");
+    let fnv = |seed: u64| {
+        input.bytes().fold(seed, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn printable_mqtt_url(url: &Url) -> String {
+    let mut printable = url.clone();
+    let _ = printable.set_username("");
+    let _ = printable.set_password(None);
+    printable.to_string().trim_end_matches('/').to_owned()
+}
+
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(high << 4 | low);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serialize_qos<S: serde::Serializer>(qos: &QoS, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u8(*qos as u8)
+}
+
+fn serialize_display<T: fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl Config {
+    /// The effective configuration as TOML, secrets masked: what `--print-config` shows.
+    pub fn to_printable_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+/// Deserializers that accept what figment and users actually produce: numbers where strings are expected (a
+/// numeric token or name), and a comma-separated string where a list is expected (`filters` from the
+/// environment).
+pub(crate) mod lenient {
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct StringLike;
+
+    impl<'de> Visitor<'de> for StringLike {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_char<E: de::Error>(self, v: char) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    /// A string, or a scalar turned into its text.
+    pub fn string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(StringLike)
+    }
+
+    /// An optional [`string`].
+    pub fn opt_string<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<String>, D::Error> {
+        string(deserializer).map(Some)
+    }
+
+    struct ListLike;
+
+    impl<'de> Visitor<'de> for ListLike {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of strings or a comma-separated string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(if v.trim().is_empty() {
+                Vec::new()
+            } else {
+                v.split(',').map(|s| s.trim().to_owned()).collect()
+            })
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<Item>()? {
+                out.push(item.0);
+            }
+            Ok(out)
+        }
+    }
+
+    struct Item(String);
+
+    impl<'de> de::Deserialize<'de> for Item {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            string(deserializer).map(Item)
+        }
+    }
+
+    /// An optional list given as a list or as a comma-separated string.
+    pub fn opt_list<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<String>>, D::Error> {
+        deserializer.deserialize_any(ListLike).map(Some)
+    }
+}

@@ -1,0 +1,345 @@
+//! The MQTT publisher on rumqttc: connection, last will, re-publishing retained state on every new session.
+//!
+//! Two tasks per broker connection, because rumqttc needs its `EventLoop` polled continuously and its
+//! `publish().await` blocks while the request channel is full:
+//! - the *driver* polls the event loop, backs off on errors (rumqttc has no backoff of its own), and tracks
+//!   acknowledgements in the [`Outbox`];
+//! - the *sender* moves messages from the outbox into the client while the broker is connected.
+//!
+//! Producers only touch the outbox through a [`Publisher`] handle and never block on the broker.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::MqttConfig;
+use crate::outbox::{Outbox, Outgoing};
+use crate::router::Action;
+use crate::topic::BridgeTopics;
+
+/// Room left in a packet for the fixed header, topic length and packet id.
+const PACKET_OVERHEAD: usize = 16;
+
+struct Shared {
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+    max_packet_size: usize,
+    oversized: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock leaves the outbox consistent (every method is a few field updates), so
+        // a poisoned lock is used as is rather than taking the whole bridge down.
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A cheap handle for the tasks that produce messages.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    connected: watch::Receiver<bool>,
+}
+
+impl Publisher {
+    /// Applies the router's actions in order.
+    pub fn apply(&self, actions: impl IntoIterator<Item = Action>) {
+        let mut dropped = false;
+        {
+            let mut outbox = self.shared.outbox();
+            for action in actions {
+                match action {
+                    Action::Live { topic, payload } => {
+                        if self.fits(&topic, &payload) {
+                            dropped |= outbox.push_live(topic, payload);
+                        }
+                    }
+                    Action::Retain { topic, payload } => {
+                        if self.fits(&topic, &payload) {
+                            outbox.retain(topic, payload);
+                        }
+                    }
+                    Action::Clear { topic } => outbox.clear(topic),
+                }
+            }
+            if dropped && outbox.dropped().is_power_of_two() {
+                tracing::warn!(
+                    dropped_total = outbox.dropped(),
+                    "live-event queue full (broker slow or unreachable): dropping the oldest live events"
+                );
+            }
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Sets one retained topic.
+    pub fn retain(&self, topic: String, payload: impl Into<Bytes>) {
+        self.apply([Action::Retain {
+            topic,
+            payload: payload.into(),
+        }]);
+    }
+
+    /// Clears one retained topic.
+    pub fn clear(&self, topic: String) {
+        self.apply([Action::Clear { topic }]);
+    }
+
+    /// Retained topics this bridge currently holds under `prefix`.
+    pub fn retained_topics(&self, prefix: &str) -> Vec<String> {
+        self.shared.outbox().retained_topics(prefix)
+    }
+
+    /// Whether the broker session is up now, as a watch (for readiness and health reporting).
+    pub fn broker_connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Live events dropped so far (queue overflow and events lost with a broker connection).
+    pub fn dropped(&self) -> u64 {
+        self.shared.outbox().dropped()
+    }
+
+    fn fits(&self, topic: &str, payload: &Bytes) -> bool {
+        let fits = topic.len() + payload.len() + PACKET_OVERHEAD <= self.shared.max_packet_size;
+        if !fits {
+            self.shared
+                .oversized
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                topic,
+                bytes = payload.len(),
+                limit = self.shared.max_packet_size,
+                "message larger than mqtt.max_packet_size dropped"
+            );
+        }
+        fits
+    }
+}
+
+/// The running connection; [`MqttConnection::shutdown`] ends it cleanly.
+pub struct MqttConnection {
+    client: AsyncClient,
+    publisher: Publisher,
+    topics: BridgeTopics,
+    stop_sending: CancellationToken,
+    stop_driving: CancellationToken,
+    sender: JoinHandle<()>,
+    driver: JoinHandle<()>,
+}
+
+/// Starts the publisher. `online` is set at once as retained state, so it is the first thing every new session
+/// publishes; the last will says `offline` when the bridge vanishes without a clean shutdown.
+pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConnection) {
+    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(config.max_packet_size, config.max_packet_size)
+        .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
+    if let Some(username) = &config.username {
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
+        options.set_credentials(username.clone(), password);
+    }
+    let (client, eventloop) = AsyncClient::new(options, 64);
+    let shared = Arc::new(Shared {
+        outbox: Mutex::new(Outbox::new(config.queue_size)),
+        wake: Notify::new(),
+        max_packet_size: config.max_packet_size,
+        oversized: Default::default(),
+    });
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let publisher = Publisher {
+        shared: shared.clone(),
+        connected: connected_rx.clone(),
+    };
+    publisher.retain(topics.state(), "online");
+
+    let stop_sending = CancellationToken::new();
+    let stop_driving = CancellationToken::new();
+    let sender = tokio::spawn(send(
+        client.clone(),
+        shared.clone(),
+        config.qos,
+        connected_rx,
+        stop_sending.clone(),
+    ));
+    let backoff = Backoff::new(Duration::from_millis(250), config.reconnect_max);
+    let driver = tokio::spawn(drive(
+        eventloop,
+        shared,
+        connected_tx,
+        backoff,
+        stop_driving.clone(),
+    ));
+    let connection = MqttConnection {
+        client,
+        publisher: publisher.clone(),
+        topics: topics.clone(),
+        stop_sending,
+        stop_driving,
+        sender,
+        driver,
+    };
+    (publisher, connection)
+}
+
+impl MqttConnection {
+    /// Clean shutdown: `offline` (retained), everything still queued, then DISCONNECT, all within `deadline`.
+    /// Call after the producers have stopped so their last state changes go out too.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.publisher.retain(self.topics.state(), "offline");
+        self.stop_sending.cancel();
+        let finished = tokio::time::timeout(deadline, async {
+            let _ = (&mut self.sender).await;
+            let _ = (&mut self.driver).await;
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!("broker did not confirm the clean disconnect in time; exiting anyway");
+            self.stop_driving.cancel();
+            self.sender.abort();
+            self.driver.abort();
+            let _ = self.client.try_disconnect();
+        }
+    }
+}
+
+/// Moves messages from the outbox into the client while connected. On stop it sends what is left (if
+/// connected) and then DISCONNECT, which makes the driver return.
+async fn send(
+    client: AsyncClient,
+    shared: Arc<Shared>,
+    qos: QoS,
+    mut connected: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        if !*connected.borrow_and_update() {
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                changed = connected.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
+        let next = {
+            let mut outbox = shared.outbox();
+            let next = outbox.pop();
+            if let Some(message) = &next {
+                outbox.handed_over(message);
+            }
+            next
+        };
+        match next {
+            Some(Outgoing {
+                topic,
+                payload,
+                retain,
+            }) => {
+                if client
+                    .publish_bytes(topic, qos, retain, payload)
+                    .await
+                    .is_err()
+                {
+                    return; // the event loop is gone
+                }
+            }
+            None if stop.is_cancelled() => {
+                let _ = client.disconnect().await;
+                return;
+            }
+            None => {
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = stop.cancelled() => {}
+                    changed = connected.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+/// Polls the rumqttc event loop for the life of the bridge.
+async fn drive(
+    mut eventloop: EventLoop,
+    shared: Arc<Shared>,
+    connected: watch::Sender<bool>,
+    mut backoff: Backoff,
+    stop: CancellationToken,
+) {
+    let mut outage_reported = false;
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            () = stop.cancelled() => return,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let dropped = {
+                    let mut outbox = shared.outbox();
+                    outbox.resend_all_retained();
+                    outbox.dropped()
+                };
+                tracing::info!(
+                    dropped_live_events_total = dropped,
+                    "connected to the MQTT broker"
+                );
+                outage_reported = false;
+                backoff.reset();
+                connected.send_replace(true);
+                shared.wake.notify_one();
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => shared.outbox().written(pkid),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => shared.outbox().acknowledged(ack.pkid),
+            Ok(Event::Incoming(Packet::PubComp(ack))) => shared.outbox().acknowledged(ack.pkid),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                connected.send_replace(false);
+                tracing::info!("disconnected from the MQTT broker");
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                connected.send_replace(false);
+                let lost = shared.outbox().connection_lost();
+                let delay = backoff.next_delay();
+                let reason = describe(&error);
+                if outage_reported {
+                    tracing::debug!(%reason, retry_in = ?delay, "MQTT broker still unreachable");
+                } else {
+                    tracing::warn!(%reason, lost_live_events = lost, retry_in = ?delay, "MQTT broker connection lost");
+                    outage_reported = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// A readable reason for a broker connection error (rumqttc's own texts are terse).
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker refused the connection ({code:?}); check mqtt.username / mqtt.password")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,313 @@
+//! What the publisher still has to send: retained state (the truth now) and a bounded queue of live events.
+//!
+//! Producers never wait for the broker: they put messages here and return. Retained state is a map, so it
+//! can never overflow and a reconnect can re-publish all of it; live events share one bounded queue whose
+//! oldest entries are dropped (and counted) when it is full, e.g. while the broker is down.
+//!
+//! The outbox also follows each message handed to rumqttc until the broker acknowledges it, because rumqttc
+//! forgets unacknowledged messages when a clean session reconnects: lost live events are counted as dropped,
+//! lost clears (empty retained messages) are kept and sent again.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
+
+/// A message ready for the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+}
+
+#[derive(Debug)]
+struct RetainedEntry {
+    /// Empty for a clear that has not been acknowledged yet.
+    payload: Bytes,
+    /// Waiting in `dirty` to be (re-)sent.
+    dirty: bool,
+}
+
+/// What a handed-over message was, for the accounting when it is acknowledged or lost.
+#[derive(Debug)]
+enum Sent {
+    Live,
+    Retained,
+    Clear(String),
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Outbox {
+    retained: BTreeMap<String, RetainedEntry>,
+    dirty: VecDeque<String>,
+    live: VecDeque<(String, Bytes)>,
+    live_capacity: usize,
+    handed: VecDeque<Sent>,
+    inflight: HashMap<u16, Sent>,
+    dropped: u64,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `live_capacity` live events (at least one).
+    pub fn new(live_capacity: usize) -> Self {
+        Outbox {
+            retained: BTreeMap::new(),
+            dirty: VecDeque::new(),
+            live: VecDeque::new(),
+            live_capacity: live_capacity.max(1),
+            handed: VecDeque::new(),
+            inflight: HashMap::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Sets retained state. Publishing the same payload again is a no-op, so callers need not dedupe.
+    pub fn retain(&mut self, topic: String, payload: Bytes) {
+        if let Some(entry) = self.retained.get_mut(&topic) {
+            if entry.payload == payload {
+                return;
+            }
+            entry.payload = payload;
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push_back(topic);
+            }
+            return;
+        }
+        self.retained.insert(
+            topic.clone(),
+            RetainedEntry {
+                payload,
+                dirty: true,
+            },
+        );
+        self.dirty.push_back(topic);
+    }
+
+    /// Clears retained state with an empty retained message, kept until the broker acknowledges it.
+    pub fn clear(&mut self, topic: String) {
+        self.retain(topic, Bytes::new());
+    }
+
+    /// The current payload of a retained topic (`None` if never set or cleared).
+    pub fn retained_payload(&self, topic: &str) -> Option<&Bytes> {
+        self.retained
+            .get(topic)
+            .map(|e| &e.payload)
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Retained topics (not cleared) starting with `prefix`.
+    pub fn retained_topics(&self, prefix: &str) -> Vec<String> {
+        self.retained
+            .range(prefix.to_owned()..)
+            .take_while(|(topic, _)| topic.starts_with(prefix))
+            .filter(|(_, entry)| !entry.payload.is_empty())
+            .map(|(topic, _)| topic.clone())
+            .collect()
+    }
+
+    /// Queues a live event, dropping the oldest one when full. Returns whether something was dropped.
+    pub fn push_live(&mut self, topic: String, payload: Bytes) -> bool {
+        let overflow = self.live.len() >= self.live_capacity;
+        if overflow {
+            self.live.pop_front();
+            self.dropped += 1;
+        }
+        self.live.push_back((topic, payload));
+        overflow
+    }
+
+    /// The next message to send: changed retained state first (it is the truth users act on), then live events
+    /// oldest first. The caller must hand it to the client and then call [`Outbox::handed_over`].
+    pub fn pop(&mut self) -> Option<Outgoing> {
+        while let Some(topic) = self.dirty.pop_front() {
+            if let Some(entry) = self.retained.get_mut(&topic) {
+                if entry.dirty {
+                    entry.dirty = false;
+                    let payload = entry.payload.clone();
+                    return Some(Outgoing {
+                        topic,
+                        payload,
+                        retain: true,
+                    });
+                }
+            }
+        }
+        self.live.pop_front().map(|(topic, payload)| Outgoing {
+            topic,
+            payload,
+            retain: false,
+        })
+    }
+
+    /// Records that `message` went to the client, in the order the client will write it.
+    pub fn handed_over(&mut self, message: &Outgoing) {
+        self.handed
+            .push_back(match (message.retain, message.payload.is_empty()) {
+                (false, _) => Sent::Live,
+                (true, false) => Sent::Retained,
+                (true, true) => Sent::Clear(message.topic.clone()),
+            });
+    }
+
+    /// The client wrote the next handed-over message with this packet id (0 for QoS 0, which is never acked).
+    pub fn written(&mut self, pkid: u16) {
+        if let Some(sent) = self.handed.pop_front() {
+            if pkid == 0 {
+                self.settle(sent);
+            } else {
+                self.inflight.insert(pkid, sent);
+            }
+        }
+    }
+
+    /// The broker acknowledged packet `pkid`.
+    pub fn acknowledged(&mut self, pkid: u16) {
+        if let Some(sent) = self.inflight.remove(&pkid) {
+            self.settle(sent);
+        }
+    }
+
+    fn settle(&mut self, sent: Sent) {
+        if let Sent::Clear(topic) = sent {
+            if self
+                .retained
+                .get(&topic)
+                .is_some_and(|e| e.payload.is_empty() && !e.dirty)
+            {
+                self.retained.remove(&topic);
+            }
+        }
+    }
+
+    /// The connection was lost: everything handed over but not acknowledged is gone with rumqttc's clean
+    /// session. Lost live events are counted as dropped; the number lost is returned.
+    pub fn connection_lost(&mut self) -> u64 {
+        let lost = self
+            .handed
+            .drain(..)
+            .chain(self.inflight.drain().map(|(_, sent)| sent))
+            .filter(|sent| matches!(sent, Sent::Live))
+            .count() as u64;
+        self.dropped += lost;
+        lost
+    }
+
+    /// A new broker session began: every retained topic (and every clear not yet acknowledged) is sent again,
+    /// because a broker without persistence has forgotten them.
+    pub fn resend_all_retained(&mut self) {
+        for (topic, entry) in self.retained.iter_mut() {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push_back(topic.clone());
+            }
+        }
+    }
+
+    /// Live events dropped so far (queue overflow plus events lost with a broker connection).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Nothing is waiting to be handed over.
+    pub fn is_drained(&self) -> bool {
+        self.live.is_empty()
+            && self
+                .dirty
+                .iter()
+                .all(|t| self.retained.get(t).is_none_or(|e| !e.dirty))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(outbox: &mut Outbox) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        while let Some(m) = outbox.pop() {
+            outbox.handed_over(&m);
+            out.push((
+                m.topic,
+                String::from_utf8(m.payload.to_vec()).unwrap(),
+                m.retain,
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn retained_state_goes_first_and_keeps_only_the_latest() {
+        let mut o = Outbox::new(10);
+        o.push_live("live".into(), Bytes::from("1"));
+        o.retain("r".into(), Bytes::from("a"));
+        o.retain("r".into(), Bytes::from("b"));
+        assert_eq!(
+            drain(&mut o),
+            [
+                ("r".into(), "b".into(), true),
+                ("live".into(), "1".into(), false)
+            ]
+        );
+        o.retain("r".into(), Bytes::from("b"));
+        assert!(
+            o.pop().is_none(),
+            "an unchanged retained payload is not sent again"
+        );
+    }
+
+    #[test]
+    fn overflow_drops_oldest_live_events_never_retained_state() {
+        let mut o = Outbox::new(2);
+        o.retain("r".into(), Bytes::from("x"));
+        for i in 0..5 {
+            o.push_live("live".into(), Bytes::from(i.to_string()));
+        }
+        assert_eq!(o.dropped(), 3);
+        let sent = drain(&mut o);
+        assert_eq!(
+            sent.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(),
+            ["x", "3", "4"]
+        );
+    }
+
+    #[test]
+    fn reconnect_resends_retained_and_unacknowledged_clears() {
+        let mut o = Outbox::new(10);
+        o.retain("a".into(), Bytes::from("1"));
+        o.retain("b".into(), Bytes::from("2"));
+        o.clear("b".into());
+        o.push_live("live".into(), Bytes::from("e"));
+        assert_eq!(drain(&mut o).len(), 3);
+        o.written(1);
+        o.written(2);
+        o.written(3);
+        o.acknowledged(1);
+        assert_eq!(
+            o.connection_lost(),
+            1,
+            "the unacknowledged live event is lost and counted"
+        );
+        assert_eq!(o.dropped(), 1);
+        o.resend_all_retained();
+        assert_eq!(
+            drain(&mut o),
+            [
+                ("a".into(), "1".into(), true),
+                ("b".into(), "".into(), true)
+            ]
+        );
+        o.written(7);
+        o.written(8);
+        o.acknowledged(8);
+        o.resend_all_retained();
+        assert_eq!(
+            drain(&mut o),
+            [("a".into(), "1".into(), true)],
+            "an acknowledged clear is forgotten"
+        );
+        assert!(o.retained_topics("").contains(&"a".to_owned()));
+    }
+}

@@ -1,0 +1,136 @@
+//! REST calls to PMS with the client headers and the token.
+
+use std::time::Duration;
+
+use reqwest::{Client, Url};
+use serde::Deserialize;
+
+use super::{token_header, PlexError};
+use crate::config::lenient;
+use crate::secret::Secret;
+
+/// What the server says about itself (from `/`): the source of its topic name and of `<server>/info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerIdentity {
+    pub machine_identifier: String,
+    pub friendly_name: String,
+    pub version: String,
+    pub platform: String,
+}
+
+#[derive(Deserialize)]
+struct Root {
+    #[serde(rename = "MediaContainer")]
+    container: RootContainer,
+}
+
+#[derive(Deserialize)]
+struct RootContainer {
+    #[serde(
+        default,
+        rename = "machineIdentifier",
+        deserialize_with = "lenient::opt_string"
+    )]
+    machine_identifier: Option<String>,
+    #[serde(
+        default,
+        rename = "friendlyName",
+        deserialize_with = "lenient::opt_string"
+    )]
+    friendly_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    version: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    platform: Option<String>,
+}
+
+/// A REST client for one server.
+#[derive(Clone, Debug)]
+pub struct PlexHttp {
+    client: Client,
+    base: Url,
+}
+
+impl PlexHttp {
+    /// `client` carries the client headers and timeouts (see [`build_client`]); `base` is the server URL.
+    pub fn new(client: Client, base: Url) -> Self {
+        PlexHttp { client, base }
+    }
+
+    /// `GET /`: the identity, which also proves the token is accepted.
+    pub async fn identity(&self, token: &Secret) -> Result<ServerIdentity, PlexError> {
+        let root: Root = self.get_json("/", token).await?;
+        let c = root.container;
+        let machine_identifier = c
+            .machine_identifier
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                PlexError::Decode(
+                    "`/` has no machineIdentifier; is this a Plex Media Server?".into(),
+                )
+            })?;
+        Ok(ServerIdentity {
+            friendly_name: c.friendly_name.unwrap_or_default(),
+            version: c.version.unwrap_or_default(),
+            platform: c.platform.unwrap_or_default(),
+            machine_identifier,
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &Secret,
+    ) -> Result<T, PlexError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
+        let (name, value) = token_header(token)?;
+        let response = self
+            .client
+            .get(url)
+            .header(name, value)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(PlexError::from_status(status.as_u16()));
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        serde_json::from_slice(&body).map_err(|e| PlexError::Decode(format!("{path}: {e}")))
+    }
+}
+
+/// The shared HTTP client: client headers on every request, and the timeouts from the config.
+pub fn build_client(
+    headers: reqwest::header::HeaderMap,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<Client, PlexError> {
+    Client::builder()
+        .default_headers(headers)
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .build()
+        .map_err(|e| PlexError::Transport(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A readable transport error. reqwest's text names the URL, which never holds the token.
+fn transport_error(error: reqwest::Error) -> PlexError {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut text = format!("{kind}: {error}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    PlexError::Transport(text)
+}

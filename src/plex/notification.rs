@@ -1,0 +1,283 @@
+//! Decoding PMS notifications into one transport-neutral [`Notification`].
+//!
+//! Real payloads vary between PMS versions and transports (see `shared/plex-protocol.md`), so decoding is
+//! lenient about the envelope and strict about one thing only: every item is kept as the exact bytes PMS sent,
+//! because subscribers are promised "the JSON object exactly as PMS sent it". Items are sliced out of the frame
+//! with [`RawValue`] and never re-serialised, which also keeps the hot path cheap.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// One notification: its type (`playing`, `activity`, … or anything new) and its items, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The container's `type` exactly as PMS sent it (folding for topics happens in the router).
+    pub kind: String,
+    /// Each item's raw JSON text, byte for byte.
+    pub items: Vec<Bytes>,
+}
+
+/// Why a frame could not be turned into a notification. The session goes on either way.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or JSON nested deeper than the decoder allows.
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Valid JSON, but not an object with a notification inside.
+    #[error("unexpected shape: {0}")]
+    Shape(&'static str),
+}
+
+const CONTAINER_KEY: &str = "NotificationContainer";
+
+/// Decodes one WebSocket text frame: `{"NotificationContainer":{"type":…,"size":…,"<ArrayKey>":[…]}}`.
+///
+/// Also accepted: the container without its envelope, and the pre-1.3 `_elementType`/`_children` envelope.
+pub fn decode_websocket(frame: &str) -> Result<Notification, DecodeError> {
+    let top = object_entries(frame)?;
+    if let Some(container) = last_value(&top, CONTAINER_KEY) {
+        return decode_container(container.get(), None);
+    }
+    if let Some(element_type) = last_value(&top, "_elementType") {
+        if string_value(element_type).as_deref() == Some(CONTAINER_KEY) {
+            return decode_legacy(&top);
+        }
+    }
+    if last_value(&top, "type").is_some() {
+        return decode_container(frame, None);
+    }
+    Err(DecodeError::Shape("no NotificationContainer object"))
+}
+
+/// Decodes one EventSource event: `event: <type>` with `data: {"<ArrayKey>": {…}}` (one object), the same with
+/// an array, or a whole WebSocket envelope. `event` is the SSE event name, used as the type unless the data
+/// carries its own.
+pub fn decode_eventsource(event: &str, data: &str) -> Result<Notification, DecodeError> {
+    let top = object_entries(data)?;
+    if let Some(container) = last_value(&top, CONTAINER_KEY) {
+        return decode_container(container.get(), Some(event));
+    }
+    let mut items = Vec::new();
+    for (_, value) in &top {
+        push_items(value, &mut items)?;
+    }
+    if items.is_empty() && !top.is_empty() {
+        return Err(DecodeError::Shape(
+            "no object or array of items in the event data",
+        ));
+    }
+    Ok(Notification {
+        kind: event.to_owned(),
+        items,
+    })
+}
+
+fn decode_container(
+    container: &str,
+    fallback_kind: Option<&str>,
+) -> Result<Notification, DecodeError> {
+    let entries = object_entries(container)?;
+    let kind = match last_value(&entries, "type").and_then(string_value) {
+        Some(kind) => kind,
+        None => match fallback_kind {
+            Some(kind) => kind.to_owned(),
+            None => return Err(DecodeError::Shape("NotificationContainer has no `type`")),
+        },
+    };
+    let mut items = Vec::new();
+    for (key, value) in &entries {
+        if key != "type" && key != "size" {
+            push_items(value, &mut items)?;
+        }
+    }
+    Ok(Notification { kind, items })
+}
+
+fn decode_legacy(top: &[(Cow<'_, str>, &RawValue)]) -> Result<Notification, DecodeError> {
+    let kind = last_value(top, "type")
+        .and_then(string_value)
+        .ok_or(DecodeError::Shape(
+            "legacy NotificationContainer has no `type`",
+        ))?;
+    let mut items = Vec::new();
+    if let Some(children) = last_value(top, "_children") {
+        push_items(children, &mut items)?;
+    }
+    Ok(Notification { kind, items })
+}
+
+/// Adds the items a value holds: each element of an array, or the value itself when it is an object. Scalars
+/// are not items (e.g. a stray `"title"` key) and are skipped.
+fn push_items(value: &RawValue, items: &mut Vec<Bytes>) -> Result<(), DecodeError> {
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'[') => {
+            let elements: Vec<&RawValue> = serde_json::from_str(text)?;
+            items.extend(
+                elements
+                    .into_iter()
+                    .map(|item| Bytes::copy_from_slice(item.get().as_bytes())),
+            );
+        }
+        Some(b'{') => items.push(Bytes::copy_from_slice(text.as_bytes())),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn last_value<'a>(entries: &[(Cow<'_, str>, &'a RawValue)], key: &str) -> Option<&'a RawValue> {
+    entries
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+}
+
+/// A JSON string's value, or a number's text (PMS is inconsistent about which it sends).
+fn string_value(value: &RawValue) -> Option<String> {
+    match value.get().as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(value.get()).ok(),
+        Some(b'-' | b'0'..=b'9') => Some(value.get().to_owned()),
+        _ => None,
+    }
+}
+
+/// The entries of a JSON object in document order, duplicates included (later ones win in [`last_value`]),
+/// each value still raw. Unlike a struct, this never fails on duplicate or unknown keys.
+fn object_entries(json: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, DecodeError> {
+    struct EntriesVisitor;
+    impl<'de> Visitor<'de> for EntriesVisitor {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                entries.push((key, value));
+            }
+            Ok(entries)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    let entries = de.deserialize_map(EntriesVisitor)?;
+    de.end()?;
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: &Notification) -> Vec<&str> {
+        n.items
+            .iter()
+            .map(|b| std::str::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn websocket_frame_keeps_items_byte_for_byte() {
+        let frame = r#"{"NotificationContainer":{"type":"activity","size":2,"ActivityNotification":[{"event":"updated", "uuid":"a","Activity":{"progress":42}},{"uuid":"b"}]}}"#;
+        let n = decode_websocket(frame).unwrap();
+        assert_eq!(n.kind, "activity");
+        assert_eq!(
+            items(&n),
+            [
+                r#"{"event":"updated", "uuid":"a","Activity":{"progress":42}}"#,
+                r#"{"uuid":"b"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_keys_pass_through() {
+        let frame = r#"{"NotificationContainer":{"type":"update.statechange","size":1,"Whatever":[{"x":1}]}}"#;
+        let n = decode_websocket(frame).unwrap();
+        assert_eq!(n.kind, "update.statechange");
+        assert_eq!(items(&n), [r#"{"x":1}"#]);
+    }
+
+    #[test]
+    fn size_disagreeing_and_empty_arrays_are_fine() {
+        let n = decode_websocket(
+            r#"{"NotificationContainer":{"type":"status","size":5,"StatusNotification":[]}}"#,
+        )
+        .unwrap();
+        assert!(n.items.is_empty());
+    }
+
+    #[test]
+    fn duplicate_keys_do_not_fail() {
+        let n = decode_websocket(
+            r#"{"NotificationContainer":{"type":"a","type":"b","X":[{"k":1,"k":2}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(n.kind, "b");
+        assert_eq!(items(&n), [r#"{"k":1,"k":2}"#]);
+    }
+
+    #[test]
+    fn legacy_envelope_is_understood() {
+        let frame = r#"{"_elementType":"NotificationContainer","type":"playing","size":1,"_children":[{"_elementType":"PlaySessionStateNotification","sessionKey":"1"}]}"#;
+        let n = decode_websocket(frame).unwrap();
+        assert_eq!(n.kind, "playing");
+        assert_eq!(
+            items(&n),
+            [r#"{"_elementType":"PlaySessionStateNotification","sessionKey":"1"}"#]
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        for frame in [
+            "",
+            "{",
+            "[1,2]",
+            "42",
+            r#"{"foo":1}"#,
+            r#"{"NotificationContainer":{"size":1}}"#,
+            "{\"a\":1}x",
+        ] {
+            assert!(
+                decode_websocket(frame).is_err(),
+                "{frame:?} should be rejected"
+            );
+        }
+        let deep = "[".repeat(10_000);
+        assert!(decode_websocket(&format!("{{\"NotificationContainer\":{deep}")).is_err());
+    }
+
+    #[test]
+    fn eventsource_forms_match_the_websocket_form() {
+        let item = r#"{"sessionKey":"45","state":"paused"}"#;
+        let ws = decode_websocket(&format!(
+            r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{item}]}}}}"#
+        ))
+        .unwrap();
+        let single = decode_eventsource(
+            "playing",
+            &format!(r#"{{"PlaySessionStateNotification":{item}}}"#),
+        )
+        .unwrap();
+        let array = decode_eventsource(
+            "playing",
+            &format!(r#"{{"PlaySessionStateNotification":[{item}]}}"#),
+        )
+        .unwrap();
+        let envelope = decode_eventsource(
+            "playing",
+            &format!(r#"{{"NotificationContainer":{{"type":"playing","PlaySessionStateNotification":[{item}]}}}}"#),
+        )
+        .unwrap();
+        assert_eq!(ws, single);
+        assert_eq!(ws, array);
+        assert_eq!(ws, envelope);
+        assert!(decode_eventsource("ping", "{}").unwrap().items.is_empty());
+    }
+}

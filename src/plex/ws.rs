@@ -1,0 +1,249 @@
+//! The WebSocket transport: `GET /:/websockets/notifications` upgraded to a WebSocket, one JSON notification per
+//! text frame.
+//!
+//! Real servers answer the plural path; Plex's published API description names the singular one, which some
+//! servers answer with 404. [`WsEndpoint`] tries the plural path first, falls back to the singular one on 404 and
+//! remembers what worked. Liveness: PMS does not document pinging clients, so the bridge pings and treats
+//! silence longer than the idle timeout as a dead link.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::header::HeaderMap;
+use reqwest::Url;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{token_header, PlexError};
+use crate::secret::Secret;
+
+/// The path every real client uses.
+pub const PLURAL_PATH: &str = "/:/websockets/notifications";
+/// The path of Plex's published API description.
+pub const SINGULAR_PATH: &str = "/:/websocket/notifications";
+
+/// An open notification socket.
+pub type WsStream = WebSocketStream<TcpStream>;
+
+/// How to reach the WebSocket endpoint of one server; remembers which path works.
+#[derive(Debug, Clone)]
+pub struct WsEndpoint {
+    base: Url,
+    filters: Option<String>,
+    path: &'static str,
+    connect_timeout: Duration,
+    max_message_size: usize,
+}
+
+impl WsEndpoint {
+    /// `filters` are joined into the `filters` query parameter (`None`: no parameter, the server's default).
+    pub fn new(
+        base: Url,
+        filters: Option<&[String]>,
+        connect_timeout: Duration,
+        max_message_size: usize,
+    ) -> Self {
+        WsEndpoint {
+            base,
+            filters: filters.map(|f| f.join(",")),
+            path: PLURAL_PATH,
+            connect_timeout,
+            max_message_size,
+        }
+    }
+
+    /// The path that worked last (or will be tried first).
+    pub fn path(&self) -> &'static str {
+        self.path
+    }
+
+    /// Opens the socket: the remembered path first, the other spelling after a 404.
+    pub async fn connect(
+        &mut self,
+        headers: &HeaderMap,
+        token: &Secret,
+    ) -> Result<WsStream, PlexError> {
+        match self.connect_path(self.path, headers, token).await {
+            Err(PlexError::NotFound) => {
+                let other = if self.path == PLURAL_PATH {
+                    SINGULAR_PATH
+                } else {
+                    PLURAL_PATH
+                };
+                tracing::debug!(
+                    tried = self.path,
+                    next = other,
+                    "WebSocket path answered 404; trying the other spelling"
+                );
+                let stream = self.connect_path(other, headers, token).await?;
+                tracing::info!(path = other, "using the WebSocket path this server answers");
+                self.path = other;
+                Ok(stream)
+            }
+            other => other,
+        }
+    }
+
+    /// The URL of one path, with `filters` percent-encoded per entry (commas kept, as PMS expects them).
+    pub fn url(&self, path: &str) -> Result<Url, PlexError> {
+        let mut url = self
+            .base
+            .join(path)
+            .map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|()| PlexError::Transport("cannot build the WebSocket URL".into()))?;
+        if let Some(filters) = &self.filters {
+            let encoded: Vec<String> = filters
+                .split(',')
+                .map(|entry| url::form_urlencoded::byte_serialize(entry.as_bytes()).collect())
+                .collect();
+            url.set_query(Some(&format!("filters={}", encoded.join(","))));
+        }
+        Ok(url)
+    }
+
+    async fn connect_path(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        token: &Secret,
+    ) -> Result<WsStream, PlexError> {
+        let url = self.url(path)?;
+        if url.scheme() == "wss" {
+            return Err(PlexError::Transport(
+                "https:// servers are not supported by this version for the notification socket; use http://".into(),
+            ));
+        }
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url.port_or_known_default().unwrap_or(32400);
+        let mut request = url.as_str().into_client_request().map_err(|e| {
+            PlexError::Transport(format!("cannot build the WebSocket request: {e}"))
+        })?;
+        request.headers_mut().extend(headers.clone());
+        let (name, value) = token_header(token)?;
+        request.headers_mut().insert(name, value);
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size));
+        let handshake = async {
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| {
+                    PlexError::Transport(format!("connection to {host}:{port} failed: {e}"))
+                })?;
+            let _ = tcp.set_nodelay(true);
+            tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+                .await
+                .map_err(handshake_error)
+        };
+        let (stream, _response) =
+            timeout(self.connect_timeout, handshake)
+                .await
+                .map_err(|_| {
+                    PlexError::Transport(format!(
+                        "WebSocket handshake timed out after {:?}",
+                        self.connect_timeout
+                    ))
+                })??;
+        Ok(stream)
+    }
+}
+
+fn handshake_error(error: tungstenite::Error) -> PlexError {
+    match error {
+        tungstenite::Error::Http(response) => PlexError::from_status(response.status().as_u16()),
+        other => PlexError::Transport(format!("WebSocket handshake failed: {other}")),
+    }
+}
+
+/// How a session ended (every end but `Shutdown` leads to a reconnect).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The bridge is shutting down; a Close frame was sent.
+    Shutdown,
+    /// The server closed the socket (PMS restart, network loss).
+    Closed(String),
+    /// Nothing arrived for longer than the idle timeout, not even a pong.
+    IdleTimeout,
+    /// A protocol or I/O error, e.g. a frame over the size limit.
+    Error(String),
+}
+
+/// What the session saw that was not a notification, for the logs and counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    pub text_frames: u64,
+    pub binary_frames: u64,
+}
+
+/// Reads frames until the socket ends, handing each text frame to `on_text`. Pings every `ping_interval`;
+/// any frame (including a pong) proves the link alive.
+pub async fn run_session(
+    mut stream: WsStream,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    cancel: &CancellationToken,
+    stats: &mut SessionStats,
+    mut on_text: impl FnMut(&str),
+) -> SessionEnd {
+    let mut last_seen = Instant::now();
+    let idle = sleep_until(last_seen + idle_timeout);
+    let ping = sleep_until(last_seen + ping_interval);
+    tokio::pin!(idle, ping);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                let _ = timeout(Duration::from_millis(300), stream.close(None)).await;
+                return SessionEnd::Shutdown;
+            }
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        stats.text_frames += 1;
+                        on_text(text.as_str());
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        stats.binary_frames += 1;
+                        tracing::warn!(bytes = bytes.len(), "binary WebSocket frame ignored (PMS sends text frames)");
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let reason = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
+                        return SessionEnd::Closed(format!("server sent Close {reason}").trim().to_owned());
+                    }
+                    Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
+                    Some(Err(error)) => return SessionEnd::Error(error.to_string()),
+                    None => return SessionEnd::Closed("connection closed".into()),
+                }
+            }
+            () = &mut idle => {
+                let deadline = last_seen + idle_timeout;
+                if Instant::now() >= deadline {
+                    return SessionEnd::IdleTimeout;
+                }
+                idle.as_mut().reset(deadline);
+            }
+            () = &mut ping => {
+                ping.as_mut().reset(Instant::now() + ping_interval);
+                let remaining = (last_seen + idle_timeout).saturating_duration_since(Instant::now());
+                match timeout(remaining, stream.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return SessionEnd::Error(format!("sending ping failed: {error}")),
+                    Err(_) => return SessionEnd::IdleTimeout,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The router: a pure function from one [`Notification`] to the MQTT messages it causes.
+//!
+//! Kept free of I/O so the whole topic contract of `shared/topics.md` is testable without sockets; the
+//! supervisor hands the result to the publisher.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::plex::notification::Notification;
+use crate::topic::ServerTopics;
+
+/// One thing the publisher must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A live event: not retained, queued (and possibly dropped) while the broker is away.
+    Live { topic: String, payload: Bytes },
+    /// Retained state: never dropped; re-published after every broker reconnect.
+    Retain { topic: String, payload: Bytes },
+    /// The end of retained state: an empty retained message.
+    Clear { topic: String },
+}
+
+/// The fields of an `ActivityNotification` item the router needs; everything else passes through untouched.
+#[derive(Deserialize)]
+struct ActivityItem {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    uuid: Option<String>,
+    #[serde(default, rename = "Activity")]
+    activity: Option<ActivityBody>,
+}
+
+#[derive(Deserialize)]
+struct ActivityBody {
+    #[serde(default)]
+    uuid: Option<String>,
+}
+
+/// Maps a notification to its messages: one live message per item on `<p>/<server>/<type>`, in order, with the
+/// item's bytes as PMS sent them; plus retained activity state for `activity` notifications.
+pub fn route(topics: &ServerTopics, notification: &Notification) -> Vec<Action> {
+    let topic = topics.notification(&notification.kind);
+    let is_activity = notification.kind == "activity";
+    let mut actions =
+        Vec::with_capacity(notification.items.len() * if is_activity { 2 } else { 1 });
+    for item in &notification.items {
+        actions.push(Action::Live {
+            topic: topic.clone(),
+            payload: item.clone(),
+        });
+        if is_activity {
+            if let Some(action) = activity_state(topics, item) {
+                actions.push(action);
+            }
+        }
+    }
+    actions
+}
+
+/// Retained state for one activity item: its latest item while running, cleared on `ended`. Items without a
+/// uuid cannot be tracked and only produce the live message.
+fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
+    let parsed: ActivityItem = serde_json::from_slice(item).ok()?;
+    let uuid = parsed
+        .uuid
+        .or_else(|| parsed.activity.and_then(|a| a.uuid))
+        .filter(|u| !u.is_empty())?;
+    let topic = topics.activity(&uuid);
+    Some(match parsed.event.as_deref() {
+        Some("ended") => Action::Clear { topic },
+        _ => Action::Retain {
+            topic,
+            payload: item.clone(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{BridgeTopics, ServerName};
+
+    fn topics() -> ServerTopics {
+        BridgeTopics::new("plex").server(&ServerName::configured("home").unwrap())
+    }
+
+    fn n(kind: &str, items: &[&str]) -> Notification {
+        Notification {
+            kind: kind.into(),
+            items: items
+                .iter()
+                .map(|i| Bytes::copy_from_slice(i.as_bytes()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_item_becomes_one_live_message_in_order() {
+        let actions = route(
+            &topics(),
+            &n("transcodeSession.update", &["{\"a\":1}", "{\"b\":2}"]),
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::Live {
+                    topic: "plex/home/transcodesession_update".into(),
+                    payload: Bytes::from("{\"a\":1}")
+                },
+                Action::Live {
+                    topic: "plex/home/transcodesession_update".into(),
+                    payload: Bytes::from("{\"b\":2}")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn activities_are_retained_until_ended() {
+        let started = r#"{"event":"started","uuid":"AB/c+d","Activity":{"progress":0}}"#;
+        let actions = route(&topics(), &n("activity", &[started]));
+        assert_eq!(
+            actions[1],
+            Action::Retain {
+                topic: "plex/home/activities/ab_c_d".into(),
+                payload: Bytes::from(started)
+            }
+        );
+        let ended = r#"{"event":"ended","Activity":{"uuid":"AB/c+d"}}"#;
+        let actions = route(&topics(), &n("activity", &[ended]));
+        assert_eq!(
+            actions[1],
+            Action::Clear {
+                topic: "plex/home/activities/ab_c_d".into()
+            }
+        );
+    }
+
+    #[test]
+    fn activity_items_of_unexpected_shape_still_pass_through() {
+        let actions = route(&topics(), &n("activity", &["{\"uuid\":5}", "[1]", "{}"]));
+        assert_eq!(actions.len(), 3);
+        assert!(actions.iter().all(|a| matches!(a, Action::Live { .. })));
+    }
+}

@@ -1,0 +1,211 @@
+//! MQTT topic names: the folding rule of `shared/topics.md` and the topics of one bridge and one server.
+//!
+//! Everything that reaches the broker as a topic is built here, so no string taken from Plex (a notification
+//! type, an activity uuid, a friendly name) can put `/`, `+`, `#` or NUL into a topic.
+
+use std::fmt;
+
+/// Folds a string from PMS into one safe topic segment: lower case, every character outside `[a-z0-9_-]`
+/// replaced by `_`, runs of `_` collapsed, `_` trimmed from both ends. May return an empty string; callers
+/// decide the fallback.
+pub fn fold_segment(raw: &str) -> String {
+    let mut folded = String::with_capacity(raw.len());
+    for ch in raw.chars().flat_map(char::to_lowercase) {
+        let ch = if ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_' {
+            ch
+        } else {
+            '_'
+        };
+        if ch == '_' && (folded.is_empty() || folded.ends_with('_')) {
+            continue;
+        }
+        folded.push(ch);
+    }
+    while folded.ends_with('_') {
+        folded.pop();
+    }
+    folded
+}
+
+/// Folds a segment and falls back to `fallback` when nothing is left (e.g. a type made only of punctuation).
+pub fn fold_segment_or(raw: &str, fallback: &str) -> String {
+    let folded = fold_segment(raw);
+    if folded.is_empty() {
+        fallback.to_owned()
+    } else {
+        folded
+    }
+}
+
+/// Why a configured prefix or name cannot be used in a topic.
+pub fn topic_text_problem(text: &str, allow_slash: bool) -> Option<&'static str> {
+    if text.is_empty() {
+        return Some("is empty");
+    }
+    if text.contains(['+', '#']) {
+        return Some("contains an MQTT wildcard (`+` or `#`)");
+    }
+    if text.contains('\0') {
+        return Some("contains a NUL character");
+    }
+    if !allow_slash && text.contains('/') {
+        return Some("contains `/` (it must be a single topic level)");
+    }
+    if allow_slash && (text.starts_with('/') || text.ends_with('/') || text.contains("//")) {
+        return Some("has an empty topic level (leading, trailing or double `/`)");
+    }
+    if text.starts_with('$') {
+        return Some("starts with `$`, which brokers reserve for their own topics");
+    }
+    None
+}
+
+/// A server's topic name: the configured `name`, or the folded friendlyName. Guaranteed to be one valid segment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerName(String);
+
+impl ServerName {
+    /// A name the user configured; `None` if it cannot be a topic segment (config validation reports why).
+    pub fn configured(name: &str) -> Option<Self> {
+        topic_text_problem(name, false)
+            .is_none()
+            .then(|| ServerName(name.to_owned()))
+    }
+
+    /// The name derived from what the server says about itself: its folded friendlyName, or the first 12
+    /// characters of its machineIdentifier when the friendlyName folds to nothing.
+    pub fn derived(friendly_name: &str, machine_identifier: &str) -> Self {
+        let folded = fold_segment(friendly_name);
+        if !folded.is_empty() {
+            return ServerName(folded);
+        }
+        let id: String = fold_segment(machine_identifier).chars().take(12).collect();
+        ServerName(if id.is_empty() { "plex".to_owned() } else { id })
+    }
+
+    /// The segment itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The topics of the bridge itself.
+#[derive(Clone, Debug)]
+pub struct BridgeTopics {
+    prefix: String,
+}
+
+impl BridgeTopics {
+    /// `prefix` must already be validated (see [`topic_text_problem`]).
+    pub fn new(prefix: &str) -> Self {
+        BridgeTopics {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<p>/bridge/state`: `online` / `offline`, also the last will.
+    pub fn state(&self) -> String {
+        format!("{}/bridge/state", self.prefix)
+    }
+
+    /// `<p>/bridge/info`: version, servers, start time.
+    pub fn info(&self) -> String {
+        format!("{}/bridge/info", self.prefix)
+    }
+
+    /// The topics of one server.
+    pub fn server(&self, name: &ServerName) -> ServerTopics {
+        ServerTopics {
+            base: format!("{}/{}", self.prefix, name),
+        }
+    }
+}
+
+/// The topics of one Plex server: `<p>/<server>/…`.
+#[derive(Clone, Debug)]
+pub struct ServerTopics {
+    base: String,
+}
+
+impl ServerTopics {
+    /// `<p>/<server>/state`.
+    pub fn state(&self) -> String {
+        format!("{}/state", self.base)
+    }
+
+    /// `<p>/<server>/info`.
+    pub fn info(&self) -> String {
+        format!("{}/info", self.base)
+    }
+
+    /// `<p>/<server>/<type>` for a notification type as PMS sent it (folded here).
+    pub fn notification(&self, kind: &str) -> String {
+        format!("{}/{}", self.base, fold_segment_or(kind, "unknown"))
+    }
+
+    /// `<p>/<server>/activities/<uuid>` (uuid folded here).
+    pub fn activity(&self, uuid: &str) -> String {
+        format!(
+            "{}/activities/{}",
+            self.base,
+            fold_segment_or(uuid, "unknown")
+        )
+    }
+
+    /// The prefix every activity topic of this server starts with (`…/activities/`).
+    pub fn activities_prefix(&self) -> String {
+        format!("{}/activities/", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_follows_the_contract() {
+        assert_eq!(fold_segment("playing"), "playing");
+        assert_eq!(
+            fold_segment("transcodeSession.update"),
+            "transcodesession_update"
+        );
+        assert_eq!(fold_segment("Living Room  Plex!"), "living_room_plex");
+        assert_eq!(fold_segment("__a//b++c#__"), "a_b_c");
+        assert_eq!(fold_segment("0f3c2a9e-5b1d-4c6e"), "0f3c2a9e-5b1d-4c6e");
+        assert_eq!(fold_segment("a\0b"), "a_b");
+        assert_eq!(fold_segment("+++"), "");
+        assert_eq!(fold_segment("Café Ünïcode"), "caf_n_code");
+        assert_eq!(fold_segment_or("///", "unknown"), "unknown");
+    }
+
+    #[test]
+    fn derived_name_falls_back_to_machine_identifier() {
+        assert_eq!(ServerName::derived("My Plex", "abc").as_str(), "my_plex");
+        assert_eq!(
+            ServerName::derived("???", "0123456789ABCDEF").as_str(),
+            "0123456789ab"
+        );
+    }
+
+    #[test]
+    fn configured_names_and_prefixes_are_checked() {
+        assert!(ServerName::configured("living-room").is_some());
+        assert!(ServerName::configured("a/b").is_none());
+        assert!(ServerName::configured("a+b").is_none());
+        assert!(topic_text_problem("home/plex", true).is_none());
+        assert!(topic_text_problem("home//plex", true).is_some());
+        assert!(topic_text_problem("plex#", true).is_some());
+        assert!(topic_text_problem("", true).is_some());
+    }
+}
