@@ -16,4 +16,5 @@ pub mod plex;
 pub mod router;
 pub mod secret;
 pub mod supervisor;
+pub mod tls;
 pub mod topic;

@@ -27,8 +27,12 @@ pub const PLURAL_PATH: &str = "/:/websockets/notifications";
 /// The path of Plex's published API description.
 pub const SINGULAR_PATH: &str = "/:/websocket/notifications";
 
+/// A byte stream the WebSocket runs over: plain TCP, or TLS for `https://` servers.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// An open notification socket.
-pub type WsStream = WebSocketStream<TcpStream>;
+pub type WsStream = WebSocketStream<Box<dyn Io>>;
 
 /// How to reach the WebSocket endpoint of one server; remembers which path works.
 #[derive(Debug, Clone)]
@@ -115,11 +119,6 @@ impl WsEndpoint {
         token: &Secret,
     ) -> Result<WsStream, PlexError> {
         let url = self.url(path)?;
-        if url.scheme() == "wss" {
-            return Err(PlexError::Transport(
-                "https:// servers are not supported by this version for the notification socket; use http://".into(),
-            ));
-        }
         let host = url
             .host_str()
             .unwrap_or_default()
@@ -127,6 +126,7 @@ impl WsEndpoint {
             .trim_end_matches(']')
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(32400);
+        let secure = url.scheme() == "wss";
         let mut request = url.as_str().into_client_request().map_err(|e| {
             PlexError::Transport(format!("cannot build the WebSocket request: {e}"))
         })?;
@@ -143,7 +143,17 @@ impl WsEndpoint {
                     PlexError::Transport(format!("connection to {host}:{port} failed: {e}"))
                 })?;
             let _ = tcp.set_nodelay(true);
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+            let io: Box<dyn Io> = if secure {
+                let config = crate::tls::client_config().map_err(PlexError::Transport)?;
+                Box::new(
+                    crate::tls::connect(config, &host, tcp)
+                        .await
+                        .map_err(PlexError::Transport)?,
+                )
+            } else {
+                Box::new(tcp)
+            };
+            tokio_tungstenite::client_async_with_config(request, io, Some(config))
                 .await
                 .map_err(handshake_error)
         };
