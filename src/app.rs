@@ -39,11 +39,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
         config.servers.len(),
     );
     let headers = client_headers(&config.plex);
-    let client = build_client(
-        headers.clone(),
-        config.plex.connect_timeout,
-        config.plex.request_timeout,
-    )?;
+    let client = build_client(headers.clone(), config.plex.connect_timeout)?;
     let plex = Arc::new(config.plex.clone());
 
     let stop_supervisors = CancellationToken::new();
@@ -51,7 +47,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
     for (index, server) in config.servers.iter().enumerate() {
         let span = tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
         let supervisor = Supervisor {
-            http: PlexHttp::new(client.clone(), server.url.clone()),
+            http: PlexHttp::new(
+                client.clone(),
+                server.url.clone(),
+                config.plex.request_timeout,
+            ),
             server: server.clone(),
             plex: plex.clone(),
             headers: headers.clone(),

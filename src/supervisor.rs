@@ -97,8 +97,10 @@ impl Supervisor {
         }
         let mut backoff = Backoff::new(self.plex.backoff_min, self.plex.backoff_max);
         let mut unauthorized_reported = false;
+        // `connecting` until the first session is up; after that, retries keep `disconnected` or `unauthorized`
+        // so the topic changes only when something a user cares about changes.
+        self.set_state(&mut session, ServerState::Connecting);
         loop {
-            self.set_state(&mut session, ServerState::Connecting);
             let attempt = self.attempt(&mut session, &cancel).await;
             let delay = match attempt {
                 Attempt::Shutdown => break,

@@ -49,12 +49,28 @@ struct RootContainer {
 pub struct PlexHttp {
     client: Client,
     base: Url,
+    request_timeout: Duration,
 }
 
 impl PlexHttp {
-    /// `client` carries the client headers and timeouts (see [`build_client`]); `base` is the server URL.
-    pub fn new(client: Client, base: Url) -> Self {
-        PlexHttp { client, base }
+    /// `client` carries the client headers (see [`build_client`]); `base` is the server URL; every REST call
+    /// must finish within `request_timeout`.
+    pub fn new(client: Client, base: Url, request_timeout: Duration) -> Self {
+        PlexHttp {
+            client,
+            base,
+            request_timeout,
+        }
+    }
+
+    /// The client, for the EventSource transport (a stream has no overall timeout).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
     }
 
     /// `GET /`: the identity, which also proves the token is accepted.
@@ -91,6 +107,7 @@ impl PlexHttp {
             .client
             .get(url)
             .header(name, value)
+            .timeout(self.request_timeout)
             .send()
             .await
             .map_err(transport_error)?;
@@ -103,22 +120,21 @@ impl PlexHttp {
     }
 }
 
-/// The shared HTTP client: client headers on every request, and the timeouts from the config.
+/// The shared HTTP client: client headers on every request and a connect timeout. There is no overall timeout
+/// here because the EventSource stream lasts as long as the session; REST calls set their own.
 pub fn build_client(
     headers: reqwest::header::HeaderMap,
     connect_timeout: Duration,
-    request_timeout: Duration,
 ) -> Result<Client, PlexError> {
     Client::builder()
         .default_headers(headers)
         .connect_timeout(connect_timeout)
-        .timeout(request_timeout)
         .build()
         .map_err(|e| PlexError::Transport(format!("cannot build the HTTP client: {e}")))
 }
 
 /// A readable transport error. reqwest's text names the URL, which never holds the token.
-fn transport_error(error: reqwest::Error) -> PlexError {
+pub(crate) fn transport_error(error: reqwest::Error) -> PlexError {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
