@@ -114,6 +114,11 @@ pub struct PlexConfig {
     pub stable_after: Duration,
     /// Largest notification accepted from PMS, in bytes; larger ones are dropped and counted.
     pub max_message_size: usize,
+    /// How often sessions and activities are reconciled with the server even without a reconnect.
+    #[serde(with = "humantime_serde")]
+    pub resync_interval: Duration,
+    /// Progress (percent) at which a session is scrobbled.
+    pub scrobble_threshold: f64,
 }
 
 /// One Plex Media Server.
@@ -129,9 +134,34 @@ pub struct ServerConfig {
     pub name: Option<String>,
     /// `filters` query parameter entries; `None` sends no parameter (the server's default, `-log`).
     pub filters: Option<Vec<String>>,
+    /// Which notification transport to use.
+    pub transport: Transport,
     /// Where the key lives, for messages (`servers[0]` or `plex`).
     #[serde(skip)]
     pub key: String,
+}
+
+/// The notification transport of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebSocket first; EventSource when the upgrade is refused (remembered until restart).
+    Auto,
+    /// Only WebSocket.
+    WebSocket,
+    /// Only EventSource (SSE).
+    EventSource,
+}
+
+impl Transport {
+    /// The name used in the config and in `<server>/info`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Auto => "auto",
+            Transport::WebSocket => "websocket",
+            Transport::EventSource => "eventsource",
+        }
+    }
 }
 
 /// Where a token comes from.
@@ -237,6 +267,10 @@ struct RawPlex {
     stable_after: Option<Duration>,
     #[serde(default)]
     max_message_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    resync_interval: Option<Duration>,
+    #[serde(default)]
+    scrobble_threshold: Option<f64>,
     /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
     #[serde(flatten)]
     server: RawServer,
@@ -254,6 +288,8 @@ struct RawServer {
     name: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_list")]
     filters: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    transport: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,7 +303,7 @@ struct RawLogging {
 
 /// Keys a `[[servers]]` table accepts (`RawServer` cannot deny unknown fields itself because it is flattened
 /// into `[plex]`).
-const SERVER_KEYS: &[&str] = &["url", "token", "token_file", "name", "filters"];
+const SERVER_KEYS: &[&str] = &["url", "token", "token_file", "name", "filters", "transport"];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading.
@@ -726,6 +762,14 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
             "raise mqtt.max_packet_size or lower plex.max_message_size, so every accepted notification fits",
         ));
     }
+    let scrobble_threshold = raw.scrobble_threshold.unwrap_or(90.0);
+    if !(1.0..=100.0).contains(&scrobble_threshold) {
+        return Err(ConfigError::new(
+            "plex.scrobble_threshold",
+            format!("is {scrobble_threshold}"),
+            "use a percentage between 1 and 100 (default 90)",
+        ));
+    }
     Ok(PlexConfig {
         client_identifier,
         device_name: raw
@@ -753,6 +797,12 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
             "plex.stable_after",
         )?,
         max_message_size,
+        resync_interval: positive(
+            raw.resync_interval,
+            Duration::from_secs(300),
+            "plex.resync_interval",
+        )?,
+        scrobble_threshold,
     })
 }
 
@@ -837,11 +887,24 @@ fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigEr
             Some(clean)
         }
     };
+    let transport = match raw.transport.as_deref().map(str::trim) {
+        None | Some("auto") => Transport::Auto,
+        Some("websocket") => Transport::WebSocket,
+        Some("eventsource") => Transport::EventSource,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{key}.transport"),
+                format!("is {other:?}"),
+                "use \"auto\" (default), \"websocket\" or \"eventsource\"",
+            ))
+        }
+    };
     Ok(ServerConfig {
         url,
         token,
         name: raw.name,
         filters,
+        transport,
         key,
     })
 }

@@ -28,6 +28,10 @@ const PACKET_OVERHEAD: usize = 16;
 
 struct Shared {
     outbox: Mutex<Outbox>,
+    /// Retained session/activity topics found on the broker at start-up (left by an earlier run), not yet
+    /// claimed by a server's resync.
+    stale: Mutex<std::collections::BTreeSet<String>>,
+    scan_done: watch::Sender<bool>,
     wake: Notify,
     max_packet_size: usize,
     oversized: std::sync::atomic::AtomicU64,
@@ -92,6 +96,31 @@ impl Publisher {
     /// Clears one retained topic.
     pub fn clear(&self, topic: String) {
         self.apply([Action::Clear { topic }]);
+    }
+
+    /// The payload the bridge holds for a retained topic now (`None` if unset or cleared).
+    pub fn retained_payload(&self, topic: &str) -> Option<Bytes> {
+        self.shared.outbox().retained_payload(topic).cloned()
+    }
+
+    /// Takes the retained topics under `prefix` that an earlier run left on the broker (read at start-up).
+    pub fn take_stale(&self, prefix: &str) -> Vec<String> {
+        let mut stale = self.shared.stale.lock().unwrap_or_else(|p| p.into_inner());
+        let taken: Vec<String> = stale
+            .iter()
+            .filter(|t| t.starts_with(prefix))
+            .cloned()
+            .collect();
+        for topic in &taken {
+            stale.remove(topic);
+        }
+        taken
+    }
+
+    /// Waits (at most `limit`) until the start-up read of leftover retained topics is complete.
+    pub async fn stale_scan_done(&self, limit: Duration) {
+        let mut done = self.shared.scan_done.subscribe();
+        let _ = tokio::time::timeout(limit, done.wait_for(|d| *d)).await;
     }
 
     /// Retained topics this bridge currently holds under `prefix`.
@@ -160,6 +189,8 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConn
         wake: Notify::new(),
         max_packet_size: config.max_packet_size,
         oversized: Default::default(),
+        stale: Default::default(),
+        scan_done: watch::channel(false).0,
     });
     let (connected_tx, connected_rx) = watch::channel(false);
     let publisher = Publisher {
@@ -178,11 +209,13 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConn
         stop_sending.clone(),
     ));
     let backoff = Backoff::new(Duration::from_millis(250), config.reconnect_max);
+    let scan = StaleScan::new(client.clone(), topics.prefix());
     let driver = tokio::spawn(drive(
         eventloop,
         shared,
         connected_tx,
         backoff,
+        scan,
         stop_driving.clone(),
     ));
     let connection = MqttConnection {
@@ -281,12 +314,18 @@ async fn drive(
     shared: Arc<Shared>,
     connected: watch::Sender<bool>,
     mut backoff: Backoff,
+    mut scan: StaleScan,
     stop: CancellationToken,
 ) {
     let mut outage_reported = false;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
+            () = tokio::time::sleep_until(scan.deadline.unwrap_or(far)), if scan.deadline.is_some() => {
+                scan.finish(&shared);
+                continue;
+            }
             () = stop.cancelled() => return,
         };
         match event {
@@ -304,6 +343,17 @@ async fn drive(
                 backoff.reset();
                 connected.send_replace(true);
                 shared.wake.notify_one();
+                scan.begin();
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => scan.subscribed(),
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if publish.retain && !publish.payload.is_empty() && scan.active() {
+                    shared
+                        .stale
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(publish.topic.clone());
+                }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => shared.outbox().written(pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => shared.outbox().acknowledged(ack.pkid),
@@ -341,5 +391,89 @@ fn describe(error: &ConnectionError) -> String {
             format!("broker refused the connection ({code:?}); check mqtt.username / mqtt.password")
         }
         other => other.to_string(),
+    }
+}
+
+/// The start-up read of retained session and activity topics an earlier run may have left: subscribe, collect
+/// what the broker delivers as retained, unsubscribe. Each server's resync then clears what is no longer true.
+struct StaleScan {
+    client: AsyncClient,
+    filters: [String; 2],
+    state: ScanState,
+    suback_count: usize,
+    deadline: Option<tokio::time::Instant>,
+}
+
+#[derive(PartialEq, Eq)]
+enum ScanState {
+    NotStarted,
+    Subscribing,
+    Collecting,
+    Done,
+}
+
+/// How long retained messages may take to arrive after the subscription is confirmed.
+const SCAN_SETTLE: Duration = Duration::from_millis(700);
+/// The scan gives up after this long without confirmation (the broker may refuse the subscription).
+const SCAN_LIMIT: Duration = Duration::from_secs(3);
+
+impl StaleScan {
+    fn new(client: AsyncClient, prefix: &str) -> Self {
+        StaleScan {
+            client,
+            filters: [
+                format!("{prefix}/+/sessions/+"),
+                format!("{prefix}/+/activities/+"),
+            ],
+            state: ScanState::NotStarted,
+            suback_count: 0,
+            deadline: None,
+        }
+    }
+
+    fn active(&self) -> bool {
+        matches!(self.state, ScanState::Subscribing | ScanState::Collecting)
+    }
+
+    /// On the first broker session only.
+    fn begin(&mut self) {
+        if self.state != ScanState::NotStarted {
+            return;
+        }
+        for filter in &self.filters {
+            if self
+                .client
+                .try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                .is_err()
+            {
+                tracing::debug!(filter, "could not ask for leftover retained topics");
+            }
+        }
+        self.state = ScanState::Subscribing;
+        self.deadline = Some(tokio::time::Instant::now() + SCAN_LIMIT);
+    }
+
+    fn subscribed(&mut self) {
+        if self.state != ScanState::Subscribing {
+            return;
+        }
+        self.suback_count += 1;
+        if self.suback_count >= self.filters.len() {
+            self.state = ScanState::Collecting;
+            self.deadline = Some(tokio::time::Instant::now() + SCAN_SETTLE);
+        }
+    }
+
+    fn finish(&mut self, shared: &Shared) {
+        self.deadline = None;
+        if self.active() {
+            for filter in &self.filters {
+                let _ = self.client.try_unsubscribe(filter.clone());
+            }
+        }
+        self.state = ScanState::Done;
+        let found = shared.stale.lock().unwrap_or_else(|p| p.into_inner()).len();
+        tracing::debug!(found, "read leftover retained session/activity topics");
+        shared.scan_done.send_replace(true);
     }
 }

@@ -9,18 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::bridge_info::BridgeInfo;
-use crate::config::{PlexConfig, ServerConfig, TokenSource};
+use crate::config::{PlexConfig, ServerConfig, TokenSource, Transport};
 use crate::mqtt::Publisher;
 use crate::plex::http::{PlexHttp, ServerIdentity};
-use crate::plex::notification::decode_websocket;
-use crate::plex::ws::{run_session, SessionEnd, SessionStats, WsEndpoint};
-use crate::plex::PlexError;
+use crate::plex::sse::{self, SseEndpoint, SseStream};
+use crate::plex::ws::{self, WsEndpoint, WsStream};
+use crate::plex::{Incoming, PlexError, SessionEnd, SessionStats};
 use crate::router::route;
+use crate::server_state::{StateInput, StateTask, QUEUE};
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// The values of `<p>/<server>/state`.
@@ -57,6 +59,9 @@ pub struct Supervisor {
     pub index: usize,
 }
 
+/// Notification types the state task follows.
+const STATEFUL_KINDS: [&str; 3] = ["playing", "timeline", "activity"];
+
 /// What one connection attempt came to.
 enum Attempt {
     Shutdown,
@@ -73,24 +78,57 @@ struct Session {
     name: Option<ServerName>,
     topics: Option<ServerTopics>,
     state: Option<ServerState>,
-    endpoint: WsEndpoint,
+    websocket: WsEndpoint,
+    eventsource: SseEndpoint,
+    /// `transport = "auto"` found the WebSocket refused and uses EventSource until restart.
+    fell_back: bool,
     malformed: u64,
+    state_inputs: mpsc::Sender<StateInput>,
+    state_dropped: u64,
+}
+
+/// An open notification session on either transport.
+enum Connected {
+    WebSocket(WsStream),
+    EventSource(SseStream),
 }
 
 impl Supervisor {
     /// Runs until `cancel` fires, then leaves the state topic at `disconnected`.
     pub async fn run(self, cancel: CancellationToken) {
+        let (state_inputs, state_rx) = mpsc::channel(QUEUE);
+        let state_task = StateTask {
+            http: self.http.clone(),
+            token: self.server.token.clone(),
+            publisher: self.publisher.clone(),
+            scrobble_percent: self.plex.scrobble_threshold,
+            resync_interval: self.plex.resync_interval,
+        };
+        let state_cancel = cancel.child_token();
+        let state_handle = tokio::spawn(tracing::Instrument::in_current_span(
+            state_task.run(state_rx, state_cancel.clone()),
+        ));
         let mut session = Session {
             name: self.server.name.as_deref().and_then(ServerName::configured),
             topics: None,
             state: None,
-            endpoint: WsEndpoint::new(
+            websocket: WsEndpoint::new(
                 self.server.url.clone(),
                 self.server.filters.as_deref(),
                 self.plex.connect_timeout,
                 self.plex.max_message_size,
             ),
+            eventsource: SseEndpoint::new(
+                self.http.client().clone(),
+                self.server.url.clone(),
+                self.server.filters.as_deref(),
+                self.plex.connect_timeout,
+                self.plex.max_message_size,
+            ),
+            fell_back: false,
             malformed: 0,
+            state_inputs,
+            state_dropped: 0,
         };
         if let Some(name) = session.name.clone() {
             self.adopt_name(&mut session, name);
@@ -139,6 +177,8 @@ impl Supervisor {
             }
         }
         self.set_state(&mut session, ServerState::Disconnected);
+        state_cancel.cancel();
+        let _ = state_handle.await;
         tracing::debug!("supervisor stopped");
     }
 
@@ -169,46 +209,121 @@ impl Supervisor {
             self.set_state(session, ServerState::Connecting);
         }
         let connect = tokio::select! {
-            stream = session.endpoint.connect(&self.headers, &token) => stream,
+            connected = self.connect(session, &token) => connected,
             () = cancel.cancelled() => return Attempt::Shutdown,
         };
-        let stream = match connect {
-            Ok(stream) => stream,
+        let connected = match connect {
+            Ok(connected) => connected,
             Err(error @ PlexError::Unauthorized(_)) => return Attempt::Unauthorized(error),
             Err(error) => return Attempt::Failed(error),
         };
-        self.publish_info(session, &identity, "websocket");
-        self.set_state(session, ServerState::Connected);
-        tracing::info!(version = %identity.version, path = session.endpoint.path(), "connected to Plex notifications over WebSocket");
-        let started = Instant::now();
+        let transport = match connected {
+            Connected::WebSocket(_) => Transport::WebSocket,
+            Connected::EventSource(_) => Transport::EventSource,
+        };
         let Some(topics) = session.topics.clone() else {
             return Attempt::Failed(PlexError::Transport("no topic name".into()));
         };
+        self.publish_info(session, &identity, transport.as_str());
+        self.set_state(session, ServerState::Connected);
+        let _ = session
+            .state_inputs
+            .try_send(StateInput::Connected(topics.clone()));
+        tracing::info!(version = %identity.version, transport = transport.as_str(), "connected to Plex notifications");
+        let started = Instant::now();
         let mut stats = SessionStats::default();
         let publisher = &self.publisher;
         let malformed = &mut session.malformed;
-        let end = run_session(stream, self.plex.ping_interval, self.plex.idle_timeout, cancel, &mut stats, |text| {
-            match decode_websocket(text) {
-                Ok(notification) => publisher.apply(route(&topics, &notification)),
-                Err(error) => {
-                    *malformed += 1;
-                    tracing::warn!(%error, bytes = text.len(), frame_start = %preview(text), malformed_total = *malformed,
-                        "notification frame skipped");
+        let state_inputs = &session.state_inputs;
+        let state_dropped = &mut session.state_dropped;
+        let mut on_message = |incoming: Incoming<'_>| match incoming.decode() {
+            Ok(notification) => {
+                publisher.apply(route(&topics, &notification));
+                if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
+                    if let Err(error) =
+                        state_inputs.try_send(StateInput::Notification(notification))
+                    {
+                        *state_dropped += 1;
+                        if state_dropped.is_power_of_two() {
+                            tracing::warn!(%error, dropped_total = *state_dropped,
+                                "session/library tracking is behind; a notification was forwarded raw only");
+                        }
+                    }
                 }
             }
-        })
-        .await;
-        tracing::debug!(
-            text_frames = stats.text_frames,
-            binary_frames = stats.binary_frames,
-            "session statistics"
-        );
+            Err(error) => {
+                *malformed += 1;
+                let text = incoming.text();
+                tracing::warn!(%error, bytes = text.len(), start = %preview(text), malformed_total = *malformed,
+                    "notification skipped");
+            }
+        };
+        let end = match connected {
+            Connected::WebSocket(stream) => {
+                ws::run_session(
+                    stream,
+                    self.plex.ping_interval,
+                    self.plex.idle_timeout,
+                    cancel,
+                    &mut stats,
+                    &mut on_message,
+                )
+                .await
+            }
+            Connected::EventSource(stream) => {
+                // PMS pings the stream every 10 s; two missed pings mean it is dead.
+                sse::run_session(
+                    stream,
+                    self.plex.ping_interval * 2,
+                    cancel,
+                    &mut stats,
+                    &mut on_message,
+                )
+                .await
+            }
+        };
+        tracing::debug!(?stats, "session statistics");
         if end == SessionEnd::Shutdown {
             return Attempt::Shutdown;
         }
         Attempt::Ended {
             connected_for: started.elapsed(),
             end,
+        }
+    }
+
+    /// Opens the configured transport; with `auto`, WebSocket until it is refused, then EventSource.
+    async fn connect(
+        &self,
+        session: &mut Session,
+        token: &crate::secret::Secret,
+    ) -> Result<Connected, PlexError> {
+        let websocket_first = match self.server.transport {
+            Transport::WebSocket => true,
+            Transport::EventSource => false,
+            Transport::Auto => !session.fell_back,
+        };
+        if !websocket_first {
+            return session
+                .eventsource
+                .connect(token)
+                .await
+                .map(Connected::EventSource);
+        }
+        match session.websocket.connect(&self.headers, token).await {
+            Ok(stream) => Ok(Connected::WebSocket(stream)),
+            Err(error)
+                if self.server.transport == Transport::Auto && error.is_upgrade_refusal() =>
+            {
+                tracing::info!(reason = %error, "WebSocket refused by this server; using EventSource from now on");
+                session.fell_back = true;
+                session
+                    .eventsource
+                    .connect(token)
+                    .await
+                    .map(Connected::EventSource)
+            }
+            Err(error) => Err(error),
         }
     }
 

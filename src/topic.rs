@@ -163,6 +163,26 @@ impl ServerTopics {
         )
     }
 
+    /// `<p>/<server>/sessions/<sessionKey>` (key folded here).
+    pub fn session(&self, key: &str) -> String {
+        format!("{}/sessions/{}", self.base, fold_segment_or(key, "unknown"))
+    }
+
+    /// `<p>/<server>/sessions`: the summary of all sessions.
+    pub fn sessions_summary(&self) -> String {
+        format!("{}/sessions", self.base)
+    }
+
+    /// The prefix every session topic of this server starts with (`…/sessions/`).
+    pub fn sessions_prefix(&self) -> String {
+        format!("{}/sessions/", self.base)
+    }
+
+    /// `<p>/<server>/events/<kind>`: derived events (`playback`, `library`).
+    pub fn events(&self, kind: &str) -> String {
+        format!("{}/events/{}", self.base, kind)
+    }
+
     /// The prefix every activity topic of this server starts with (`…/activities/`).
     pub fn activities_prefix(&self) -> String {
         format!("{}/activities/", self.base)

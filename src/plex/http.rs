@@ -98,6 +98,13 @@ impl PlexHttp {
         path: &str,
         token: &Secret,
     ) -> Result<T, PlexError> {
+        let body = self.get_bytes(path, token).await?;
+        serde_json::from_slice(&body).map_err(|e| PlexError::Decode(format!("{path}: {e}")))
+    }
+
+    /// `GET path` as JSON bytes, for the callers that parse leniently themselves (`/status/sessions`,
+    /// `/activities`, `/library/metadata/<id>`).
+    pub async fn get_bytes(&self, path: &str, token: &Secret) -> Result<bytes::Bytes, PlexError> {
         let url = self
             .base
             .join(path)
@@ -115,8 +122,7 @@ impl PlexHttp {
         if !status.is_success() {
             return Err(PlexError::from_status(status.as_u16()));
         }
-        let body = response.bytes().await.map_err(transport_error)?;
-        serde_json::from_slice(&body).map_err(|e| PlexError::Decode(format!("{path}: {e}")))
+        response.bytes().await.map_err(transport_error)
     }
 }
 

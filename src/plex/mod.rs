@@ -2,6 +2,9 @@
 
 pub mod http;
 pub mod notification;
+pub mod sessions;
+pub mod sse;
+pub mod sse_parser;
 pub mod ws;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
@@ -18,6 +21,9 @@ pub enum PlexError {
     /// 404: the endpoint does not exist on this server.
     #[error("endpoint not found (HTTP 404)")]
     NotFound,
+    /// The TCP connection worked but the WebSocket upgrade did not (closed or garbled during the handshake).
+    #[error("{0}")]
+    UpgradeRefused(String),
     /// Any other unexpected HTTP status.
     #[error("unexpected HTTP status {0}")]
     Status(u16),
@@ -77,4 +83,71 @@ pub fn token_header(token: &Secret) -> Result<(HeaderName, HeaderValue), PlexErr
     })?;
     value.set_sensitive(true);
     Ok((HeaderName::from_static("x-plex-token"), value))
+}
+
+impl PlexError {
+    /// Whether a failed WebSocket connection means "this server (or what is in front of it) does not do
+    /// WebSocket", which makes `transport = "auto"` use EventSource: 404 on both paths, 400, 405, 426, or a
+    /// handshake the server broke off.
+    pub fn is_upgrade_refusal(&self) -> bool {
+        matches!(
+            self,
+            PlexError::NotFound
+                | PlexError::UpgradeRefused(_)
+                | PlexError::Status(400 | 405 | 426 | 501)
+        )
+    }
+}
+
+/// One message from either transport, before decoding.
+#[derive(Debug, Clone, Copy)]
+pub enum Incoming<'a> {
+    /// A WebSocket text frame.
+    Frame(&'a str),
+    /// An EventSource event (not `ping`).
+    Event { event: &'a str, data: &'a str },
+}
+
+impl Incoming<'_> {
+    /// Decodes into the transport-neutral notification.
+    pub fn decode(&self) -> Result<notification::Notification, notification::DecodeError> {
+        match self {
+            Incoming::Frame(text) => notification::decode_websocket(text),
+            Incoming::Event { event, data } => notification::decode_eventsource(event, data),
+        }
+    }
+
+    /// The raw text, for log lines about a message that could not be decoded.
+    pub fn text(&self) -> &str {
+        match self {
+            Incoming::Frame(text) => text,
+            Incoming::Event { data, .. } => data,
+        }
+    }
+}
+
+/// How a notification session ended (every end but `Shutdown` leads to a reconnect).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The bridge is shutting down.
+    Shutdown,
+    /// The server closed the connection (PMS restart, network loss).
+    Closed(String),
+    /// Nothing arrived for longer than the idle timeout: no frame, no pong, no ping event.
+    IdleTimeout,
+    /// A protocol or I/O error, e.g. a WebSocket frame over the size limit.
+    Error(String),
+}
+
+/// Counts of one session, for the logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    /// Notifications handed on (frames or events).
+    pub messages: u64,
+    /// Messages that carry nothing to forward: binary frames.
+    pub ignored: u64,
+    /// SSE `ping` events.
+    pub pings: u64,
+    /// SSE lines or events over the size limit, dropped.
+    pub oversized: u64,
 }

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{token_header, PlexError};
+use super::{token_header, Incoming, PlexError, SessionEnd, SessionStats};
 use crate::secret::Secret;
 
 /// The path every real client uses.
@@ -54,7 +54,7 @@ impl WsEndpoint {
     ) -> Self {
         WsEndpoint {
             base,
-            filters: filters.map(|f| f.join(",")),
+            filters: filters.map(encode_filters),
             path: PLURAL_PATH,
             connect_timeout,
             max_message_size,
@@ -103,11 +103,7 @@ impl WsEndpoint {
         url.set_scheme(scheme)
             .map_err(|()| PlexError::Transport("cannot build the WebSocket URL".into()))?;
         if let Some(filters) = &self.filters {
-            let encoded: Vec<String> = filters
-                .split(',')
-                .map(|entry| url::form_urlencoded::byte_serialize(entry.as_bytes()).collect())
-                .collect();
-            url.set_query(Some(&format!("filters={}", encoded.join(","))));
+            url.set_query(Some(&format!("filters={filters}")));
         }
         Ok(url)
     }
@@ -170,34 +166,31 @@ impl WsEndpoint {
     }
 }
 
+/// The `filters` value: entries percent-encoded one by one and joined with literal commas, as PMS expects.
+pub fn encode_filters(filters: &[String]) -> String {
+    let encoded: Vec<String> = filters
+        .iter()
+        .map(|entry| url::form_urlencoded::byte_serialize(entry.as_bytes()).collect())
+        .collect();
+    encoded.join(",")
+}
+
 fn handshake_error(error: tungstenite::Error) -> PlexError {
     match error {
         tungstenite::Error::Http(response) => PlexError::from_status(response.status().as_u16()),
+        // The server accepted the TCP connection but would not (or could not) speak WebSocket: a proxy or
+        // firewall in between, or a server without the endpoint. `transport = "auto"` falls back on this.
+        other @ (tungstenite::Error::Protocol(_)
+        | tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Io(_)) => {
+            PlexError::UpgradeRefused(format!("WebSocket handshake failed: {other}"))
+        }
         other => PlexError::Transport(format!("WebSocket handshake failed: {other}")),
     }
 }
 
-/// How a session ended (every end but `Shutdown` leads to a reconnect).
-#[derive(Debug, PartialEq, Eq)]
-pub enum SessionEnd {
-    /// The bridge is shutting down; a Close frame was sent.
-    Shutdown,
-    /// The server closed the socket (PMS restart, network loss).
-    Closed(String),
-    /// Nothing arrived for longer than the idle timeout, not even a pong.
-    IdleTimeout,
-    /// A protocol or I/O error, e.g. a frame over the size limit.
-    Error(String),
-}
-
-/// What the session saw that was not a notification, for the logs and counters.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SessionStats {
-    pub text_frames: u64,
-    pub binary_frames: u64,
-}
-
-/// Reads frames until the socket ends, handing each text frame to `on_text`. Pings every `ping_interval`;
+/// Reads frames until the socket ends, handing each text frame to `on_message`. Pings every `ping_interval`;
 /// any frame (including a pong) proves the link alive.
 pub async fn run_session(
     mut stream: WsStream,
@@ -205,7 +198,7 @@ pub async fn run_session(
     idle_timeout: Duration,
     cancel: &CancellationToken,
     stats: &mut SessionStats,
-    mut on_text: impl FnMut(&str),
+    mut on_message: impl FnMut(Incoming<'_>),
 ) -> SessionEnd {
     let mut last_seen = Instant::now();
     let idle = sleep_until(last_seen + idle_timeout);
@@ -222,11 +215,11 @@ pub async fn run_session(
                 last_seen = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        stats.text_frames += 1;
-                        on_text(text.as_str());
+                        stats.messages += 1;
+                        on_message(Incoming::Frame(text.as_str()));
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        stats.binary_frames += 1;
+                        stats.ignored += 1;
                         tracing::warn!(bytes = bytes.len(), "binary WebSocket frame ignored (PMS sends text frames)");
                     }
                     Some(Ok(Message::Close(frame))) => {

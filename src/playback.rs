@@ -1,0 +1,604 @@
+//! Playback sessions: who watches what on which player, kept true from `playing` notifications and
+//! `/status/sessions` snapshots, and the derived events automations trigger on.
+//!
+//! Pure: every method takes the time and returns [`Effect`]s; the server's state task turns them into MQTT
+//! messages. Rules (documented in the README):
+//! - a new session key in a `playing` notification is a `play`; `playing`→`paused` a `pause`; `paused`→`playing`
+//!   a `resume`; `stopped` a `stop`; `buffering` is transient and produces nothing;
+//! - `seek` when `viewOffset` differs from what the elapsed time explains by more than [`SEEK_TOLERANCE_MS`];
+//! - `scrobble` once per session when progress first reaches the threshold;
+//! - events wait (briefly) for the session's user/player/title from `/status/sessions`, so every event carries
+//!   them; if that look-up fails they go out with what is known;
+//! - a snapshot that no longer lists a session, which has not been heard of since before the snapshot was asked
+//!   for, ends it (`stop`): that is how a stop missed while disconnected is repaired;
+//! - sessions discovered by a snapshot (playing before the bridge connected) get their retained document but no
+//!   `play` event, so a bridge restart does not replay automations.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::plex::sessions::{PlayingItem, SessionInfo};
+
+/// A jump of `viewOffset` larger than this (beyond what the elapsed time explains) is a seek.
+pub const SEEK_TOLERANCE_MS: u64 = 15_000;
+/// A session not heard of for this long before a snapshot was requested, and absent from it, has ended.
+const ABSENCE_GRACE_MS: u64 = 2_000;
+/// Events wait at most this long for the session's details before going out without them.
+pub const ENRICHMENT_WAIT_MS: u64 = 5_000;
+
+/// What the tracker asks the publisher to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Retained document of one session.
+    Session { key: String, doc: Value },
+    /// The session ended: clear its retained topic.
+    ClearSession { key: String },
+    /// A derived playback event (not retained).
+    Event(Value),
+    /// The retained summary changed.
+    Summary(Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlayState {
+    Playing,
+    Paused,
+    Buffering,
+}
+
+impl PlayState {
+    fn parse(state: &str) -> Option<PlayState> {
+        match state {
+            "playing" => Some(PlayState::Playing),
+            "paused" => Some(PlayState::Paused),
+            "buffering" => Some(PlayState::Buffering),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PlayState::Playing => "playing",
+            PlayState::Paused => "paused",
+            PlayState::Buffering => "buffering",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    key: String,
+    state: PlayState,
+    /// The last of playing/paused, so buffering in between does not count as a change.
+    settled: Option<PlayState>,
+    rating_key: Option<String>,
+    view_offset_ms: u64,
+    offset_at_ms: u64,
+    info: Option<SessionInfo>,
+    started_at_ms: u64,
+    updated_at_ms: u64,
+    last_heard_ms: u64,
+    scrobbled: bool,
+    pending: Vec<&'static str>,
+    pending_since_ms: u64,
+}
+
+/// All sessions of one server.
+#[derive(Debug)]
+pub struct Tracker {
+    sessions: BTreeMap<String, Tracked>,
+    scrobble_threshold: f64,
+}
+
+impl Tracker {
+    /// `scrobble_percent`: progress (0–100) at which `scrobble` fires.
+    pub fn new(scrobble_percent: f64) -> Self {
+        Tracker {
+            sessions: BTreeMap::new(),
+            scrobble_threshold: scrobble_percent / 100.0,
+        }
+    }
+
+    /// Sessions tracked now.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Applies one `playing` notification item.
+    pub fn on_playing(&mut self, item: &PlayingItem, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(key) = item.session_key.clone().filter(|k| !k.is_empty()) else {
+            return effects;
+        };
+        if item.state == "stopped" {
+            if let Some(mut tracked) = self.sessions.remove(&key) {
+                if let Some(offset) = item.view_offset_ms {
+                    tracked.view_offset_ms = offset;
+                }
+                tracked.updated_at_ms = now_ms;
+                tracked.pending.push("stop");
+                self.flush(&mut tracked, &mut effects);
+            }
+            effects.push(Effect::ClearSession { key });
+            effects.push(Effect::Summary(self.summary()));
+            return effects;
+        }
+        let Some(state) = PlayState::parse(&item.state) else {
+            return effects;
+        };
+        let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
+            key: key.clone(),
+            state,
+            settled: None,
+            rating_key: item.rating_key.clone(),
+            view_offset_ms: item.view_offset_ms.unwrap_or(0),
+            offset_at_ms: now_ms,
+            info: None,
+            started_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            last_heard_ms: now_ms,
+            scrobbled: false,
+            pending: vec!["play"],
+            pending_since_ms: now_ms,
+        });
+        let is_new = tracked.pending.first() == Some(&"play") && tracked.settled.is_none();
+        if tracked.rating_key.is_some()
+            && item.rating_key.is_some()
+            && tracked.rating_key != item.rating_key
+            && !is_new
+        {
+            // The player moved on to another item within the same session: a new play.
+            tracked.rating_key = item.rating_key.clone();
+            tracked.info = None;
+            tracked.scrobbled = false;
+            queue(tracked, "play", now_ms);
+            tracked.settled = None;
+        }
+        if tracked.rating_key.is_none() {
+            tracked.rating_key = item.rating_key.clone();
+        }
+        if let Some(offset) = item.view_offset_ms {
+            if !is_new {
+                let elapsed = match tracked.state {
+                    PlayState::Playing => now_ms.saturating_sub(tracked.offset_at_ms),
+                    _ => 0,
+                };
+                let expected = tracked.view_offset_ms + elapsed;
+                let jump = offset.abs_diff(expected);
+                if jump > SEEK_TOLERANCE_MS && state != PlayState::Buffering {
+                    queue(tracked, "seek", now_ms);
+                }
+            }
+            tracked.view_offset_ms = offset;
+            tracked.offset_at_ms = now_ms;
+        }
+        match (tracked.settled, state) {
+            (Some(PlayState::Playing), PlayState::Paused) => queue(tracked, "pause", now_ms),
+            (Some(PlayState::Paused), PlayState::Playing) => queue(tracked, "resume", now_ms),
+            _ => {}
+        }
+        // Keep `seek` after a state change reported in the same notification.
+        if let Some(seek) = tracked.pending.iter().position(|e| *e == "seek") {
+            let event = tracked.pending.remove(seek);
+            tracked.pending.push(event);
+        }
+        if state != PlayState::Buffering {
+            tracked.settled = Some(state);
+        }
+        tracked.state = state;
+        tracked.updated_at_ms = now_ms;
+        tracked.last_heard_ms = now_ms;
+        self.check_scrobble(&key, now_ms);
+        self.emit_session(&key, &mut effects);
+        effects.push(Effect::Summary(self.summary()));
+        effects
+    }
+
+    /// Applies a `/status/sessions` snapshot that was requested at `requested_at_ms`.
+    pub fn on_snapshot(
+        &mut self,
+        sessions: Vec<SessionInfo>,
+        requested_at_ms: u64,
+        now_ms: u64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let listed: Vec<String> = sessions.iter().map(|s| s.session_key.clone()).collect();
+        for info in sessions {
+            let key = info.session_key.clone();
+            let heard_since_request = self
+                .sessions
+                .get(&key)
+                .is_some_and(|t| t.last_heard_ms >= requested_at_ms);
+            let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
+                key: key.clone(),
+                state: info
+                    .state
+                    .as_deref()
+                    .and_then(PlayState::parse)
+                    .unwrap_or(PlayState::Playing),
+                settled: info
+                    .state
+                    .as_deref()
+                    .and_then(PlayState::parse)
+                    .filter(|s| *s != PlayState::Buffering),
+                rating_key: info.rating_key.clone(),
+                view_offset_ms: info.view_offset_ms.unwrap_or(0),
+                offset_at_ms: now_ms,
+                info: None,
+                started_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                last_heard_ms: now_ms,
+                // Already past the threshold when discovered: it was (or will be) scrobbled without us.
+                scrobbled: false,
+                pending: Vec::new(),
+                pending_since_ms: now_ms,
+            });
+            if !heard_since_request {
+                if let Some(state) = info.state.as_deref().and_then(PlayState::parse) {
+                    tracked.state = state;
+                    if state != PlayState::Buffering {
+                        tracked.settled = Some(state);
+                    }
+                }
+                if let Some(offset) = info.view_offset_ms {
+                    tracked.view_offset_ms = offset;
+                    tracked.offset_at_ms = now_ms;
+                }
+            }
+            tracked.info = Some(info);
+            tracked.updated_at_ms = now_ms;
+            self.check_scrobble(&key, now_ms);
+            if let Some(mut tracked) = self.sessions.remove(&key) {
+                self.flush(&mut tracked, &mut effects);
+                self.sessions.insert(key.clone(), tracked);
+            }
+            self.emit_session(&key, &mut effects);
+        }
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|t| {
+                !listed.contains(&t.key) && t.last_heard_ms + ABSENCE_GRACE_MS <= requested_at_ms
+            })
+            .map(|t| t.key.clone())
+            .collect();
+        for key in gone {
+            if let Some(mut tracked) = self.sessions.remove(&key) {
+                tracked.updated_at_ms = now_ms;
+                tracked.pending.push("stop");
+                self.flush(&mut tracked, &mut effects);
+                effects.push(Effect::ClearSession { key });
+            }
+        }
+        effects.push(Effect::Summary(self.summary()));
+        effects
+    }
+
+    /// Sends events that waited too long for details (or all of them, after a failed look-up).
+    pub fn flush_waiting(&mut self, now_ms: u64, all: bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let keys: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|t| {
+                !t.pending.is_empty() && (all || t.pending_since_ms + ENRICHMENT_WAIT_MS <= now_ms)
+            })
+            .map(|t| t.key.clone())
+            .collect();
+        for key in keys {
+            if let Some(mut tracked) = self.sessions.remove(&key) {
+                self.flush(&mut tracked, &mut effects);
+                self.sessions.insert(key, tracked);
+            }
+        }
+        effects
+    }
+
+    /// Whether some session still lacks its details (a `/status/sessions` look-up is wanted).
+    pub fn wants_details(&self) -> bool {
+        self.sessions.values().any(|t| t.info.is_none())
+    }
+
+    /// The retained summary document.
+    pub fn summary(&self) -> Value {
+        let mut playing = 0;
+        let mut paused = 0;
+        let mut buffering = 0;
+        let mut transcoding = 0;
+        let mut bandwidth = 0u64;
+        let mut list = Vec::new();
+        for t in self.sessions.values() {
+            match t.state {
+                PlayState::Playing => playing += 1,
+                PlayState::Paused => paused += 1,
+                PlayState::Buffering => buffering += 1,
+            }
+            let info = t.info.as_ref();
+            if info
+                .and_then(|i| i.transcode.as_ref())
+                .is_some_and(|tc| tc.is_transcoding())
+            {
+                transcoding += 1;
+            }
+            bandwidth += info.and_then(|i| i.bandwidth_kbps).unwrap_or(0);
+            list.push(json!({
+                "session_key": t.key,
+                "user": info.and_then(|i| i.user_name.clone()),
+                "player": info.and_then(|i| i.player_name.clone()),
+                "title": info.map(display_title),
+                "state": t.state.as_str(),
+            }));
+        }
+        json!({
+            "count": self.sessions.len(),
+            "playing": playing,
+            "paused": paused,
+            "buffering": buffering,
+            "transcoding": transcoding,
+            "direct_play": self.sessions.len() - transcoding,
+            "total_bandwidth_kbps": bandwidth,
+            "sessions": list,
+        })
+    }
+
+    fn check_scrobble(&mut self, key: &str, now_ms: u64) {
+        let threshold = self.scrobble_threshold;
+        if let Some(t) = self.sessions.get_mut(key) {
+            let duration = t.info.as_ref().and_then(|i| i.duration_ms).unwrap_or(0);
+            if !t.scrobbled
+                && duration > 0
+                && t.view_offset_ms as f64 >= duration as f64 * threshold
+            {
+                t.scrobbled = true;
+                queue(t, "scrobble", now_ms);
+            }
+        }
+    }
+
+    fn emit_session(&mut self, key: &str, effects: &mut Vec<Effect>) {
+        if let Some(mut tracked) = self.sessions.remove(key) {
+            if tracked.info.is_some() {
+                self.flush(&mut tracked, effects);
+            }
+            effects.push(Effect::Session {
+                key: key.to_owned(),
+                doc: document(&tracked),
+            });
+            self.sessions.insert(key.to_owned(), tracked);
+        }
+    }
+
+    fn flush(&self, tracked: &mut Tracked, effects: &mut Vec<Effect>) {
+        if tracked.pending.is_empty() {
+            return;
+        }
+        let doc = document(tracked);
+        for event in tracked.pending.drain(..) {
+            let mut session = doc.clone();
+            if event == "stop" {
+                session["state"] = json!("stopped");
+            }
+            effects.push(Effect::Event(
+                json!({ "event_type": event, "action": event, "session": session }),
+            ));
+        }
+    }
+}
+
+fn queue(tracked: &mut Tracked, event: &'static str, now_ms: u64) {
+    if tracked.pending.is_empty() {
+        tracked.pending_since_ms = now_ms;
+    }
+    tracked.pending.push(event);
+}
+
+/// "Show – S1E2 – Title" for episodes, the title otherwise.
+fn display_title(info: &SessionInfo) -> String {
+    let title = info.title.clone().unwrap_or_default();
+    match (&info.grandparent_title, info.parent_index, info.index) {
+        (Some(show), Some(season), Some(episode)) => {
+            format!("{show} – S{season}E{episode} – {title}")
+        }
+        (Some(show), _, _) => format!("{show} – {title}"),
+        _ => title,
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The retained document of one session.
+fn document(t: &Tracked) -> Value {
+    let info = t.info.as_ref();
+    let duration = info.and_then(|i| i.duration_ms);
+    let progress = duration
+        .filter(|d| *d > 0)
+        .map(|d| ((t.view_offset_ms as f64 / d as f64) * 1000.0).round() / 10.0)
+        .map(|p| p.min(100.0));
+    json!({
+        "session_key": t.key,
+        "state": t.state.as_str(),
+        "user": info.map(|i| json!({ "id": i.user_id, "name": i.user_name })),
+        "player": info.map(|i| json!({
+            "name": i.player_name,
+            "product": i.player_product,
+            "platform": i.player_platform,
+            "device": i.player_device,
+            "machine_identifier": i.player_machine_identifier,
+            "address": i.player_address,
+            "local": i.player_local,
+        })),
+        "media": json!({
+            "type": info.and_then(|i| i.media_type.clone()),
+            "title": info.and_then(|i| i.title.clone()),
+            "grandparent_title": info.and_then(|i| i.grandparent_title.clone()),
+            "parent_index": info.and_then(|i| i.parent_index),
+            "index": info.and_then(|i| i.index),
+            "year": info.and_then(|i| i.year),
+            "rating_key": info.and_then(|i| i.rating_key.clone()).or_else(|| t.rating_key.clone()),
+            "duration_ms": duration,
+        }),
+        "view_offset_ms": t.view_offset_ms,
+        "progress_percent": progress,
+        "transcode": info.and_then(|i| i.transcode.as_ref()).map(|tc| json!({
+            "video_decision": tc.video_decision,
+            "audio_decision": tc.audio_decision,
+            "hw": tc.hw,
+        })),
+        "bandwidth_kbps": info.and_then(|i| i.bandwidth_kbps),
+        "started_at": rfc3339(t.started_at_ms),
+        "updated_at": rfc3339(t.updated_at_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(state: &str, offset: u64) -> PlayingItem {
+        PlayingItem {
+            session_key: Some("7".into()),
+            rating_key: Some("100".into()),
+            state: state.into(),
+            view_offset_ms: Some(offset),
+        }
+    }
+
+    fn info(state: &str) -> SessionInfo {
+        SessionInfo {
+            session_key: "7".into(),
+            state: Some(state.into()),
+            user_name: Some("alice".into()),
+            player_name: Some("TV".into()),
+            title: Some("Arrival".into()),
+            duration_ms: Some(100_000),
+            ..SessionInfo::default()
+        }
+    }
+
+    fn events(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Event(v) => Some(v["event_type"].as_str().unwrap_or_default().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn play_waits_for_details_then_transitions_follow() {
+        let mut t = Tracker::new(90.0);
+        let first = t.on_playing(&item("playing", 0), 1_000);
+        assert!(
+            events(&first).is_empty(),
+            "play waits for the session details"
+        );
+        let enriched = t.on_snapshot(vec![info("playing")], 1_000, 1_300);
+        assert_eq!(events(&enriched), ["play"]);
+        let Effect::Event(play) = enriched
+            .iter()
+            .find(|e| matches!(e, Effect::Event(_)))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(play["session"]["user"]["name"], "alice");
+        assert_eq!(
+            events(&t.on_playing(&item("buffering", 1_000), 2_000)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("playing", 2_000), 3_000)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("paused", 3_000), 4_000)),
+            ["pause"]
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("paused", 3_000), 14_000)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("playing", 3_000), 15_000)),
+            ["resume"]
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("playing", 60_000), 16_000)),
+            ["seek"]
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("playing", 91_000), 17_000)),
+            ["seek", "scrobble"]
+        );
+        assert_eq!(
+            events(&t.on_playing(&item("playing", 95_000), 21_000)),
+            Vec::<String>::new(),
+            "one scrobble"
+        );
+        let stop = t.on_playing(&item("stopped", 95_000), 22_000);
+        assert_eq!(events(&stop), ["stop"]);
+        assert!(stop.contains(&Effect::ClearSession { key: "7".into() }));
+        assert!(t.is_empty());
+        assert_eq!(t.summary()["count"], 0);
+    }
+
+    #[test]
+    fn normal_progress_is_not_a_seek() {
+        let mut t = Tracker::new(90.0);
+        t.on_playing(&item("playing", 0), 0);
+        t.on_snapshot(vec![info("playing")], 0, 10);
+        assert!(events(&t.on_playing(&item("playing", 10_000), 10_000)).is_empty());
+        assert!(events(&t.on_playing(&item("playing", 20_500), 20_000)).is_empty());
+    }
+
+    #[test]
+    fn a_session_missing_from_a_later_snapshot_is_stopped() {
+        let mut t = Tracker::new(90.0);
+        t.on_playing(&item("playing", 0), 0);
+        t.on_snapshot(vec![info("playing")], 0, 10);
+        let effects = t.on_snapshot(Vec::new(), 60_000, 60_100);
+        assert_eq!(events(&effects), ["stop"]);
+        assert!(effects.contains(&Effect::ClearSession { key: "7".into() }));
+        // But not one heard of just now (the snapshot may predate it).
+        t.on_playing(&item("playing", 0), 70_000);
+        assert!(events(&t.on_snapshot(Vec::new(), 69_500, 70_100)).is_empty());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn discovered_sessions_get_a_document_but_no_play_event() {
+        let mut t = Tracker::new(90.0);
+        let effects = t.on_snapshot(vec![info("paused")], 0, 5);
+        assert!(events(&effects).is_empty());
+        assert!(effects.iter().any(
+            |e| matches!(e, Effect::Session { key, doc } if key == "7" && doc["state"] == "paused")
+        ));
+        assert_eq!(events(&t.on_playing(&item("playing", 0), 10)), ["resume"]);
+    }
+
+    #[test]
+    fn events_go_out_without_details_when_the_look_up_fails() {
+        let mut t = Tracker::new(90.0);
+        t.on_playing(&item("playing", 0), 0);
+        assert!(t.flush_waiting(1_000, false).is_empty());
+        assert_eq!(
+            events(&t.flush_waiting(ENRICHMENT_WAIT_MS, false)),
+            ["play"]
+        );
+        t.on_playing(&item("paused", 0), ENRICHMENT_WAIT_MS + 1);
+        assert_eq!(
+            events(&t.flush_waiting(ENRICHMENT_WAIT_MS + 2, true)),
+            ["pause"]
+        );
+    }
+}

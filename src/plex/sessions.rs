@@ -1,0 +1,230 @@
+//! Reading `/status/sessions` (what is playing now) and `playing` notification items, leniently: PMS sends
+//! numbers as strings on some servers, omits fields for some players, and `ratingKey` is not always numeric.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One `playing` notification item: the few fields a notification carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlayingItem {
+    pub session_key: Option<String>,
+    pub rating_key: Option<String>,
+    pub state: String,
+    pub view_offset_ms: Option<u64>,
+}
+
+impl PlayingItem {
+    /// Reads an item; `None` if it is not a JSON object.
+    pub fn parse(raw: &[u8]) -> Option<PlayingItem> {
+        let value: Value = serde_json::from_slice(raw).ok()?;
+        let object = value.as_object()?;
+        Some(PlayingItem {
+            session_key: text(object.get("sessionKey")),
+            rating_key: text(object.get("ratingKey")),
+            state: text(object.get("state")).unwrap_or_default(),
+            view_offset_ms: number(object.get("viewOffset")),
+        })
+    }
+}
+
+/// One session of `/status/sessions`, in the shape the bridge publishes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionInfo {
+    pub session_key: String,
+    pub state: Option<String>,
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub player_name: Option<String>,
+    pub player_product: Option<String>,
+    pub player_platform: Option<String>,
+    pub player_device: Option<String>,
+    pub player_machine_identifier: Option<String>,
+    pub player_address: Option<String>,
+    pub player_local: Option<bool>,
+    pub media_type: Option<String>,
+    pub title: Option<String>,
+    pub grandparent_title: Option<String>,
+    pub parent_index: Option<u64>,
+    pub index: Option<u64>,
+    pub year: Option<u64>,
+    pub rating_key: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub view_offset_ms: Option<u64>,
+    pub bandwidth_kbps: Option<u64>,
+    pub transcode: Option<TranscodeInfo>,
+}
+
+/// What the transcoder does for a session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TranscodeInfo {
+    pub video_decision: Option<String>,
+    pub audio_decision: Option<String>,
+    pub hw: bool,
+}
+
+impl TranscodeInfo {
+    /// Whether anything is actually transcoded (not merely copied / direct-streamed).
+    pub fn is_transcoding(&self) -> bool {
+        self.video_decision.as_deref() == Some("transcode")
+            || self.audio_decision.as_deref() == Some("transcode")
+    }
+}
+
+#[derive(Deserialize)]
+struct Sessions {
+    #[serde(rename = "MediaContainer")]
+    container: SessionsContainer,
+}
+
+#[derive(Deserialize)]
+struct SessionsContainer {
+    #[serde(default, rename = "Metadata")]
+    metadata: Vec<Value>,
+}
+
+/// Parses a `/status/sessions` body. Entries without a session key cannot be tracked and are skipped.
+pub fn parse_sessions(body: &[u8]) -> Result<Vec<SessionInfo>, serde_json::Error> {
+    let sessions: Sessions = serde_json::from_slice(body)?;
+    Ok(sessions
+        .container
+        .metadata
+        .iter()
+        .filter_map(session_info)
+        .collect())
+}
+
+fn session_info(entry: &Value) -> Option<SessionInfo> {
+    let session_key = text(entry.get("sessionKey")).filter(|k| !k.is_empty())?;
+    let user = entry.get("User");
+    let player = entry.get("Player");
+    let session = entry.get("Session");
+    let transcode = entry
+        .get("TranscodeSession")
+        .filter(|t| t.is_object())
+        .map(|t| TranscodeInfo {
+            video_decision: text(t.get("videoDecision")),
+            audio_decision: text(t.get("audioDecision")),
+            hw: [
+                "transcodeHwRequested",
+                "transcodeHwDecoding",
+                "transcodeHwEncoding",
+                "transcodeHwFullPipeline",
+            ]
+            .iter()
+            .any(|k| {
+                flag(t.get(*k)).unwrap_or(false)
+                    || t.get(*k)
+                        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            }),
+        });
+    Some(SessionInfo {
+        session_key,
+        state: text(player.and_then(|p| p.get("state"))),
+        user_id: text(user.and_then(|u| u.get("id"))),
+        user_name: text(user.and_then(|u| u.get("title"))),
+        player_name: text(player.and_then(|p| p.get("title"))),
+        player_product: text(player.and_then(|p| p.get("product"))),
+        player_platform: text(player.and_then(|p| p.get("platform"))),
+        player_device: text(player.and_then(|p| p.get("device"))),
+        player_machine_identifier: text(player.and_then(|p| p.get("machineIdentifier"))),
+        player_address: text(player.and_then(|p| p.get("address"))),
+        player_local: flag(player.and_then(|p| p.get("local"))),
+        media_type: text(entry.get("type")),
+        title: text(entry.get("title")),
+        grandparent_title: text(entry.get("grandparentTitle")),
+        parent_index: number(entry.get("parentIndex")),
+        index: number(entry.get("index")),
+        year: number(entry.get("year")),
+        rating_key: text(entry.get("ratingKey")),
+        duration_ms: number(entry.get("duration")),
+        view_offset_ms: number(entry.get("viewOffset")),
+        bandwidth_kbps: number(session.and_then(|s| s.get("bandwidth"))),
+        transcode,
+    })
+}
+
+/// A string, or a number's text.
+pub fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-negative whole number, from a number or a numeric string (fractions are truncated).
+pub fn number(value: Option<&Value>) -> Option<u64> {
+    match value? {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>().ok().or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A boolean from `true`/`false`, `1`/`0` or their strings.
+pub fn flag(value: Option<&Value>) -> Option<bool> {
+    match value? {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_u64().map(|n| n != 0),
+        Value::String(s) => match s.as_str() {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_parse_leniently() {
+        let body = br#"{"MediaContainer":{"size":2,"Metadata":[
+            {"sessionKey":"45","ratingKey":"217468","type":"movie","title":"Arrival","year":2016,"duration":"6960000","viewOffset":26530,
+             "User":{"id":"1","title":"alice"},"Player":{"title":"Living Room TV","product":"Plex for LG","platform":"webOS","device":"OLED","machineIdentifier":"tv1","address":"192.168.1.20","local":true,"state":"playing"},
+             "Session":{"id":"s1","bandwidth":12000,"location":"lan"},
+             "TranscodeSession":{"videoDecision":"transcode","audioDecision":"copy","transcodeHwRequested":true}},
+            {"sessionKey":46,"type":"episode","title":"Pilot","grandparentTitle":"Show","parentIndex":"1","index":1,"Player":{"state":"paused","local":"0"}},
+            {"title":"no key"}]}}"#;
+        let sessions = parse_sessions(body).unwrap();
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions[0].duration_ms, Some(6_960_000));
+        assert_eq!(sessions[0].user_name.as_deref(), Some("alice"));
+        assert!(sessions[0]
+            .transcode
+            .as_ref()
+            .is_some_and(|t| t.is_transcoding() && t.hw));
+        assert_eq!(sessions[1].session_key, "46");
+        assert_eq!(sessions[1].parent_index, Some(1));
+        assert_eq!(sessions[1].player_local, Some(false));
+        assert!(parse_sessions(b"{\"MediaContainer\":{\"size\":0}}")
+            .unwrap()
+            .is_empty());
+        assert!(parse_sessions(b"<xml/>").is_err());
+    }
+
+    #[test]
+    fn playing_items_parse_with_string_or_number_fields() {
+        let item = PlayingItem::parse(br#"{"sessionKey":45,"ratingKey":"com.gracenote.onconnect://episode/EP1","viewOffset":"1200","state":"paused"}"#).unwrap();
+        assert_eq!(item.session_key.as_deref(), Some("45"));
+        assert_eq!(
+            item.rating_key.as_deref(),
+            Some("com.gracenote.onconnect://episode/EP1")
+        );
+        assert_eq!(item.view_offset_ms, Some(1200));
+        assert!(PlayingItem::parse(b"[1]").is_none());
+    }
+}

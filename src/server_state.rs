@@ -1,0 +1,337 @@
+//! The state task of one server: playback sessions, library events and the resync that keeps retained state
+//! true after reconnects.
+//!
+//! It runs beside the notification session and never blocks it: the session hands over notifications with
+//! `try_send` (a full queue drops the enrichment input, never the raw event, which is already published), and
+//! every REST call runs in its own task whose result comes back as a message. At most one `/status/sessions`
+//! request is in flight, and `playing` bursts within [`COALESCE`] share one request.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TokenSource;
+use crate::library::{added_event, item_from_metadata, Library, LibraryChange};
+use crate::mqtt::Publisher;
+use crate::playback::{Effect, Tracker};
+use crate::plex::http::PlexHttp;
+use crate::plex::notification::Notification;
+use crate::plex::sessions::{parse_sessions, text, PlayingItem};
+use crate::plex::PlexError;
+use crate::router::Action;
+use crate::topic::{fold_segment_or, ServerTopics};
+
+/// `playing` notifications within this window share one `/status/sessions` request.
+pub const COALESCE: Duration = Duration::from_millis(250);
+/// After a failed look-up, the next try waits this long (unless a resync asks sooner).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
+pub const QUEUE: usize = 1024;
+
+/// What the session (and the supervisor) tell the state task.
+#[derive(Debug)]
+pub enum StateInput {
+    /// A notification of a type the state task follows (`playing`, `timeline`, `activity`).
+    Notification(Notification),
+    /// The notification session is (re)connected: reconcile everything with the server.
+    Connected(ServerTopics),
+}
+
+/// Results of REST calls, sent back to the state task.
+enum Fetched {
+    Sessions {
+        requested_at_ms: u64,
+        result: Result<Bytes, PlexError>,
+    },
+    Activities {
+        result: Result<Bytes, PlexError>,
+    },
+    Metadata {
+        item_id: String,
+        fallback: Value,
+        result: Result<Bytes, PlexError>,
+    },
+}
+
+/// Everything the state task needs.
+pub struct StateTask {
+    pub http: PlexHttp,
+    pub token: TokenSource,
+    pub publisher: Publisher,
+    pub scrobble_percent: f64,
+    pub resync_interval: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl StateTask {
+    /// Runs until `cancel`; `inputs` come from the supervisor.
+    pub async fn run(self, mut inputs: mpsc::Receiver<StateInput>, cancel: CancellationToken) {
+        let (fetched_tx, mut fetched) = mpsc::channel::<Fetched>(16);
+        let mut tracker = Tracker::new(self.scrobble_percent);
+        let mut library = Library::new();
+        let mut topics: Option<ServerTopics> = None;
+        let mut sessions_at: Option<Instant> = None;
+        let mut sessions_in_flight = false;
+        let mut failure_reported = false;
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let resync = tokio::time::sleep(self.resync_interval);
+        tokio::pin!(resync);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let fetch_due = sessions_at.filter(|_| !sessions_in_flight).unwrap_or(far);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                input = inputs.recv() => match input {
+                    None => return,
+                    Some(StateInput::Connected(server_topics)) => {
+                        topics = Some(server_topics);
+                        sessions_at = Some(Instant::now());
+                        self.spawn_activities(&fetched_tx);
+                    }
+                    Some(StateInput::Notification(notification)) => {
+                        let Some(topics) = &topics else { continue };
+                        match notification.kind.as_str() {
+                            "playing" => {
+                                for item in notification.items.iter().filter_map(|raw| PlayingItem::parse(raw)) {
+                                    let effects = tracker.on_playing(&item, now_ms());
+                                    self.apply(topics, effects);
+                                }
+                                sessions_at.get_or_insert_with(|| Instant::now() + COALESCE);
+                            }
+                            "timeline" => {
+                                for raw in &notification.items {
+                                    match library.on_timeline(raw) {
+                                        Some(LibraryChange::Added { item_id, fallback }) => {
+                                            self.spawn_metadata(&fetched_tx, item_id, fallback);
+                                        }
+                                        Some(LibraryChange::Event(event)) => self.library_event(topics, event),
+                                        None => {}
+                                    }
+                                }
+                            }
+                            "activity" => {
+                                for raw in &notification.items {
+                                    if let Some(LibraryChange::Event(event)) = library.on_activity(raw) {
+                                        self.library_event(topics, event);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                },
+                () = sleep_until(fetch_due) => {
+                    sessions_at = None;
+                    sessions_in_flight = true;
+                    self.spawn_sessions(&fetched_tx);
+                }
+                Some(result) = fetched.recv() => {
+                    let Some(topics) = &topics else { continue };
+                    match result {
+                        Fetched::Sessions { requested_at_ms, result } => {
+                            sessions_in_flight = false;
+                            match result.and_then(|body| parse_sessions(&body).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
+                                Ok(list) => {
+                                    failure_reported = false;
+                                    let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
+                                    self.apply(topics, effects);
+                                    self.clear_stale_sessions(topics);
+                                }
+                                Err(error) => {
+                                    if !failure_reported {
+                                        tracing::warn!(%error, retry_in = ?RETRY_AFTER_FAILURE,
+                                            "cannot read /status/sessions; raw events still flow, details follow when it answers");
+                                        failure_reported = true;
+                                    }
+                                    let effects = tracker.flush_waiting(now_ms(), true);
+                                    self.apply(topics, effects);
+                                    if sessions_at.is_none() {
+                                        sessions_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                                    }
+                                }
+                            }
+                        }
+                        Fetched::Activities { result } => match result {
+                            Ok(body) => self.reconcile_activities(topics, &body),
+                            Err(error) => tracing::warn!(%error, "cannot read /activities; activity state is reconciled at the next resync"),
+                        },
+                        Fetched::Metadata { item_id, fallback, result } => {
+                            let item = match result {
+                                Ok(body) => item_from_metadata(&body, &item_id).unwrap_or(fallback),
+                                Err(error) => {
+                                    tracing::warn!(%error, item_id, "cannot read the new item's metadata; announcing it with what the timeline said");
+                                    fallback
+                                }
+                            };
+                            self.library_event(topics, added_event(item));
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(topics) = &topics {
+                        let effects = tracker.flush_waiting(now_ms(), false);
+                        if !effects.is_empty() {
+                            self.apply(topics, effects);
+                        }
+                    }
+                }
+                () = &mut resync => {
+                    resync.as_mut().reset(Instant::now() + self.resync_interval);
+                    if topics.is_some() {
+                        sessions_at.get_or_insert_with(Instant::now);
+                        self.spawn_activities(&fetched_tx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>) {
+        let actions = effects.into_iter().map(|effect| match effect {
+            Effect::Session { key, doc } => Action::Retain {
+                topic: topics.session(&key),
+                payload: Bytes::from(doc.to_string()),
+            },
+            Effect::ClearSession { key } => Action::Clear {
+                topic: topics.session(&key),
+            },
+            Effect::Event(event) => Action::Live {
+                topic: topics.events("playback"),
+                payload: Bytes::from(event.to_string()),
+            },
+            Effect::Summary(summary) => Action::Retain {
+                topic: topics.sessions_summary(),
+                payload: Bytes::from(summary.to_string()),
+            },
+        });
+        self.publisher.apply(actions.collect::<Vec<_>>());
+    }
+
+    fn library_event(&self, topics: &ServerTopics, event: Value) {
+        self.publisher.apply([Action::Live {
+            topic: topics.events("library"),
+            payload: Bytes::from(event.to_string()),
+        }]);
+    }
+
+    /// Publishes activities PMS reports that the bridge does not hold (started while disconnected) and clears
+    /// held ones PMS no longer reports (ended while disconnected), including leftovers of an earlier run.
+    fn reconcile_activities(&self, topics: &ServerTopics, body: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            tracing::warn!("/activities is not JSON; skipped");
+            return;
+        };
+        let running: Vec<&Value> = value
+            .get("MediaContainer")
+            .and_then(|c| c.get("Activity"))
+            .and_then(Value::as_array)
+            .map(|list| list.iter().collect())
+            .unwrap_or_default();
+        let mut current = Vec::new();
+        let mut actions = Vec::new();
+        for activity in running {
+            let Some(uuid) = text(activity.get("uuid")).filter(|u| !u.is_empty()) else {
+                continue;
+            };
+            let topic = topics.activity(&uuid);
+            if self.publisher.retained_payload(&topic).is_none() {
+                let item = json!({ "event": "updated", "uuid": uuid, "Activity": activity });
+                actions.push(Action::Retain {
+                    topic: topic.clone(),
+                    payload: Bytes::from(item.to_string()),
+                });
+            }
+            current.push(topic);
+        }
+        let prefix = topics.activities_prefix();
+        let mut held = self.publisher.retained_topics(&prefix);
+        held.extend(self.publisher.take_stale(&prefix));
+        for topic in held {
+            if !current.contains(&topic) {
+                actions.push(Action::Clear { topic });
+            }
+        }
+        self.publisher.apply(actions);
+    }
+
+    /// Clears session documents an earlier run left on the broker for sessions that no longer exist.
+    fn clear_stale_sessions(&self, topics: &ServerTopics) {
+        let actions: Vec<Action> = self
+            .publisher
+            .take_stale(&topics.sessions_prefix())
+            .into_iter()
+            .filter(|topic| self.publisher.retained_payload(topic).is_none())
+            .map(|topic| Action::Clear { topic })
+            .collect();
+        self.publisher.apply(actions);
+    }
+
+    fn spawn_sessions(&self, tx: &mpsc::Sender<Fetched>) {
+        let (http, token, tx, publisher) = (
+            self.http.clone(),
+            self.token.clone(),
+            tx.clone(),
+            self.publisher.clone(),
+        );
+        tokio::spawn(async move {
+            publisher.stale_scan_done(Duration::from_secs(3)).await;
+            let requested_at_ms = now_ms();
+            let result = fetch(&http, &token, "/status/sessions").await;
+            let _ = tx
+                .send(Fetched::Sessions {
+                    requested_at_ms,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn spawn_activities(&self, tx: &mpsc::Sender<Fetched>) {
+        let (http, token, tx, publisher) = (
+            self.http.clone(),
+            self.token.clone(),
+            tx.clone(),
+            self.publisher.clone(),
+        );
+        tokio::spawn(async move {
+            // Leftovers of an earlier run are known once the broker's retained topics were read.
+            publisher.stale_scan_done(Duration::from_secs(3)).await;
+            let result = fetch(&http, &token, "/activities").await;
+            let _ = tx.send(Fetched::Activities { result }).await;
+        });
+    }
+
+    fn spawn_metadata(&self, tx: &mpsc::Sender<Fetched>, item_id: String, fallback: Value) {
+        let (http, token, tx) = (self.http.clone(), self.token.clone(), tx.clone());
+        tokio::spawn(async move {
+            let path = format!("/library/metadata/{}", fold_segment_or(&item_id, "0"));
+            let result = fetch(&http, &token, &path).await;
+            let _ = tx
+                .send(Fetched::Metadata {
+                    item_id,
+                    fallback,
+                    result,
+                })
+                .await;
+        });
+    }
+}
+
+async fn fetch(http: &PlexHttp, token: &TokenSource, path: &str) -> Result<Bytes, PlexError> {
+    let token = token.read().map_err(|source| PlexError::TokenFile {
+        path: "(token file)".into(),
+        source,
+    })?;
+    http.get_bytes(path, &token).await
+}
