@@ -33,11 +33,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
     install_crypto_provider();
     let bridge_topics = BridgeTopics::new(&config.mqtt.topic_prefix);
     let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics);
-    let bridge_info = BridgeInfo::new(
-        publisher.clone(),
-        bridge_topics.info(),
-        config.servers.len(),
-    );
+    let bridge_info = BridgeInfo::new(publisher.clone(), bridge_topics.info(), config.servers.len());
     let headers = client_headers(&config.plex);
     let client = build_client(headers.clone(), config.plex.connect_timeout)?;
     let plex = Arc::new(config.plex.clone());
@@ -45,13 +41,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
     for (index, server) in config.servers.iter().enumerate() {
-        let span = tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
+        let span =
+            tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
         let supervisor = Supervisor {
-            http: PlexHttp::new(
-                client.clone(),
-                server.url.clone(),
-                config.plex.request_timeout,
-            ),
+            http: PlexHttp::new(client.clone(), server.url.clone(), config.plex.request_timeout),
             server: server.clone(),
             plex: plex.clone(),
             headers: headers.clone(),
@@ -67,11 +60,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     stop_supervisors.cancel();
-    if tokio::time::timeout(SUPERVISOR_STOP, async {
-        while supervisors.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
+    if tokio::time::timeout(SUPERVISOR_STOP, async { while supervisors.join_next().await.is_some() {} }).await.is_err()
     {
         tracing::warn!("some Plex sessions did not close in time");
         supervisors.abort_all();

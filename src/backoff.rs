@@ -24,11 +24,7 @@ impl Backoff {
             .with_factor(2.0)
             .with_jitter()
             .without_max_times();
-        Backoff {
-            builder,
-            delays: builder.build(),
-            max,
-        }
+        Backoff { builder, delays: builder.build(), max }
     }
 
     /// The next delay.
@@ -55,10 +51,7 @@ mod tests {
     fn delays_grow_stay_capped_and_reset() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let first = b.next_delay();
-        assert!(
-            first >= Duration::from_millis(100) && first <= Duration::from_millis(200),
-            "{first:?}"
-        );
+        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200), "{first:?}");
         let later: Vec<_> = (0..20).map(|_| b.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= Duration::from_secs(1)));
         assert!(later[10] >= Duration::from_millis(800), "{later:?}");

@@ -16,14 +16,8 @@ pub struct BridgeInfo {
 impl BridgeInfo {
     /// Publishes the document for `servers` configured servers (names still unknown) at once.
     pub fn new(publisher: Publisher, topic: String, servers: usize) -> Self {
-        let started_at =
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let info = BridgeInfo {
-            inner: Arc::new(Mutex::new(vec![None; servers])),
-            publisher,
-            topic,
-            started_at,
-        };
+        let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let info = BridgeInfo { inner: Arc::new(Mutex::new(vec![None; servers])), publisher, topic, started_at };
         info.publish();
         info
     }
@@ -40,14 +34,8 @@ impl BridgeInfo {
     }
 
     fn publish(&self) {
-        let servers: Vec<String> = self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let servers: Vec<String> =
+            self.inner.lock().unwrap_or_else(|p| p.into_inner()).iter().flatten().cloned().collect();
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "servers": servers,

@@ -37,11 +37,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
+        ConfigError { key: key.into(), problem: problem.into(), fix: fix.into() }
     }
 }
 
@@ -178,9 +174,7 @@ impl TokenSource {
     pub fn read(&self) -> std::io::Result<Secret> {
         match self {
             TokenSource::Inline(secret) => Ok(secret.clone()),
-            TokenSource::File(path) => Ok(Secret::new(std::fs::read_to_string(
-                resolve_credential(path),
-            )?)),
+            TokenSource::File(path) => Ok(Secret::new(std::fs::read_to_string(resolve_credential(path))?)),
         }
     }
 }
@@ -323,10 +317,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     }
     figment = figment.merge(EnvProvider::new(&sources.env));
     for (key, value) in &sources.overrides {
-        figment = figment.merge(Override {
-            key: key.clone(),
-            value: value.clone(),
-        });
+        figment = figment.merge(Override { key: key.clone(), value: value.clone() });
     }
     let raw: RawConfig = figment.extract().map_err(|e| from_figment(&e))?;
     check_server_keys(&figment)?;
@@ -343,9 +334,7 @@ fn from_figment(error: &figment::Error) -> ConfigError {
         }
     }
     let key = match (&error.metadata, &error.profile) {
-        (Some(md), Some(profile)) if md.name == ENV_METADATA_NAME && !path.is_empty() => {
-            md.interpolate(profile, &path)
-        }
+        (Some(md), Some(profile)) if md.name == ENV_METADATA_NAME && !path.is_empty() => md.interpolate(profile, &path),
         _ => dotted(&path),
     };
     let source = error
@@ -405,10 +394,7 @@ fn check_server_keys(figment: &Figment) -> Result<(), ConfigError> {
                 return Err(ConfigError::new(
                     format!("servers[{index}].{unknown}"),
                     "is not a known setting",
-                    format!(
-                        "remove it or correct its spelling; known keys here: {}",
-                        SERVER_KEYS.join(", ")
-                    ),
+                    format!("remove it or correct its spelling; known keys here: {}", SERVER_KEYS.join(", ")),
                 ));
             }
         }
@@ -427,13 +413,7 @@ struct EnvProvider {
 }
 
 const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging"];
-const PARSED_KEYS: &[&str] = &[
-    "qos",
-    "queue_size",
-    "max_packet_size",
-    "max_message_size",
-    "servers",
-];
+const PARSED_KEYS: &[&str] = &["qos", "queue_size", "max_packet_size", "max_message_size", "servers"];
 
 impl EnvProvider {
     fn new(env: &[(String, String)]) -> Self {
@@ -461,10 +441,7 @@ fn env_key(rest: &str) -> Option<String> {
         if lower == *section {
             return Some(lower);
         }
-        if let Some(key) = lower
-            .strip_prefix(section)
-            .and_then(|k| k.strip_prefix('_'))
-        {
+        if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));
         }
     }
@@ -482,8 +459,7 @@ impl Provider for EnvProvider {
         for (key, raw) in &self.vars {
             let last = key.rsplit('.').next().unwrap_or(key);
             let value = if PARSED_KEYS.contains(&last) {
-                raw.parse::<Value>()
-                    .unwrap_or_else(|_| Value::from(raw.clone()))
+                raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw.clone()))
             } else {
                 Value::from(raw.clone())
             };
@@ -518,9 +494,7 @@ impl Provider for Override {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let dict = figment::util::nest(&self.key, Value::from(self.value.clone()))
-            .into_dict()
-            .unwrap_or_default();
+        let dict = figment::util::nest(&self.key, Value::from(self.value.clone())).into_dict().unwrap_or_default();
         Ok(Profile::Default.collect(dict))
     }
 }
@@ -532,10 +506,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mqtt = validate_mqtt(raw.mqtt)?;
     let plex = validate_plex(&raw.plex, &mqtt)?;
     let mut servers = Vec::new();
-    if raw.plex.server.url.is_some()
-        || raw.plex.server.token.is_some()
-        || raw.plex.server.token_file.is_some()
-    {
+    if raw.plex.server.url.is_some() || raw.plex.server.token.is_some() || raw.plex.server.token_file.is_some() {
         servers.push(validate_server(raw.plex.server, "plex".to_owned())?);
     }
     for (index, server) in raw.servers.into_iter().enumerate() {
@@ -562,18 +533,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     let logging = validate_logging(raw.logging)?;
-    Ok(Config {
-        mqtt,
-        plex,
-        servers,
-        logging,
-    })
+    Ok(Config { mqtt, plex, servers, logging })
 }
 
 fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
-    let url_text = raw
-        .url
-        .unwrap_or_else(|| "mqtt://127.0.0.1:1883".to_owned());
+    let url_text = raw.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".to_owned());
     let url = Url::parse(&url_text).map_err(|e| {
         ConfigError::new(
             "mqtt.url",
@@ -583,26 +547,20 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     })?;
     match url.scheme() {
         "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" => return Err(ConfigError::new(
-            "mqtt.url",
-            "uses TLS (mqtts://), which this version of the bridge does not support yet",
-            "use mqtt:// to a broker on a trusted network, or terminate TLS in front of the broker",
-        )),
-        other => {
+        "mqtts" | "ssl" => {
             return Err(ConfigError::new(
                 "mqtt.url",
-                format!("has the scheme {other:?}"),
-                "use mqtt://HOST:PORT",
+                "uses TLS (mqtts://), which this version of the bridge does not support yet",
+                "use mqtt:// to a broker on a trusted network, or terminate TLS in front of the broker",
             ))
         }
+        other => return Err(ConfigError::new("mqtt.url", format!("has the scheme {other:?}"), "use mqtt://HOST:PORT")),
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
-        ConfigError::new("mqtt.url", "has no host", "write it as mqtt://HOST:PORT")
-    })?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ConfigError::new("mqtt.url", "has no host", "write it as mqtt://HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let port = url.port().unwrap_or(1883);
     let url_username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
     let url_password = url.password().map(|p| Secret::new(percent_decode(p)));
@@ -626,15 +584,9 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
             "set `mqtt.username` (MQTT sends a password only together with a user name)",
         ));
     }
-    let client_id = raw
-        .client_id
-        .unwrap_or_else(|| "plex-mqtt-bridge".to_owned());
+    let client_id = raw.client_id.unwrap_or_else(|| "plex-mqtt-bridge".to_owned());
     if client_id.is_empty() || client_id.len() > 65535 {
-        return Err(ConfigError::new(
-            "mqtt.client_id",
-            "is empty",
-            "set a client id such as \"plex-mqtt-bridge\"",
-        ));
+        return Err(ConfigError::new("mqtt.client_id", "is empty", "set a client id such as \"plex-mqtt-bridge\""));
     }
     let topic_prefix = raw.topic_prefix.unwrap_or_else(|| "plex".to_owned());
     if let Some(problem) = topic_text_problem(&topic_prefix, true) {
@@ -648,43 +600,21 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
         2 => QoS::ExactlyOnce,
-        other => {
-            return Err(ConfigError::new(
-                "mqtt.qos",
-                format!("is {other}"),
-                "use 0, 1 or 2",
-            ))
-        }
+        other => return Err(ConfigError::new("mqtt.qos", format!("is {other}"), "use 0, 1 or 2")),
     };
     let keep_alive = raw.keep_alive.unwrap_or(Duration::from_secs(30));
     if keep_alive < Duration::from_secs(1) {
-        return Err(ConfigError::new(
-            "mqtt.keep_alive",
-            "is shorter than 1s",
-            "use at least \"5s\" (default \"30s\")",
-        ));
+        return Err(ConfigError::new("mqtt.keep_alive", "is shorter than 1s", "use at least \"5s\" (default \"30s\")"));
     }
     let queue_size = raw.queue_size.unwrap_or(10_000);
     if queue_size == 0 {
-        return Err(ConfigError::new(
-            "mqtt.queue_size",
-            "is 0",
-            "use at least 1 (default 10000)",
-        ));
+        return Err(ConfigError::new("mqtt.queue_size", "is 0", "use at least 1 (default 10000)"));
     }
     let max_packet_size = raw.max_packet_size.unwrap_or(4 * 1024 * 1024);
     if max_packet_size < 1024 {
-        return Err(ConfigError::new(
-            "mqtt.max_packet_size",
-            "is below 1024 bytes",
-            "use the default 4194304 or more",
-        ));
+        return Err(ConfigError::new("mqtt.max_packet_size", "is below 1024 bytes", "use the default 4194304 or more"));
     }
-    let reconnect_max = positive(
-        raw.reconnect_max,
-        Duration::from_secs(30),
-        "mqtt.reconnect_max",
-    )?;
+    let reconnect_max = positive(raw.reconnect_max, Duration::from_secs(30), "mqtt.reconnect_max")?;
     Ok(MqttConfig {
         url: printable_mqtt_url(&url),
         host,
@@ -713,32 +643,16 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         Some(id) => id.trim().to_owned(),
         None => default_client_identifier(&mqtt.client_id, &mqtt.topic_prefix),
     };
-    let ping_interval = positive(
-        raw.ping_interval,
-        Duration::from_secs(10),
-        "plex.ping_interval",
-    )?;
-    let idle_timeout = positive(
-        raw.idle_timeout,
-        Duration::from_secs(30),
-        "plex.idle_timeout",
-    )?;
+    let ping_interval = positive(raw.ping_interval, Duration::from_secs(10), "plex.ping_interval")?;
+    let idle_timeout = positive(raw.idle_timeout, Duration::from_secs(30), "plex.idle_timeout")?;
     if idle_timeout <= ping_interval {
         return Err(ConfigError::new(
             "plex.idle_timeout",
-            format!(
-                "({}) is not longer than plex.ping_interval ({})",
-                human(idle_timeout),
-                human(ping_interval)
-            ),
+            format!("({}) is not longer than plex.ping_interval ({})", human(idle_timeout), human(ping_interval)),
             "make idle_timeout at least twice the ping interval (defaults: \"30s\" and \"10s\")",
         ));
     }
-    let backoff_min = positive(
-        raw.backoff_min,
-        Duration::from_millis(500),
-        "plex.backoff_min",
-    )?;
+    let backoff_min = positive(raw.backoff_min, Duration::from_millis(500), "plex.backoff_min")?;
     let backoff_max = positive(raw.backoff_max, Duration::from_secs(60), "plex.backoff_max")?;
     if backoff_min > backoff_max {
         return Err(ConfigError::new(
@@ -749,11 +663,7 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
     }
     let max_message_size = raw.max_message_size.unwrap_or(1024 * 1024);
     if max_message_size < 1024 {
-        return Err(ConfigError::new(
-            "plex.max_message_size",
-            "is below 1024 bytes",
-            "use the default 1048576",
-        ));
+        return Err(ConfigError::new("plex.max_message_size", "is below 1024 bytes", "use the default 1048576"));
     }
     if max_message_size + 1024 > mqtt.max_packet_size {
         return Err(ConfigError::new(
@@ -772,36 +682,16 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
     }
     Ok(PlexConfig {
         client_identifier,
-        device_name: raw
-            .device_name
-            .clone()
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| "plex-mqtt-bridge".into()),
+        device_name: raw.device_name.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "plex-mqtt-bridge".into()),
         ping_interval,
         idle_timeout,
-        connect_timeout: positive(
-            raw.connect_timeout,
-            Duration::from_secs(10),
-            "plex.connect_timeout",
-        )?,
-        request_timeout: positive(
-            raw.request_timeout,
-            Duration::from_secs(10),
-            "plex.request_timeout",
-        )?,
+        connect_timeout: positive(raw.connect_timeout, Duration::from_secs(10), "plex.connect_timeout")?,
+        request_timeout: positive(raw.request_timeout, Duration::from_secs(10), "plex.request_timeout")?,
         backoff_min,
         backoff_max,
-        stable_after: positive(
-            raw.stable_after,
-            Duration::from_secs(30),
-            "plex.stable_after",
-        )?,
+        stable_after: positive(raw.stable_after, Duration::from_secs(30), "plex.stable_after")?,
         max_message_size,
-        resync_interval: positive(
-            raw.resync_interval,
-            Duration::from_secs(300),
-            "plex.resync_interval",
-        )?,
+        resync_interval: positive(raw.resync_interval, Duration::from_secs(300), "plex.resync_interval")?,
         scrobble_threshold,
     })
 }
@@ -824,10 +714,7 @@ fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigEr
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::new(
             format!("{key}.url"),
-            format!(
-                "must be an http:// or https:// URL with a host, not {:?}",
-                url.scheme()
-            ),
+            format!("must be an http:// or https:// URL with a host, not {:?}", url.scheme()),
             "write it as http://HOST:32400",
         ));
     }
@@ -899,14 +786,7 @@ fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigEr
             ))
         }
     };
-    Ok(ServerConfig {
-        url,
-        token,
-        name: raw.name,
-        filters,
-        transport,
-        key,
-    })
+    Ok(ServerConfig { url, token, name: raw.name, filters, transport, key })
 }
 
 fn validate_logging(raw: RawLogging) -> Result<LoggingConfig, ConfigError> {
@@ -921,29 +801,17 @@ fn validate_logging(raw: RawLogging) -> Result<LoggingConfig, ConfigError> {
     let format = match raw.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError::new(
-                "logging.format",
-                format!("is {other:?}"),
-                "use \"text\" or \"json\"",
-            ))
-        }
+        other => return Err(ConfigError::new("logging.format", format!("is {other:?}"), "use \"text\" or \"json\"")),
     };
     Ok(LoggingConfig { level, format })
 }
 
-fn positive(
-    value: Option<Duration>,
-    default: Duration,
-    key: &str,
-) -> Result<Duration, ConfigError> {
+fn positive(value: Option<Duration>, default: Duration, key: &str) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
-        Some(d) if d.is_zero() => Err(ConfigError::new(
-            key,
-            "is zero",
-            format!("use a positive duration (default \"{}\")", human(default)),
-        )),
+        Some(d) if d.is_zero() => {
+            Err(ConfigError::new(key, "is zero", format!("use a positive duration (default \"{}\")", human(default))))
+        }
         Some(d) => Ok(d),
     }
 }
@@ -992,11 +860,8 @@ pub fn resolve_credential(path: &Path) -> PathBuf {
 /// file, while two bridges with different client ids show up as two devices in Plex.
 pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> String {
     let input = format!("plex-mqtt-bridge\0{mqtt_client_id}\0{topic_prefix}");
-    let fnv = |seed: u64| {
-        input.bytes().fold(seed, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
+    let fnv =
+        |seed: u64| input.bytes().fold(seed, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
     let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
     format!(
         "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
@@ -1038,18 +903,14 @@ fn serialize_qos<S: serde::Serializer>(qos: &QoS, serializer: S) -> Result<S::Ok
     serializer.serialize_u8(*qos as u8)
 }
 
-fn serialize_display<T: fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_display<T: fmt::Display, S: serde::Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
 }
 
 impl Config {
     /// The effective configuration as TOML, secrets masked: what `--print-config` shows.
     pub fn to_printable_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 
@@ -1096,9 +957,7 @@ pub(crate) mod lenient {
     }
 
     /// An optional [`string`].
-    pub fn opt_string<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<String>, D::Error> {
+    pub fn opt_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
         string(deserializer).map(Some)
     }
 
@@ -1110,11 +969,7 @@ pub(crate) mod lenient {
             f.write_str("a list of strings or a comma-separated string")
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
-            Ok(if v.trim().is_empty() {
-                Vec::new()
-            } else {
-                v.split(',').map(|s| s.trim().to_owned()).collect()
-            })
+            Ok(if v.trim().is_empty() { Vec::new() } else { v.split(',').map(|s| s.trim().to_owned()).collect() })
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
             let mut out = Vec::new();
@@ -1134,9 +989,7 @@ pub(crate) mod lenient {
     }
 
     /// An optional list given as a list or as a comma-separated string.
-    pub fn opt_list<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Vec<String>>, D::Error> {
+    pub fn opt_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
         deserializer.deserialize_any(ListLike).map(Some)
     }
 }

@@ -46,10 +46,7 @@ impl Library {
         let item_id = text(entry.get("itemID")).filter(|id| !id.is_empty())?;
         let state = number(entry.get("state"));
         let metadata_state = text(entry.get("metadataState"));
-        let section = entry
-            .get("sectionID")
-            .and_then(|v| text(Some(v)))
-            .and_then(|s| s.parse::<i64>().ok());
+        let section = entry.get("sectionID").and_then(|v| text(Some(v))).and_then(|s| s.parse::<i64>().ok());
         match (state, metadata_state.as_deref()) {
             (Some(0), Some("created")) if section.is_some_and(|s| s > 0) => {
                 if !self.created.contains(&item_id) {
@@ -63,10 +60,7 @@ impl Library {
             (Some(5), None) => {
                 let position = self.created.iter().position(|id| *id == item_id)?;
                 self.created.remove(position);
-                Some(LibraryChange::Added {
-                    item_id: item_id.clone(),
-                    fallback: item_summary(&entry, &item_id),
-                })
+                Some(LibraryChange::Added { item_id: item_id.clone(), fallback: item_summary(&entry, &item_id) })
             }
             (Some(9), Some("deleted")) => {
                 self.created.retain(|id| *id != item_id);
@@ -139,10 +133,7 @@ pub fn added_event(item: Value) -> Value {
 
 /// Plex's numeric metadata types by name.
 fn type_name(value: Option<&Value>) -> Value {
-    let name = match value.and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-    }) {
+    let name = match value.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) {
         Some(1) => "movie",
         Some(2) => "show",
         Some(3) => "season",
@@ -170,16 +161,17 @@ mod tests {
         let done = br#"{"identifier":"com.plexapp.plugins.library","sectionID":1,"itemID":5,"type":1,"title":"Arrival","state":5}"#;
         assert_eq!(lib.on_timeline(created), None);
         assert_eq!(lib.on_timeline(progress), None);
-        assert!(
-            matches!(lib.on_timeline(done), Some(LibraryChange::Added { item_id, .. }) if item_id == "5")
-        );
+        assert!(matches!(lib.on_timeline(done), Some(LibraryChange::Added { item_id, .. }) if item_id == "5"));
         assert_eq!(lib.on_timeline(done), None, "announced once");
     }
 
     #[test]
     fn items_not_created_since_connect_and_other_providers_are_ignored() {
         let mut lib = Library::new();
-        assert_eq!(lib.on_timeline(br#"{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"9","state":5}"#), None);
+        assert_eq!(
+            lib.on_timeline(br#"{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"9","state":5}"#),
+            None
+        );
         assert_eq!(lib.on_timeline(br#"{"identifier":"tv.plex.providers.epg.cloud","sectionID":"1","itemID":"9","state":0,"metadataState":"created"}"#), None);
         assert_eq!(lib.on_timeline(b"not json"), None);
     }
@@ -188,15 +180,11 @@ mod tests {
     fn deletions_and_scans_are_events() {
         let mut lib = Library::new();
         let deleted = lib.on_timeline(br#"{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"9","type":4,"state":9,"metadataState":"deleted"}"#);
-        let Some(LibraryChange::Event(event)) = deleted else {
-            panic!("{deleted:?}")
-        };
+        let Some(LibraryChange::Event(event)) = deleted else { panic!("{deleted:?}") };
         assert_eq!(event["event_type"], "item_deleted");
         assert_eq!(event["item"]["type"], "episode");
         let scan = br#"{"event":"started","uuid":"u","Activity":{"uuid":"u","type":"library.update.section","title":"Scanning","Context":{"librarySectionID":"2"}}}"#;
-        let Some(LibraryChange::Event(event)) = lib.on_activity(scan) else {
-            panic!()
-        };
+        let Some(LibraryChange::Event(event)) = lib.on_activity(scan) else { panic!() };
         assert_eq!(event["event_type"], "scan_started");
         assert_eq!(event["activity"]["library_section_id"], "2");
         let other = br#"{"event":"started","uuid":"u","Activity":{"type":"media.generate.bif"}}"#;

@@ -50,11 +50,7 @@ fn main() -> ExitCode {
             overrides.push((key.to_owned(), value.clone()));
         }
     }
-    let sources = Sources {
-        file: cli.config.clone(),
-        overrides,
-        env: std::env::vars().collect(),
-    };
+    let sources = Sources { file: cli.config.clone(), overrides, env: std::env::vars().collect() };
     let config = match config::load(&sources) {
         Ok(config) => config,
         Err(error) => {
@@ -67,11 +63,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&config.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");

@@ -41,9 +41,7 @@ impl Shared {
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
         // A panic while holding the lock leaves the outbox consistent (every method is a few field updates), so
         // a poisoned lock is used as is rather than taking the whole bridge down.
-        self.outbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -87,10 +85,7 @@ impl Publisher {
 
     /// Sets one retained topic.
     pub fn retain(&self, topic: String, payload: impl Into<Bytes>) {
-        self.apply([Action::Retain {
-            topic,
-            payload: payload.into(),
-        }]);
+        self.apply([Action::Retain { topic, payload: payload.into() }]);
     }
 
     /// Clears one retained topic.
@@ -106,11 +101,7 @@ impl Publisher {
     /// Takes the retained topics under `prefix` that an earlier run left on the broker (read at start-up).
     pub fn take_stale(&self, prefix: &str) -> Vec<String> {
         let mut stale = self.shared.stale.lock().unwrap_or_else(|p| p.into_inner());
-        let taken: Vec<String> = stale
-            .iter()
-            .filter(|t| t.starts_with(prefix))
-            .cloned()
-            .collect();
+        let taken: Vec<String> = stale.iter().filter(|t| t.starts_with(prefix)).cloned().collect();
         for topic in &taken {
             stale.remove(topic);
         }
@@ -141,9 +132,7 @@ impl Publisher {
     fn fits(&self, topic: &str, payload: &Bytes) -> bool {
         let fits = topic.len() + payload.len() + PACKET_OVERHEAD <= self.shared.max_packet_size;
         if !fits {
-            self.shared
-                .oversized
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.oversized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(
                 topic,
                 bytes = payload.len(),
@@ -176,11 +165,7 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConn
         .set_max_packet_size(config.max_packet_size, config.max_packet_size)
         .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
     if let Some(username) = &config.username {
-        let password = config
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned())
-            .unwrap_or_default();
+        let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
         options.set_credentials(username.clone(), password);
     }
     let (client, eventloop) = AsyncClient::new(options, 64);
@@ -193,31 +178,15 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConn
         scan_done: watch::channel(false).0,
     });
     let (connected_tx, connected_rx) = watch::channel(false);
-    let publisher = Publisher {
-        shared: shared.clone(),
-        connected: connected_rx.clone(),
-    };
+    let publisher = Publisher { shared: shared.clone(), connected: connected_rx.clone() };
     publisher.retain(topics.state(), "online");
 
     let stop_sending = CancellationToken::new();
     let stop_driving = CancellationToken::new();
-    let sender = tokio::spawn(send(
-        client.clone(),
-        shared.clone(),
-        config.qos,
-        connected_rx,
-        stop_sending.clone(),
-    ));
+    let sender = tokio::spawn(send(client.clone(), shared.clone(), config.qos, connected_rx, stop_sending.clone()));
     let backoff = Backoff::new(Duration::from_millis(250), config.reconnect_max);
     let scan = StaleScan::new(client.clone(), topics.prefix());
-    let driver = tokio::spawn(drive(
-        eventloop,
-        shared,
-        connected_tx,
-        backoff,
-        scan,
-        stop_driving.clone(),
-    ));
+    let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, stop_driving.clone()));
     let connection = MqttConnection {
         client,
         publisher: publisher.clone(),
@@ -280,16 +249,8 @@ async fn send(
             next
         };
         match next {
-            Some(Outgoing {
-                topic,
-                payload,
-                retain,
-            }) => {
-                if client
-                    .publish_bytes(topic, qos, retain, payload)
-                    .await
-                    .is_err()
-                {
+            Some(Outgoing { topic, payload, retain }) => {
+                if client.publish_bytes(topic, qos, retain, payload).await.is_err() {
                     return; // the event loop is gone
                 }
             }
@@ -335,10 +296,7 @@ async fn drive(
                     outbox.resend_all_retained();
                     outbox.dropped()
                 };
-                tracing::info!(
-                    dropped_live_events_total = dropped,
-                    "connected to the MQTT broker"
-                );
+                tracing::info!(dropped_live_events_total = dropped, "connected to the MQTT broker");
                 outage_reported = false;
                 backoff.reset();
                 connected.send_replace(true);
@@ -348,11 +306,7 @@ async fn drive(
             Ok(Event::Incoming(Packet::SubAck(_))) => scan.subscribed(),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if publish.retain && !publish.payload.is_empty() && scan.active() {
-                    shared
-                        .stale
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(publish.topic.clone());
+                    shared.stale.lock().unwrap_or_else(|p| p.into_inner()).insert(publish.topic.clone());
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => shared.outbox().written(pkid),
@@ -421,10 +375,7 @@ impl StaleScan {
     fn new(client: AsyncClient, prefix: &str) -> Self {
         StaleScan {
             client,
-            filters: [
-                format!("{prefix}/+/sessions/+"),
-                format!("{prefix}/+/activities/+"),
-            ],
+            filters: [format!("{prefix}/+/sessions/+"), format!("{prefix}/+/activities/+")],
             state: ScanState::NotStarted,
             suback_count: 0,
             deadline: None,
@@ -441,11 +392,7 @@ impl StaleScan {
             return;
         }
         for filter in &self.filters {
-            if self
-                .client
-                .try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                .is_err()
-            {
+            if self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_err() {
                 tracing::debug!(filter, "could not ask for leftover retained topics");
             }
         }

@@ -75,13 +75,7 @@ impl Outbox {
             }
             return;
         }
-        self.retained.insert(
-            topic.clone(),
-            RetainedEntry {
-                payload,
-                dirty: true,
-            },
-        );
+        self.retained.insert(topic.clone(), RetainedEntry { payload, dirty: true });
         self.dirty.push_back(topic);
     }
 
@@ -92,10 +86,7 @@ impl Outbox {
 
     /// The current payload of a retained topic (`None` if never set or cleared).
     pub fn retained_payload(&self, topic: &str) -> Option<&Bytes> {
-        self.retained
-            .get(topic)
-            .map(|e| &e.payload)
-            .filter(|p| !p.is_empty())
+        self.retained.get(topic).map(|e| &e.payload).filter(|p| !p.is_empty())
     }
 
     /// Retained topics (not cleared) starting with `prefix`.
@@ -127,29 +118,20 @@ impl Outbox {
                 if entry.dirty {
                     entry.dirty = false;
                     let payload = entry.payload.clone();
-                    return Some(Outgoing {
-                        topic,
-                        payload,
-                        retain: true,
-                    });
+                    return Some(Outgoing { topic, payload, retain: true });
                 }
             }
         }
-        self.live.pop_front().map(|(topic, payload)| Outgoing {
-            topic,
-            payload,
-            retain: false,
-        })
+        self.live.pop_front().map(|(topic, payload)| Outgoing { topic, payload, retain: false })
     }
 
     /// Records that `message` went to the client, in the order the client will write it.
     pub fn handed_over(&mut self, message: &Outgoing) {
-        self.handed
-            .push_back(match (message.retain, message.payload.is_empty()) {
-                (false, _) => Sent::Live,
-                (true, false) => Sent::Retained,
-                (true, true) => Sent::Clear(message.topic.clone()),
-            });
+        self.handed.push_back(match (message.retain, message.payload.is_empty()) {
+            (false, _) => Sent::Live,
+            (true, false) => Sent::Retained,
+            (true, true) => Sent::Clear(message.topic.clone()),
+        });
     }
 
     /// The client wrote the next handed-over message with this packet id (0 for QoS 0, which is never acked).
@@ -172,11 +154,7 @@ impl Outbox {
 
     fn settle(&mut self, sent: Sent) {
         if let Sent::Clear(topic) = sent {
-            if self
-                .retained
-                .get(&topic)
-                .is_some_and(|e| e.payload.is_empty() && !e.dirty)
-            {
+            if self.retained.get(&topic).is_some_and(|e| e.payload.is_empty() && !e.dirty) {
                 self.retained.remove(&topic);
             }
         }
@@ -213,11 +191,7 @@ impl Outbox {
 
     /// Nothing is waiting to be handed over.
     pub fn is_drained(&self) -> bool {
-        self.live.is_empty()
-            && self
-                .dirty
-                .iter()
-                .all(|t| self.retained.get(t).is_none_or(|e| !e.dirty))
+        self.live.is_empty() && self.dirty.iter().all(|t| self.retained.get(t).is_none_or(|e| !e.dirty))
     }
 }
 
@@ -229,11 +203,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(m) = outbox.pop() {
             outbox.handed_over(&m);
-            out.push((
-                m.topic,
-                String::from_utf8(m.payload.to_vec()).unwrap(),
-                m.retain,
-            ));
+            out.push((m.topic, String::from_utf8(m.payload.to_vec()).unwrap(), m.retain));
         }
         out
     }
@@ -244,18 +214,9 @@ mod tests {
         o.push_live("live".into(), Bytes::from("1"));
         o.retain("r".into(), Bytes::from("a"));
         o.retain("r".into(), Bytes::from("b"));
-        assert_eq!(
-            drain(&mut o),
-            [
-                ("r".into(), "b".into(), true),
-                ("live".into(), "1".into(), false)
-            ]
-        );
+        assert_eq!(drain(&mut o), [("r".into(), "b".into(), true), ("live".into(), "1".into(), false)]);
         o.retain("r".into(), Bytes::from("b"));
-        assert!(
-            o.pop().is_none(),
-            "an unchanged retained payload is not sent again"
-        );
+        assert!(o.pop().is_none(), "an unchanged retained payload is not sent again");
     }
 
     #[test]
@@ -267,10 +228,7 @@ mod tests {
         }
         assert_eq!(o.dropped(), 3);
         let sent = drain(&mut o);
-        assert_eq!(
-            sent.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(),
-            ["x", "3", "4"]
-        );
+        assert_eq!(sent.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(), ["x", "3", "4"]);
     }
 
     #[test]
@@ -285,29 +243,15 @@ mod tests {
         o.written(2);
         o.written(3);
         o.acknowledged(1);
-        assert_eq!(
-            o.connection_lost(),
-            1,
-            "the unacknowledged live event is lost and counted"
-        );
+        assert_eq!(o.connection_lost(), 1, "the unacknowledged live event is lost and counted");
         assert_eq!(o.dropped(), 1);
         o.resend_all_retained();
-        assert_eq!(
-            drain(&mut o),
-            [
-                ("a".into(), "1".into(), true),
-                ("b".into(), "".into(), true)
-            ]
-        );
+        assert_eq!(drain(&mut o), [("a".into(), "1".into(), true), ("b".into(), "".into(), true)]);
         o.written(7);
         o.written(8);
         o.acknowledged(8);
         o.resend_all_retained();
-        assert_eq!(
-            drain(&mut o),
-            [("a".into(), "1".into(), true)],
-            "an acknowledged clear is forgotten"
-        );
+        assert_eq!(drain(&mut o), [("a".into(), "1".into(), true)], "an acknowledged clear is forgotten");
         assert!(o.retained_topics("").contains(&"a".to_owned()));
     }
 }

@@ -25,6 +25,9 @@ use crate::plex::sessions::{PlayingItem, SessionInfo};
 pub const SEEK_TOLERANCE_MS: u64 = 15_000;
 /// A session not heard of for this long before a snapshot was requested, and absent from it, has ended.
 const ABSENCE_GRACE_MS: u64 = 2_000;
+/// A session stopped this recently is not brought back by a snapshot that still lists it (PMS may list a session
+/// for a moment after its stop, and a snapshot asked for before the stop can arrive after it).
+const STOPPED_MEMORY_MS: u64 = 60_000;
 /// Events wait at most this long for the session's details before going out without them.
 pub const ENRICHMENT_WAIT_MS: u64 = 5_000;
 
@@ -80,6 +83,9 @@ struct Tracked {
     started_at_ms: u64,
     updated_at_ms: u64,
     last_heard_ms: u64,
+    /// A notification was seen for it on the current connection, so its state is known first-hand; snapshots
+    /// then only add details. After a reconnect (or for a discovered session) the snapshot's state is adopted.
+    first_hand: bool,
     scrobbled: bool,
     pending: Vec<&'static str>,
     pending_since_ms: u64,
@@ -89,16 +95,15 @@ struct Tracked {
 #[derive(Debug)]
 pub struct Tracker {
     sessions: BTreeMap<String, Tracked>,
+    /// Recently stopped session keys and when they stopped.
+    stopped: BTreeMap<String, u64>,
     scrobble_threshold: f64,
 }
 
 impl Tracker {
     /// `scrobble_percent`: progress (0–100) at which `scrobble` fires.
     pub fn new(scrobble_percent: f64) -> Self {
-        Tracker {
-            sessions: BTreeMap::new(),
-            scrobble_threshold: scrobble_percent / 100.0,
-        }
+        Tracker { sessions: BTreeMap::new(), stopped: BTreeMap::new(), scrobble_threshold: scrobble_percent / 100.0 }
     }
 
     /// Sessions tracked now.
@@ -118,6 +123,8 @@ impl Tracker {
             return effects;
         };
         if item.state == "stopped" {
+            self.stopped.retain(|_, at| *at + STOPPED_MEMORY_MS > now_ms);
+            self.stopped.insert(key.clone(), now_ms);
             if let Some(mut tracked) = self.sessions.remove(&key) {
                 if let Some(offset) = item.view_offset_ms {
                     tracked.view_offset_ms = offset;
@@ -133,6 +140,7 @@ impl Tracker {
         let Some(state) = PlayState::parse(&item.state) else {
             return effects;
         };
+        self.stopped.remove(&key);
         let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
             key: key.clone(),
             state,
@@ -144,15 +152,13 @@ impl Tracker {
             started_at_ms: now_ms,
             updated_at_ms: now_ms,
             last_heard_ms: now_ms,
+            first_hand: true,
             scrobbled: false,
             pending: vec!["play"],
             pending_since_ms: now_ms,
         });
         let is_new = tracked.pending.first() == Some(&"play") && tracked.settled.is_none();
-        if tracked.rating_key.is_some()
-            && item.rating_key.is_some()
-            && tracked.rating_key != item.rating_key
-            && !is_new
+        if tracked.rating_key.is_some() && item.rating_key.is_some() && tracked.rating_key != item.rating_key && !is_new
         {
             // The player moved on to another item within the same session: a new play.
             tracked.rating_key = item.rating_key.clone();
@@ -195,6 +201,7 @@ impl Tracker {
         tracked.state = state;
         tracked.updated_at_ms = now_ms;
         tracked.last_heard_ms = now_ms;
+        tracked.first_hand = true;
         self.check_scrobble(&key, now_ms);
         self.emit_session(&key, &mut effects);
         effects.push(Effect::Summary(self.summary()));
@@ -202,32 +209,19 @@ impl Tracker {
     }
 
     /// Applies a `/status/sessions` snapshot that was requested at `requested_at_ms`.
-    pub fn on_snapshot(
-        &mut self,
-        sessions: Vec<SessionInfo>,
-        requested_at_ms: u64,
-        now_ms: u64,
-    ) -> Vec<Effect> {
+    pub fn on_snapshot(&mut self, sessions: Vec<SessionInfo>, requested_at_ms: u64, now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
         let listed: Vec<String> = sessions.iter().map(|s| s.session_key.clone()).collect();
+        self.stopped.retain(|_, at| *at + STOPPED_MEMORY_MS > now_ms);
         for info in sessions {
             let key = info.session_key.clone();
-            let heard_since_request = self
-                .sessions
-                .get(&key)
-                .is_some_and(|t| t.last_heard_ms >= requested_at_ms);
+            if self.stopped.contains_key(&key) {
+                continue;
+            }
             let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
                 key: key.clone(),
-                state: info
-                    .state
-                    .as_deref()
-                    .and_then(PlayState::parse)
-                    .unwrap_or(PlayState::Playing),
-                settled: info
-                    .state
-                    .as_deref()
-                    .and_then(PlayState::parse)
-                    .filter(|s| *s != PlayState::Buffering),
+                state: info.state.as_deref().and_then(PlayState::parse).unwrap_or(PlayState::Playing),
+                settled: info.state.as_deref().and_then(PlayState::parse).filter(|s| *s != PlayState::Buffering),
                 rating_key: info.rating_key.clone(),
                 view_offset_ms: info.view_offset_ms.unwrap_or(0),
                 offset_at_ms: now_ms,
@@ -235,12 +229,13 @@ impl Tracker {
                 started_at_ms: now_ms,
                 updated_at_ms: now_ms,
                 last_heard_ms: now_ms,
+                first_hand: false,
                 // Already past the threshold when discovered: it was (or will be) scrobbled without us.
                 scrobbled: false,
                 pending: Vec::new(),
                 pending_since_ms: now_ms,
             });
-            if !heard_since_request {
+            if !tracked.first_hand {
                 if let Some(state) = info.state.as_deref().and_then(PlayState::parse) {
                     tracked.state = state;
                     if state != PlayState::Buffering {
@@ -264,9 +259,7 @@ impl Tracker {
         let gone: Vec<String> = self
             .sessions
             .values()
-            .filter(|t| {
-                !listed.contains(&t.key) && t.last_heard_ms + ABSENCE_GRACE_MS <= requested_at_ms
-            })
+            .filter(|t| !listed.contains(&t.key) && t.last_heard_ms + ABSENCE_GRACE_MS <= requested_at_ms)
             .map(|t| t.key.clone())
             .collect();
         for key in gone {
@@ -281,15 +274,22 @@ impl Tracker {
         effects
     }
 
+    /// The notification session reconnected: notifications may have been missed, so the next snapshot's states
+    /// are adopted and sessions it does not list are ended.
+    pub fn on_reconnect(&mut self) {
+        for tracked in self.sessions.values_mut() {
+            tracked.first_hand = false;
+            tracked.last_heard_ms = 0;
+        }
+    }
+
     /// Sends events that waited too long for details (or all of them, after a failed look-up).
     pub fn flush_waiting(&mut self, now_ms: u64, all: bool) -> Vec<Effect> {
         let mut effects = Vec::new();
         let keys: Vec<String> = self
             .sessions
             .values()
-            .filter(|t| {
-                !t.pending.is_empty() && (all || t.pending_since_ms + ENRICHMENT_WAIT_MS <= now_ms)
-            })
+            .filter(|t| !t.pending.is_empty() && (all || t.pending_since_ms + ENRICHMENT_WAIT_MS <= now_ms))
             .map(|t| t.key.clone())
             .collect();
         for key in keys {
@@ -321,10 +321,7 @@ impl Tracker {
                 PlayState::Buffering => buffering += 1,
             }
             let info = t.info.as_ref();
-            if info
-                .and_then(|i| i.transcode.as_ref())
-                .is_some_and(|tc| tc.is_transcoding())
-            {
+            if info.and_then(|i| i.transcode.as_ref()).is_some_and(|tc| tc.is_transcoding()) {
                 transcoding += 1;
             }
             bandwidth += info.and_then(|i| i.bandwidth_kbps).unwrap_or(0);
@@ -352,10 +349,7 @@ impl Tracker {
         let threshold = self.scrobble_threshold;
         if let Some(t) = self.sessions.get_mut(key) {
             let duration = t.info.as_ref().and_then(|i| i.duration_ms).unwrap_or(0);
-            if !t.scrobbled
-                && duration > 0
-                && t.view_offset_ms as f64 >= duration as f64 * threshold
-            {
+            if !t.scrobbled && duration > 0 && t.view_offset_ms as f64 >= duration as f64 * threshold {
                 t.scrobbled = true;
                 queue(t, "scrobble", now_ms);
             }
@@ -367,10 +361,7 @@ impl Tracker {
             if tracked.info.is_some() {
                 self.flush(&mut tracked, effects);
             }
-            effects.push(Effect::Session {
-                key: key.to_owned(),
-                doc: document(&tracked),
-            });
+            effects.push(Effect::Session { key: key.to_owned(), doc: document(&tracked) });
             self.sessions.insert(key.to_owned(), tracked);
         }
     }
@@ -385,9 +376,7 @@ impl Tracker {
             if event == "stop" {
                 session["state"] = json!("stopped");
             }
-            effects.push(Effect::Event(
-                json!({ "event_type": event, "action": event, "session": session }),
-            ));
+            effects.push(Effect::Event(json!({ "event_type": event, "action": event, "session": session })));
         }
     }
 }
@@ -498,58 +487,38 @@ mod tests {
     fn play_waits_for_details_then_transitions_follow() {
         let mut t = Tracker::new(90.0);
         let first = t.on_playing(&item("playing", 0), 1_000);
-        assert!(
-            events(&first).is_empty(),
-            "play waits for the session details"
-        );
+        assert!(events(&first).is_empty(), "play waits for the session details");
         let enriched = t.on_snapshot(vec![info("playing")], 1_000, 1_300);
         assert_eq!(events(&enriched), ["play"]);
-        let Effect::Event(play) = enriched
-            .iter()
-            .find(|e| matches!(e, Effect::Event(_)))
-            .unwrap()
-        else {
-            panic!()
-        };
+        let Effect::Event(play) = enriched.iter().find(|e| matches!(e, Effect::Event(_))).unwrap() else { panic!() };
         assert_eq!(play["session"]["user"]["name"], "alice");
-        assert_eq!(
-            events(&t.on_playing(&item("buffering", 1_000), 2_000)),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("playing", 2_000), 3_000)),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("paused", 3_000), 4_000)),
-            ["pause"]
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("paused", 3_000), 14_000)),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("playing", 3_000), 15_000)),
-            ["resume"]
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("playing", 60_000), 16_000)),
-            ["seek"]
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("playing", 91_000), 17_000)),
-            ["seek", "scrobble"]
-        );
-        assert_eq!(
-            events(&t.on_playing(&item("playing", 95_000), 21_000)),
-            Vec::<String>::new(),
-            "one scrobble"
-        );
+        assert_eq!(events(&t.on_playing(&item("buffering", 1_000), 2_000)), Vec::<String>::new());
+        assert_eq!(events(&t.on_playing(&item("playing", 2_000), 3_000)), Vec::<String>::new());
+        assert_eq!(events(&t.on_playing(&item("paused", 3_000), 4_000)), ["pause"]);
+        assert_eq!(events(&t.on_playing(&item("paused", 3_000), 14_000)), Vec::<String>::new());
+        assert_eq!(events(&t.on_playing(&item("playing", 3_000), 15_000)), ["resume"]);
+        assert_eq!(events(&t.on_playing(&item("playing", 60_000), 16_000)), ["seek"]);
+        assert_eq!(events(&t.on_playing(&item("playing", 91_000), 17_000)), ["seek", "scrobble"]);
+        assert_eq!(events(&t.on_playing(&item("playing", 95_000), 21_000)), Vec::<String>::new(), "one scrobble");
         let stop = t.on_playing(&item("stopped", 95_000), 22_000);
         assert_eq!(events(&stop), ["stop"]);
         assert!(stop.contains(&Effect::ClearSession { key: "7".into() }));
         assert!(t.is_empty());
         assert_eq!(t.summary()["count"], 0);
+    }
+
+    #[test]
+    fn a_snapshot_does_not_bring_back_a_session_that_just_stopped() {
+        let mut t = Tracker::new(90.0);
+        t.on_playing(&item("playing", 0), 0);
+        t.on_snapshot(vec![info("playing")], 0, 10);
+        t.on_playing(&item("stopped", 0), 1_000);
+        let late = t.on_snapshot(vec![info("playing")], 900, 1_100);
+        assert!(events(&late).is_empty());
+        assert!(t.is_empty(), "no ghost session");
+        // A new playing notification for the key is a new session.
+        t.on_playing(&item("playing", 0), 2_000);
+        assert_eq!(events(&t.on_snapshot(vec![info("playing")], 2_000, 2_100)), ["play"]);
     }
 
     #[test]
@@ -580,9 +549,9 @@ mod tests {
         let mut t = Tracker::new(90.0);
         let effects = t.on_snapshot(vec![info("paused")], 0, 5);
         assert!(events(&effects).is_empty());
-        assert!(effects.iter().any(
-            |e| matches!(e, Effect::Session { key, doc } if key == "7" && doc["state"] == "paused")
-        ));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::Session { key, doc } if key == "7" && doc["state"] == "paused")));
         assert_eq!(events(&t.on_playing(&item("playing", 0), 10)), ["resume"]);
     }
 
@@ -591,14 +560,8 @@ mod tests {
         let mut t = Tracker::new(90.0);
         t.on_playing(&item("playing", 0), 0);
         assert!(t.flush_waiting(1_000, false).is_empty());
-        assert_eq!(
-            events(&t.flush_waiting(ENRICHMENT_WAIT_MS, false)),
-            ["play"]
-        );
+        assert_eq!(events(&t.flush_waiting(ENRICHMENT_WAIT_MS, false)), ["play"]);
         t.on_playing(&item("paused", 0), ENRICHMENT_WAIT_MS + 1);
-        assert_eq!(
-            events(&t.flush_waiting(ENRICHMENT_WAIT_MS + 2, true)),
-            ["pause"]
-        );
+        assert_eq!(events(&t.flush_waiting(ENRICHMENT_WAIT_MS + 2, true)), ["pause"]);
     }
 }

@@ -42,13 +42,9 @@ struct ActivityBody {
 pub fn route(topics: &ServerTopics, notification: &Notification) -> Vec<Action> {
     let topic = topics.notification(&notification.kind);
     let is_activity = notification.kind == "activity";
-    let mut actions =
-        Vec::with_capacity(notification.items.len() * if is_activity { 2 } else { 1 });
+    let mut actions = Vec::with_capacity(notification.items.len() * if is_activity { 2 } else { 1 });
     for item in &notification.items {
-        actions.push(Action::Live {
-            topic: topic.clone(),
-            payload: item.clone(),
-        });
+        actions.push(Action::Live { topic: topic.clone(), payload: item.clone() });
         if is_activity {
             if let Some(action) = activity_state(topics, item) {
                 actions.push(action);
@@ -62,17 +58,11 @@ pub fn route(topics: &ServerTopics, notification: &Notification) -> Vec<Action> 
 /// uuid cannot be tracked and only produce the live message.
 fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
     let parsed: ActivityItem = serde_json::from_slice(item).ok()?;
-    let uuid = parsed
-        .uuid
-        .or_else(|| parsed.activity.and_then(|a| a.uuid))
-        .filter(|u| !u.is_empty())?;
+    let uuid = parsed.uuid.or_else(|| parsed.activity.and_then(|a| a.uuid)).filter(|u| !u.is_empty())?;
     let topic = topics.activity(&uuid);
     Some(match parsed.event.as_deref() {
         Some("ended") => Action::Clear { topic },
-        _ => Action::Retain {
-            topic,
-            payload: item.clone(),
-        },
+        _ => Action::Retain { topic, payload: item.clone() },
     })
 }
 
@@ -86,32 +76,17 @@ mod tests {
     }
 
     fn n(kind: &str, items: &[&str]) -> Notification {
-        Notification {
-            kind: kind.into(),
-            items: items
-                .iter()
-                .map(|i| Bytes::copy_from_slice(i.as_bytes()))
-                .collect(),
-        }
+        Notification { kind: kind.into(), items: items.iter().map(|i| Bytes::copy_from_slice(i.as_bytes())).collect() }
     }
 
     #[test]
     fn every_item_becomes_one_live_message_in_order() {
-        let actions = route(
-            &topics(),
-            &n("transcodeSession.update", &["{\"a\":1}", "{\"b\":2}"]),
-        );
+        let actions = route(&topics(), &n("transcodeSession.update", &["{\"a\":1}", "{\"b\":2}"]));
         assert_eq!(
             actions,
             [
-                Action::Live {
-                    topic: "plex/home/transcodesession_update".into(),
-                    payload: Bytes::from("{\"a\":1}")
-                },
-                Action::Live {
-                    topic: "plex/home/transcodesession_update".into(),
-                    payload: Bytes::from("{\"b\":2}")
-                },
+                Action::Live { topic: "plex/home/transcodesession_update".into(), payload: Bytes::from("{\"a\":1}") },
+                Action::Live { topic: "plex/home/transcodesession_update".into(), payload: Bytes::from("{\"b\":2}") },
             ]
         );
     }
@@ -122,19 +97,11 @@ mod tests {
         let actions = route(&topics(), &n("activity", &[started]));
         assert_eq!(
             actions[1],
-            Action::Retain {
-                topic: "plex/home/activities/ab_c_d".into(),
-                payload: Bytes::from(started)
-            }
+            Action::Retain { topic: "plex/home/activities/ab_c_d".into(), payload: Bytes::from(started) }
         );
         let ended = r#"{"event":"ended","Activity":{"uuid":"AB/c+d"}}"#;
         let actions = route(&topics(), &n("activity", &[ended]));
-        assert_eq!(
-            actions[1],
-            Action::Clear {
-                topic: "plex/home/activities/ab_c_d".into()
-            }
-        );
+        assert_eq!(actions[1], Action::Clear { topic: "plex/home/activities/ab_c_d".into() });
     }
 
     #[test]

@@ -43,18 +43,9 @@ pub enum StateInput {
 
 /// Results of REST calls, sent back to the state task.
 enum Fetched {
-    Sessions {
-        requested_at_ms: u64,
-        result: Result<Bytes, PlexError>,
-    },
-    Activities {
-        result: Result<Bytes, PlexError>,
-    },
-    Metadata {
-        item_id: String,
-        fallback: Value,
-        result: Result<Bytes, PlexError>,
-    },
+    Sessions { requested_at_ms: u64, result: Result<Bytes, PlexError> },
+    Activities { result: Result<Bytes, PlexError> },
+    Metadata { item_id: String, fallback: Value, result: Result<Bytes, PlexError> },
 }
 
 /// Everything the state task needs.
@@ -67,10 +58,7 @@ pub struct StateTask {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl StateTask {
@@ -96,6 +84,7 @@ impl StateTask {
                     None => return,
                     Some(StateInput::Connected(server_topics)) => {
                         topics = Some(server_topics);
+                        tracker.on_reconnect();
                         sessions_at = Some(Instant::now());
                         self.spawn_activities(&fetched_tx);
                     }
@@ -143,6 +132,7 @@ impl StateTask {
                             sessions_in_flight = false;
                             match result.and_then(|body| parse_sessions(&body).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
                                 Ok(list) => {
+                                    tracing::debug!(sessions = list.len(), "read /status/sessions");
                                     failure_reported = false;
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects);
@@ -199,30 +189,23 @@ impl StateTask {
 
     fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>) {
         let actions = effects.into_iter().map(|effect| match effect {
-            Effect::Session { key, doc } => Action::Retain {
-                topic: topics.session(&key),
-                payload: Bytes::from(doc.to_string()),
-            },
-            Effect::ClearSession { key } => Action::Clear {
-                topic: topics.session(&key),
-            },
-            Effect::Event(event) => Action::Live {
-                topic: topics.events("playback"),
-                payload: Bytes::from(event.to_string()),
-            },
-            Effect::Summary(summary) => Action::Retain {
-                topic: topics.sessions_summary(),
-                payload: Bytes::from(summary.to_string()),
-            },
+            Effect::Session { key, doc } => {
+                Action::Retain { topic: topics.session(&key), payload: Bytes::from(doc.to_string()) }
+            }
+            Effect::ClearSession { key } => Action::Clear { topic: topics.session(&key) },
+            Effect::Event(event) => {
+                Action::Live { topic: topics.events("playback"), payload: Bytes::from(event.to_string()) }
+            }
+            Effect::Summary(summary) => {
+                Action::Retain { topic: topics.sessions_summary(), payload: Bytes::from(summary.to_string()) }
+            }
         });
         self.publisher.apply(actions.collect::<Vec<_>>());
     }
 
     fn library_event(&self, topics: &ServerTopics, event: Value) {
-        self.publisher.apply([Action::Live {
-            topic: topics.events("library"),
-            payload: Bytes::from(event.to_string()),
-        }]);
+        self.publisher
+            .apply([Action::Live { topic: topics.events("library"), payload: Bytes::from(event.to_string()) }]);
     }
 
     /// Publishes activities PMS reports that the bridge does not hold (started while disconnected) and clears
@@ -247,10 +230,7 @@ impl StateTask {
             let topic = topics.activity(&uuid);
             if self.publisher.retained_payload(&topic).is_none() {
                 let item = json!({ "event": "updated", "uuid": uuid, "Activity": activity });
-                actions.push(Action::Retain {
-                    topic: topic.clone(),
-                    payload: Bytes::from(item.to_string()),
-                });
+                actions.push(Action::Retain { topic: topic.clone(), payload: Bytes::from(item.to_string()) });
             }
             current.push(topic);
         }
@@ -278,32 +258,17 @@ impl StateTask {
     }
 
     fn spawn_sessions(&self, tx: &mpsc::Sender<Fetched>) {
-        let (http, token, tx, publisher) = (
-            self.http.clone(),
-            self.token.clone(),
-            tx.clone(),
-            self.publisher.clone(),
-        );
+        let (http, token, tx, publisher) = (self.http.clone(), self.token.clone(), tx.clone(), self.publisher.clone());
         tokio::spawn(async move {
             publisher.stale_scan_done(Duration::from_secs(3)).await;
             let requested_at_ms = now_ms();
             let result = fetch(&http, &token, "/status/sessions").await;
-            let _ = tx
-                .send(Fetched::Sessions {
-                    requested_at_ms,
-                    result,
-                })
-                .await;
+            let _ = tx.send(Fetched::Sessions { requested_at_ms, result }).await;
         });
     }
 
     fn spawn_activities(&self, tx: &mpsc::Sender<Fetched>) {
-        let (http, token, tx, publisher) = (
-            self.http.clone(),
-            self.token.clone(),
-            tx.clone(),
-            self.publisher.clone(),
-        );
+        let (http, token, tx, publisher) = (self.http.clone(), self.token.clone(), tx.clone(), self.publisher.clone());
         tokio::spawn(async move {
             // Leftovers of an earlier run are known once the broker's retained topics were read.
             publisher.stale_scan_done(Duration::from_secs(3)).await;
@@ -317,21 +282,12 @@ impl StateTask {
         tokio::spawn(async move {
             let path = format!("/library/metadata/{}", fold_segment_or(&item_id, "0"));
             let result = fetch(&http, &token, &path).await;
-            let _ = tx
-                .send(Fetched::Metadata {
-                    item_id,
-                    fallback,
-                    result,
-                })
-                .await;
+            let _ = tx.send(Fetched::Metadata { item_id, fallback, result }).await;
         });
     }
 }
 
 async fn fetch(http: &PlexHttp, token: &TokenSource, path: &str) -> Result<Bytes, PlexError> {
-    let token = token.read().map_err(|source| PlexError::TokenFile {
-        path: "(token file)".into(),
-        source,
-    })?;
+    let token = token.read().map_err(|source| PlexError::TokenFile { path: "(token file)".into(), source })?;
     http.get_bytes(path, &token).await
 }

@@ -67,10 +67,7 @@ enum Attempt {
     Shutdown,
     Unauthorized(PlexError),
     Failed(PlexError),
-    Ended {
-        connected_for: Duration,
-        end: SessionEnd,
-    },
+    Ended { connected_for: Duration, end: SessionEnd },
 }
 
 /// Per-server mutable state across attempts.
@@ -105,9 +102,8 @@ impl Supervisor {
             resync_interval: self.plex.resync_interval,
         };
         let state_cancel = cancel.child_token();
-        let state_handle = tokio::spawn(tracing::Instrument::in_current_span(
-            state_task.run(state_rx, state_cancel.clone()),
-        ));
+        let state_handle =
+            tokio::spawn(tracing::Instrument::in_current_span(state_task.run(state_rx, state_cancel.clone())));
         let mut session = Session {
             name: self.server.name.as_deref().and_then(ServerName::configured),
             topics: None,
@@ -226,9 +222,7 @@ impl Supervisor {
         };
         self.publish_info(session, &identity, transport.as_str());
         self.set_state(session, ServerState::Connected);
-        let _ = session
-            .state_inputs
-            .try_send(StateInput::Connected(topics.clone()));
+        let _ = session.state_inputs.try_send(StateInput::Connected(topics.clone()));
         tracing::info!(version = %identity.version, transport = transport.as_str(), "connected to Plex notifications");
         let started = Instant::now();
         let mut stats = SessionStats::default();
@@ -240,9 +234,7 @@ impl Supervisor {
             Ok(notification) => {
                 publisher.apply(route(&topics, &notification));
                 if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
-                    if let Err(error) =
-                        state_inputs.try_send(StateInput::Notification(notification))
-                    {
+                    if let Err(error) = state_inputs.try_send(StateInput::Notification(notification)) {
                         *state_dropped += 1;
                         if state_dropped.is_power_of_two() {
                             tracing::warn!(%error, dropped_total = *state_dropped,
@@ -272,56 +264,32 @@ impl Supervisor {
             }
             Connected::EventSource(stream) => {
                 // PMS pings the stream every 10 s; two missed pings mean it is dead.
-                sse::run_session(
-                    stream,
-                    self.plex.ping_interval * 2,
-                    cancel,
-                    &mut stats,
-                    &mut on_message,
-                )
-                .await
+                sse::run_session(stream, self.plex.ping_interval * 2, cancel, &mut stats, &mut on_message).await
             }
         };
         tracing::debug!(?stats, "session statistics");
         if end == SessionEnd::Shutdown {
             return Attempt::Shutdown;
         }
-        Attempt::Ended {
-            connected_for: started.elapsed(),
-            end,
-        }
+        Attempt::Ended { connected_for: started.elapsed(), end }
     }
 
     /// Opens the configured transport; with `auto`, WebSocket until it is refused, then EventSource.
-    async fn connect(
-        &self,
-        session: &mut Session,
-        token: &crate::secret::Secret,
-    ) -> Result<Connected, PlexError> {
+    async fn connect(&self, session: &mut Session, token: &crate::secret::Secret) -> Result<Connected, PlexError> {
         let websocket_first = match self.server.transport {
             Transport::WebSocket => true,
             Transport::EventSource => false,
             Transport::Auto => !session.fell_back,
         };
         if !websocket_first {
-            return session
-                .eventsource
-                .connect(token)
-                .await
-                .map(Connected::EventSource);
+            return session.eventsource.connect(token).await.map(Connected::EventSource);
         }
         match session.websocket.connect(&self.headers, token).await {
             Ok(stream) => Ok(Connected::WebSocket(stream)),
-            Err(error)
-                if self.server.transport == Transport::Auto && error.is_upgrade_refusal() =>
-            {
+            Err(error) if self.server.transport == Transport::Auto && error.is_upgrade_refusal() => {
                 tracing::info!(reason = %error, "WebSocket refused by this server; using EventSource from now on");
                 session.fell_back = true;
-                session
-                    .eventsource
-                    .connect(token)
-                    .await
-                    .map(Connected::EventSource)
+                session.eventsource.connect(token).await.map(Connected::EventSource)
             }
             Err(error) => Err(error),
         }

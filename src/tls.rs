@@ -14,21 +14,11 @@ use tokio_rustls::TlsConnector;
 
 /// A TLS client configuration that trusts the platform's roots.
 pub fn client_config() -> Result<Arc<ClientConfig>, String> {
-    ClientConfig::with_platform_verifier()
-        .map(Arc::new)
-        .map_err(|e| format!("cannot set up TLS: {e}"))
+    ClientConfig::with_platform_verifier().map(Arc::new).map_err(|e| format!("cannot set up TLS: {e}"))
 }
 
 /// Wraps `tcp` in TLS to `host`, verifying its certificate.
-pub async fn connect(
-    config: Arc<ClientConfig>,
-    host: &str,
-    tcp: TcpStream,
-) -> Result<TlsStream<TcpStream>, String> {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("invalid TLS server name {host:?}: {e}"))?;
-    TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake with {host} failed: {e}"))
+pub async fn connect(config: Arc<ClientConfig>, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("invalid TLS server name {host:?}: {e}"))?;
+    TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS handshake with {host} failed: {e}"))
 }

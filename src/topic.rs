@@ -11,11 +11,7 @@ use std::fmt;
 pub fn fold_segment(raw: &str) -> String {
     let mut folded = String::with_capacity(raw.len());
     for ch in raw.chars().flat_map(char::to_lowercase) {
-        let ch = if ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_' {
-            ch
-        } else {
-            '_'
-        };
+        let ch = if ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_' { ch } else { '_' };
         if ch == '_' && (folded.is_empty() || folded.ends_with('_')) {
             continue;
         }
@@ -67,9 +63,7 @@ pub struct ServerName(String);
 impl ServerName {
     /// A name the user configured; `None` if it cannot be a topic segment (config validation reports why).
     pub fn configured(name: &str) -> Option<Self> {
-        topic_text_problem(name, false)
-            .is_none()
-            .then(|| ServerName(name.to_owned()))
+        topic_text_problem(name, false).is_none().then(|| ServerName(name.to_owned()))
     }
 
     /// The name derived from what the server says about itself: its folded friendlyName, or the first 12
@@ -104,9 +98,7 @@ pub struct BridgeTopics {
 impl BridgeTopics {
     /// `prefix` must already be validated (see [`topic_text_problem`]).
     pub fn new(prefix: &str) -> Self {
-        BridgeTopics {
-            prefix: prefix.to_owned(),
-        }
+        BridgeTopics { prefix: prefix.to_owned() }
     }
 
     /// The configured prefix.
@@ -126,9 +118,7 @@ impl BridgeTopics {
 
     /// The topics of one server.
     pub fn server(&self, name: &ServerName) -> ServerTopics {
-        ServerTopics {
-            base: format!("{}/{}", self.prefix, name),
-        }
+        ServerTopics { base: format!("{}/{}", self.prefix, name) }
     }
 }
 
@@ -156,11 +146,7 @@ impl ServerTopics {
 
     /// `<p>/<server>/activities/<uuid>` (uuid folded here).
     pub fn activity(&self, uuid: &str) -> String {
-        format!(
-            "{}/activities/{}",
-            self.base,
-            fold_segment_or(uuid, "unknown")
-        )
+        format!("{}/activities/{}", self.base, fold_segment_or(uuid, "unknown"))
     }
 
     /// `<p>/<server>/sessions/<sessionKey>` (key folded here).
@@ -196,10 +182,7 @@ mod tests {
     #[test]
     fn folding_follows_the_contract() {
         assert_eq!(fold_segment("playing"), "playing");
-        assert_eq!(
-            fold_segment("transcodeSession.update"),
-            "transcodesession_update"
-        );
+        assert_eq!(fold_segment("transcodeSession.update"), "transcodesession_update");
         assert_eq!(fold_segment("Living Room  Plex!"), "living_room_plex");
         assert_eq!(fold_segment("__a//b++c#__"), "a_b_c");
         assert_eq!(fold_segment("0f3c2a9e-5b1d-4c6e"), "0f3c2a9e-5b1d-4c6e");
@@ -212,10 +195,7 @@ mod tests {
     #[test]
     fn derived_name_falls_back_to_machine_identifier() {
         assert_eq!(ServerName::derived("My Plex", "abc").as_str(), "my_plex");
-        assert_eq!(
-            ServerName::derived("???", "0123456789ABCDEF").as_str(),
-            "0123456789ab"
-        );
+        assert_eq!(ServerName::derived("???", "0123456789ABCDEF").as_str(), "0123456789ab");
     }
 
     #[test]

@@ -35,21 +35,10 @@ fn stdout(output: &Output) -> String {
 /// Asserts exit code 78 and a single-line message that names `key`.
 fn assert_config_error(output: &Output, key: &str) {
     let message = stderr(output);
-    assert_eq!(
-        output.status.code(),
-        Some(78),
-        "expected EX_CONFIG, got {:?}: {message}",
-        output.status
-    );
-    assert!(
-        message.contains(&format!("`{key}`")),
-        "message should name `{key}`: {message}"
-    );
+    assert_eq!(output.status.code(), Some(78), "expected EX_CONFIG, got {:?}: {message}", output.status);
+    assert!(message.contains(&format!("`{key}`")), "message should name `{key}`: {message}");
     assert!(message.contains("invalid configuration"), "{message}");
-    assert!(
-        !message.contains(TOKEN) && !message.contains(PASSWORD),
-        "a secret leaked: {message}"
-    );
+    assert!(!message.contains(TOKEN) && !message.contains(PASSWORD), "a secret leaked: {message}");
 }
 
 fn server(extra: &str) -> String {
@@ -58,43 +47,22 @@ fn server(extra: &str) -> String {
 
 #[test]
 fn missing_token_names_the_key() {
-    let output = run(
-        Some("[[servers]]\nurl = \"http://127.0.0.1:32400\"\n"),
-        &["--print-config"],
-        &[],
-    );
+    let output = run(Some("[[servers]]\nurl = \"http://127.0.0.1:32400\"\n"), &["--print-config"], &[]);
     assert_config_error(&output, "servers[0].token");
 }
 
 #[test]
 fn unparseable_urls_name_the_key() {
-    let output = run(
-        Some(&format!(
-            "[[servers]]\nurl = \"not a url\"\ntoken = \"{TOKEN}\"\n"
-        )),
-        &[],
-        &[],
-    );
+    let output = run(Some(&format!("[[servers]]\nurl = \"not a url\"\ntoken = \"{TOKEN}\"\n")), &[], &[]);
     assert_config_error(&output, "servers[0].url");
-    let output = run(
-        Some(&format!("[mqtt]\nurl = \"::nope\"\n{}", server(""))),
-        &[],
-        &[],
-    );
+    let output = run(Some(&format!("[mqtt]\nurl = \"::nope\"\n{}", server(""))), &[], &[]);
     assert_config_error(&output, "mqtt.url");
 }
 
 #[test]
 fn wildcards_and_nul_in_prefix_or_name_are_rejected() {
     for prefix in ["plex/+", "plex/#", "a\\u0000b"] {
-        let output = run(
-            Some(&format!(
-                "[mqtt]\ntopic_prefix = \"{prefix}\"\n{}",
-                server("")
-            )),
-            &[],
-            &[],
-        );
+        let output = run(Some(&format!("[mqtt]\ntopic_prefix = \"{prefix}\"\n{}", server(""))), &[], &[]);
         assert_config_error(&output, "mqtt.topic_prefix");
     }
     for name in ["living+room", "#", "a/b", "x\\u0000"] {
@@ -111,78 +79,36 @@ fn duplicate_server_names_are_rejected() {
 
 #[test]
 fn unknown_keys_are_rejected_wherever_they_are() {
-    assert_config_error(
-        &run(
-            Some(&format!("[mqtt]\nurll = \"x\"\n{}", server(""))),
-            &[],
-            &[],
-        ),
-        "mqtt.urll",
-    );
-    assert_config_error(
-        &run(Some(&server("tokne = \"x\"")), &[], &[]),
-        "servers[0].tokne",
-    );
-    assert_config_error(
-        &run(Some(&format!("bogus = 1\n{}", server(""))), &[], &[]),
-        "bogus",
-    );
-    let output = run(
-        Some(&server("")),
-        &[],
-        &[("PLEX_MQTT_BRIDGE_MQTT__URLL", "x")],
-    );
+    assert_config_error(&run(Some(&format!("[mqtt]\nurll = \"x\"\n{}", server(""))), &[], &[]), "mqtt.urll");
+    assert_config_error(&run(Some(&server("tokne = \"x\"")), &[], &[]), "servers[0].tokne");
+    assert_config_error(&run(Some(&format!("bogus = 1\n{}", server(""))), &[], &[]), "bogus");
+    let output = run(Some(&server("")), &[], &[("PLEX_MQTT_BRIDGE_MQTT__URLL", "x")]);
     assert_config_error(&output, "PLEX_MQTT_BRIDGE_MQTT__URLL");
 }
 
 #[test]
 fn other_invalid_values_name_their_key() {
+    assert_config_error(&run(Some(&format!("[mqtt]\nqos = 3\n{}", server(""))), &[], &[]), "mqtt.qos");
     assert_config_error(
-        &run(Some(&format!("[mqtt]\nqos = 3\n{}", server(""))), &[], &[]),
-        "mqtt.qos",
-    );
-    assert_config_error(
-        &run(
-            Some(&format!("[logging]\nformat = \"xml\"\n{}", server(""))),
-            &[],
-            &[],
-        ),
+        &run(Some(&format!("[logging]\nformat = \"xml\"\n{}", server(""))), &[], &[]),
         "logging.format",
     );
     assert_config_error(
-        &run(
-            Some(&format!(
-                "[plex]\nping_interval = \"10s\"\nidle_timeout = \"5s\"\n{}",
-                server("")
-            )),
-            &[],
-            &[],
-        ),
+        &run(Some(&format!("[plex]\nping_interval = \"10s\"\nidle_timeout = \"5s\"\n{}", server(""))), &[], &[]),
         "plex.idle_timeout",
     );
-    assert_config_error(
-        &run(Some(&server("transport = \"carrier-pigeon\"")), &[], &[]),
-        "servers[0].transport",
-    );
+    assert_config_error(&run(Some(&server("transport = \"carrier-pigeon\"")), &[], &[]), "servers[0].transport");
     assert_config_error(&run(None, &[], &[]), "servers");
     let missing = Path::new("/nonexistent/token");
-    let output = run(
-        Some(&format!(
-            "[[servers]]\nurl = \"http://h:1\"\ntoken_file = \"{}\"\n",
-            missing.display()
-        )),
-        &[],
-        &[],
-    );
+    let output =
+        run(Some(&format!("[[servers]]\nurl = \"http://h:1\"\ntoken_file = \"{}\"\n", missing.display())), &[], &[]);
     assert_config_error(&output, "servers[0].token_file");
 }
 
 #[test]
 fn print_config_masks_secrets_and_layers_sources() {
-    let config = format!(
-        "[mqtt]\nurl = \"mqtt://bridge:{PASSWORD}@127.0.0.1:1883\"\ntopic_prefix = \"file\"\n{}",
-        server("")
-    );
+    let config =
+        format!("[mqtt]\nurl = \"mqtt://bridge:{PASSWORD}@127.0.0.1:1883\"\ntopic_prefix = \"file\"\n{}", server(""));
     let output = run(
         Some(&config),
         &["--print-config", "--log-level", "debug"],
@@ -190,36 +116,17 @@ fn print_config_masks_secrets_and_layers_sources() {
     );
     let printed = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(
-        !printed.contains(TOKEN) && !printed.contains(PASSWORD),
-        "secret printed: {printed}"
-    );
-    assert!(
-        printed.contains("password = \"***\"") && printed.contains("token = \"***\""),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("topic_prefix = \"env\""),
-        "environment overrides the file: {printed}"
-    );
-    assert!(
-        printed.contains("level = \"debug\""),
-        "flags override everything: {printed}"
-    );
-    assert!(
-        printed.contains("url = \"mqtt://127.0.0.1:1883\""),
-        "credentials removed from the URL: {printed}"
-    );
+    assert!(!printed.contains(TOKEN) && !printed.contains(PASSWORD), "secret printed: {printed}");
+    assert!(printed.contains("password = \"***\"") && printed.contains("token = \"***\""), "{printed}");
+    assert!(printed.contains("topic_prefix = \"env\""), "environment overrides the file: {printed}");
+    assert!(printed.contains("level = \"debug\""), "flags override everything: {printed}");
+    assert!(printed.contains("url = \"mqtt://127.0.0.1:1883\""), "credentials removed from the URL: {printed}");
     let flag = run(
         Some(&config),
         &["--print-config", "--topic-prefix", "flag"],
         &[("PLEX_MQTT_BRIDGE_MQTT__TOPIC_PREFIX", "env")],
     );
-    assert!(
-        stdout(&flag).contains("topic_prefix = \"flag\""),
-        "{}",
-        stdout(&flag)
-    );
+    assert!(stdout(&flag).contains("topic_prefix = \"flag\""), "{}", stdout(&flag));
 }
 
 #[test]
@@ -236,42 +143,20 @@ fn a_single_server_can_come_entirely_from_the_environment() {
     );
     let printed = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(
-        printed.contains("url = \"http://192.168.1.10:32400/\""),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("filters = [\"-log\", \"playing\"]") || printed.contains("filters = [\n"),
-        "{printed}"
-    );
+    assert!(printed.contains("url = \"http://192.168.1.10:32400/\""), "{printed}");
+    assert!(printed.contains("filters = [\"-log\", \"playing\"]") || printed.contains("filters = [\n"), "{printed}");
     assert!(printed.contains("name = \"nas\""), "{printed}");
-    assert!(
-        !printed.contains("0123"),
-        "a numeric token is still a secret: {printed}"
-    );
+    assert!(!printed.contains("0123"), "a numeric token is still a secret: {printed}");
 }
 
 #[test]
 fn client_identifier_is_stable_across_runs_and_configurable() {
     let first = stdout(&run(Some(&server("")), &["--print-config"], &[]));
     let second = stdout(&run(Some(&server("")), &["--print-config"], &[]));
-    let id = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("client_identifier"))
-            .map(str::to_owned)
-    };
+    let id = |text: &str| text.lines().find(|l| l.starts_with("client_identifier")).map(str::to_owned);
     assert!(id(&first).is_some(), "{first}");
     assert_eq!(id(&first), id(&second));
-    let custom = stdout(&run(
-        Some(&format!(
-            "[plex]\nclient_identifier = \"my-id\"\n{}",
-            server("")
-        )),
-        &["--print-config"],
-        &[],
-    ));
-    assert_eq!(
-        id(&custom).as_deref(),
-        Some("client_identifier = \"my-id\"")
-    );
+    let custom =
+        stdout(&run(Some(&format!("[plex]\nclient_identifier = \"my-id\"\n{}", server(""))), &["--print-config"], &[]));
+    assert_eq!(id(&custom).as_deref(), Some("client_identifier = \"my-id\""));
 }

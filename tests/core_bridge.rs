@@ -25,14 +25,8 @@ impl Fixture {
     /// Broker, fake PMS, a probe on `plex/#` and a bridge whose config is `edit(test_config(…))`, connected.
     async fn start_with(pms: FakePmsConfig, edit: impl FnOnce(String) -> String) -> Fixture {
         let mut fixture = Self::launch(pms, edit).await;
-        fixture
-            .probe
-            .expect_payload("plex/test/state", "connected", SOON)
-            .await;
-        assert!(
-            fixture.pms.wait_for_ws_connection_count(1, SOON).await,
-            "the fake PMS saw no WebSocket"
-        );
+        fixture.probe.expect_payload("plex/test/state", "connected", SOON).await;
+        assert!(fixture.pms.wait_for_ws_connection_count(1, SOON).await, "the fake PMS saw no WebSocket");
         fixture
     }
 
@@ -43,13 +37,7 @@ impl Fixture {
         let token = TokenFile::new(&pms.token());
         let probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
         let bridge = Bridge::start(&edit(test_config(&broker.url(), &pms.url(), token.path())));
-        Fixture {
-            broker,
-            pms,
-            token,
-            probe,
-            bridge,
-        }
+        Fixture { broker, pms, token, probe, bridge }
     }
 
     async fn start() -> Fixture {
@@ -65,9 +53,7 @@ fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
             // Only the raw notification topics: not the retained state and derived events beside them.
             !rest.is_empty()
                 && !matches!(rest, "state" | "info" | "sessions")
-                && !["activities/", "sessions/", "events/"]
-                    .iter()
-                    .any(|p| rest.starts_with(p))
+                && !["activities/", "sessions/", "events/"].iter().any(|p| rest.starts_with(p))
         })
         .map(|m| (m.topic.clone(), m.text()))
         .collect()
@@ -77,14 +63,8 @@ fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
 async fn every_notification_type_arrives_byte_for_byte_and_in_order() {
     let mut f = Fixture::start().await;
     let samples = every_type();
-    let expected: Vec<(String, String)> = samples
-        .iter()
-        .flat_map(|s| {
-            s.items
-                .iter()
-                .map(move |item| (s.topic("test"), (*item).to_owned()))
-        })
-        .collect();
+    let expected: Vec<(String, String)> =
+        samples.iter().flat_map(|s| s.items.iter().map(move |item| (s.topic("test"), (*item).to_owned()))).collect();
     for sample in &samples {
         assert_eq!(f.pms.push_text(&sample.ws_frame()), 1);
     }
@@ -95,71 +75,39 @@ async fn every_notification_type_arrives_byte_for_byte_and_in_order() {
             got.extend(live_items(&[msg]));
         }
     }
-    assert_eq!(
-        got, expected,
-        "every item of every frame, on the folded type topic, unchanged, in order"
-    );
+    assert_eq!(got, expected, "every item of every frame, on the folded type topic, unchanged, in order");
     assert_eq!(f.pms.ws_connections_total(), 1, "no reconnect was needed");
     // A sample of the folding, spelled out for the reader.
     assert_eq!(fold("transcodeSession.update"), "transcodesession_update");
-    assert!(
-        f.probe
-            .history_on("plex/test/transcodesession_update")
-            .len()
-            == 1
-    );
+    assert!(f.probe.history_on("plex/test/transcodesession_update").len() == 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_carries_token_header_client_headers_and_filters() {
     let f = Fixture::start().await;
-    assert_eq!(
-        f.pms.last_filters(),
-        Some(Some("-log".to_owned())),
-        "filters passed through"
-    );
+    assert_eq!(f.pms.last_filters(), Some(Some("-log".to_owned())), "filters passed through");
     let upgrade = f.pms.requests_to("/:/websockets/notifications");
     let upgrade = upgrade.last().expect("an upgrade request");
     assert_eq!(upgrade.header("x-plex-token"), Some(f.pms.token().as_str()));
-    assert_eq!(
-        upgrade.query_param("X-Plex-Token"),
-        None,
-        "the token never travels in the URL"
-    );
-    assert!(upgrade
-        .header("x-plex-client-identifier")
-        .is_some_and(|id| !id.is_empty()));
+    assert_eq!(upgrade.query_param("X-Plex-Token"), None, "the token never travels in the URL");
+    assert!(upgrade.header("x-plex-client-identifier").is_some_and(|id| !id.is_empty()));
     assert_eq!(upgrade.header("x-plex-product"), Some("plex-mqtt-bridge"));
     assert!(upgrade.header("x-plex-version").is_some());
     let identity = f.pms.requests_to("/");
-    assert!(identity.iter().all(
-        |r| r.header("x-plex-client-identifier") == upgrade.header("x-plex-client-identifier")
-    ));
+    assert!(identity
+        .iter()
+        .all(|r| r.header("x-plex-client-identifier") == upgrade.header("x-plex-client-identifier")));
     // The retained info document names the server and never the token.
-    let info = retained(
-        f.broker.port(),
-        "plex/test/info",
-        Duration::from_millis(500),
-    )
-    .await;
-    let info: serde_json::Value =
-        serde_json::from_slice(&info["plex/test/info"]).expect("info is JSON");
+    let info = retained(f.broker.port(), "plex/test/info", Duration::from_millis(500)).await;
+    let info: serde_json::Value = serde_json::from_slice(&info["plex/test/info"]).expect("info is JSON");
     assert_eq!(info["friendly_name"], "Fake Plex");
     assert_eq!(info["transport"], "websocket");
     assert_eq!(info["url"], f.pms.url());
     assert!(!info.to_string().contains(&f.pms.token()));
-    let bridge_info = retained(
-        f.broker.port(),
-        "plex/bridge/info",
-        Duration::from_millis(500),
-    )
-    .await;
-    let bridge_info: serde_json::Value =
-        serde_json::from_slice(&bridge_info["plex/bridge/info"]).expect("JSON");
+    let bridge_info = retained(f.broker.port(), "plex/bridge/info", Duration::from_millis(500)).await;
+    let bridge_info: serde_json::Value = serde_json::from_slice(&bridge_info["plex/bridge/info"]).expect("JSON");
     assert_eq!(bridge_info["servers"], serde_json::json!(["test"]));
-    assert!(bridge_info["started_at"]
-        .as_str()
-        .is_some_and(|s| s.ends_with('Z')));
+    assert!(bridge_info["started_at"].as_str().is_some_and(|s| s.ends_with('Z')));
 }
 
 fn activity(event: &str, progress: u32) -> String {
@@ -174,57 +122,27 @@ async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
     let topic = "plex/test/activities/a1b2-c3";
     f.pms.push_text(&activity("started", 0));
     f.pms.push_text(&activity("updated", 42));
-    f.probe
-        .expect(SOON, "activity progress 42", |m| {
-            m.topic == topic && m.text().contains("\"progress\":42")
-        })
-        .await;
-    let now = retained(
-        f.broker.port(),
-        "plex/test/activities/#",
-        Duration::from_millis(500),
-    )
-    .await;
+    f.probe.expect(SOON, "activity progress 42", |m| m.topic == topic && m.text().contains("\"progress\":42")).await;
+    let now = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(500)).await;
     let held = String::from_utf8(now.get(topic).cloned().unwrap_or_default()).unwrap_or_default();
-    assert!(
-        held.contains("\"event\":\"updated\"") && held.contains("\"progress\":42"),
-        "latest progress: {held}"
-    );
+    assert!(held.contains("\"event\":\"updated\"") && held.contains("\"progress\":42"), "latest progress: {held}");
     f.pms.push_text(&activity("ended", 100));
-    f.probe
-        .expect(SOON, "activity cleared", |m| {
-            m.topic == topic && m.payload.is_empty()
-        })
-        .await;
-    let after = retained(
-        f.broker.port(),
-        "plex/test/activities/#",
-        Duration::from_millis(500),
-    )
-    .await;
-    assert!(
-        after.is_empty(),
-        "a fresh subscriber sees no activity: {after:?}"
-    );
+    f.probe.expect(SOON, "activity cleared", |m| m.topic == topic && m.payload.is_empty()).await;
+    let after = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(500)).await;
+    assert!(after.is_empty(), "a fresh subscriber sees no activity: {after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_reconnects_and_later_events_arrive() {
     let mut f = Fixture::start().await;
     assert_eq!(f.pms.drop_connections(), 1);
-    f.probe
-        .expect_payload("plex/test/state", "disconnected", SOON)
-        .await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(f.pms.wait_for_ws_connection_count(1, SOON).await);
     assert_eq!(f.pms.ws_connections_total(), 2);
     let sample = &every_type()[0];
     f.pms.push_text(&sample.ws_frame());
-    f.probe
-        .expect_payload("plex/test/playing", sample.items[0], SOON)
-        .await;
+    f.probe.expect_payload("plex/test/playing", sample.items[0], SOON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,30 +152,19 @@ async fn rejected_token_shows_unauthorized_and_a_fixed_token_file_reconnects_wit
     // The bridge may have read the good token already; make sure it is rejected from now on.
     f.pms.set_token("the-new-token");
     f.pms.drop_connections();
-    f.probe
-        .expect_payload("plex/test/state", "unauthorized", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "unauthorized", SOON).await;
     // It keeps retrying slowly (backoff_max = 1s here) and stays up.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(
-        f.bridge.is_running(),
-        "a rejected token is not a reason to exit"
-    );
+    assert!(f.bridge.is_running(), "a rejected token is not a reason to exit");
     let rejected = f.pms.requests().iter().filter(|r| r.status == 401).count();
     assert!(
         (2..=5).contains(&rejected),
         "retries at the backoff cap, not a storm: {rejected} rejected requests in 2.5 s"
     );
     let logs = f.bridge.logs();
-    assert_eq!(
-        logs.matches("token rejected by the Plex server").count(),
-        1,
-        "logged once per outage:\n{logs}"
-    );
+    assert_eq!(logs.matches("token rejected by the Plex server").count(), 1, "logged once per outage:\n{logs}");
     f.token.set("the-new-token\n");
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(f.bridge.is_running());
 }
 
@@ -266,24 +173,14 @@ async fn stalled_server_is_detected_within_the_idle_timeout() {
     let mut f = Fixture::start().await;
     let pings_before = f.pms.pings_received();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        f.pms.pings_received() > pings_before,
-        "the bridge pings the server"
-    );
+    assert!(f.pms.pings_received() > pings_before, "the bridge pings the server");
     let stalled_at = Instant::now();
     f.pms.stall(true);
-    f.probe
-        .expect_payload("plex/test/state", "disconnected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
     let detected = stalled_at.elapsed();
     // idle_timeout is 1 s in the test config; allow scheduling slack but not a second idle period.
-    assert!(
-        detected < Duration::from_millis(1800),
-        "stall detected after {detected:?}"
-    );
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    assert!(detected < Duration::from_millis(1800), "stall detected after {detected:?}");
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(f.pms.ws_connections_total() >= 2);
 }
 
@@ -291,80 +188,45 @@ async fn stalled_server_is_detected_within_the_idle_timeout() {
 async fn broker_restart_gets_all_retained_state_back() {
     let mut f = Fixture::start().await;
     f.pms.push_text(&activity("updated", 7));
-    f.probe
-        .expect(SOON, "activity", |m| {
-            m.topic == "plex/test/activities/a1b2-c3"
-        })
-        .await;
+    f.probe.expect(SOON, "activity", |m| m.topic == "plex/test/activities/a1b2-c3").await;
     f.broker.restart();
-    assert!(
-        f.probe.wait_for_connections(2, SOON).await,
-        "probe reconnected to the restarted broker"
-    );
-    let wanted = [
-        "plex/bridge/state",
-        "plex/bridge/info",
-        "plex/test/state",
-        "plex/test/info",
-        "plex/test/activities/a1b2-c3",
-    ];
+    assert!(f.probe.wait_for_connections(2, SOON).await, "probe reconnected to the restarted broker");
+    let wanted =
+        ["plex/bridge/state", "plex/bridge/info", "plex/test/state", "plex/test/info", "plex/test/activities/a1b2-c3"];
     let deadline = Instant::now() + SOON;
     let mut now = retained(f.broker.port(), "plex/#", Duration::from_millis(300)).await;
     while !wanted.iter().all(|t| now.contains_key(*t)) && Instant::now() < deadline {
         now = retained(f.broker.port(), "plex/#", Duration::from_millis(300)).await;
     }
     for topic in wanted {
-        assert!(
-            now.contains_key(topic),
-            "{topic} is retained again after the broker restart: {:?}",
-            now.keys()
-        );
+        assert!(now.contains_key(topic), "{topic} is retained again after the broker restart: {:?}", now.keys());
     }
     assert_eq!(now["plex/bridge/state"], b"online");
     assert_eq!(now["plex/test/state"], b"connected");
-    assert!(
-        String::from_utf8_lossy(&now["plex/test/activities/a1b2-c3"]).contains("\"progress\":7")
-    );
+    assert!(String::from_utf8_lossy(&now["plex/test/activities/a1b2-c3"]).contains("\"progress\":7"));
     // Live events flow again too.
     let sample = &every_type()[3];
     f.pms.push_text(&sample.ws_frame());
-    f.probe
-        .expect_payload("plex/test/status", sample.items[0], SOON)
-        .await;
+    f.probe.expect_payload("plex/test/status", sample.items[0], SOON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_are_skipped_and_the_session_goes_on() {
     let mut f = Fixture::start().await;
-    f.pms
-        .push_text("{\"NotificationContainer\":{\"type\":\"playing\",");
+    f.pms.push_text("{\"NotificationContainer\":{\"type\":\"playing\",");
     f.pms.push_binary(&[0x00, 0xff, 0x10]);
     f.pms.push_text("[1,2,3]");
-    f.pms
-        .push_text("{\"NotificationContainer\":{\"size\":1,\"X\":[{}]}}");
-    f.pms.push_text(
-        "{\"NotificationContainer\":{\"type\":\"status\",\"size\":3,\"StatusNotification\":[]}}",
-    );
+    f.pms.push_text("{\"NotificationContainer\":{\"size\":1,\"X\":[{}]}}");
+    f.pms.push_text("{\"NotificationContainer\":{\"type\":\"status\",\"size\":3,\"StatusNotification\":[]}}");
     f.pms.push_text("{\"NotificationContainer\":{\"type\":\"brand+new/type#\",\"size\":1,\"Thing\":[{\"a\":1}]}}");
     let sample = &every_type()[0];
     f.pms.push_text(&sample.ws_frame());
-    f.probe
-        .expect_payload("plex/test/brand_new_type", "{\"a\":1}", SOON)
-        .await;
-    f.probe
-        .expect_payload("plex/test/playing", sample.items[0], SOON)
-        .await;
-    assert_eq!(
-        f.pms.ws_connections_total(),
-        1,
-        "bad frames do not cost the session"
-    );
+    f.probe.expect_payload("plex/test/brand_new_type", "{\"a\":1}", SOON).await;
+    f.probe.expect_payload("plex/test/playing", sample.items[0], SOON).await;
+    assert_eq!(f.pms.ws_connections_total(), 1, "bad frames do not cost the session");
     assert!(f.bridge.is_running());
     let logs = f.bridge.logs();
-    assert!(
-        logs.matches("notification skipped").count() >= 3,
-        "each bad frame is logged:\n{logs}"
-    );
+    assert!(logs.matches("notification skipped").count() >= 3, "each bad frame is logged:\n{logs}");
     assert!(logs.contains("binary WebSocket frame ignored"), "{logs}");
 }
 
@@ -373,27 +235,14 @@ async fn sigterm_publishes_offline_and_exits_zero_within_two_seconds() {
     let mut f = Fixture::start().await;
     let asked = Instant::now();
     f.bridge.sigterm();
-    let status = f
-        .bridge
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("the bridge exits");
+    let status = f.bridge.wait_exit(Duration::from_secs(5)).await.expect("the bridge exits");
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0), "{}", f.bridge.logs());
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
     let now = retained(f.broker.port(), "plex/#", Duration::from_millis(500)).await;
-    assert_eq!(
-        now.get("plex/bridge/state").map(Vec::as_slice),
-        Some(&b"offline"[..])
-    );
-    assert_eq!(
-        now.get("plex/test/state").map(Vec::as_slice),
-        Some(&b"disconnected"[..])
-    );
-    assert!(
-        f.pms.wait_for_ws_connection_count(0, SOON).await,
-        "the session was closed"
-    );
+    assert_eq!(now.get("plex/bridge/state").map(Vec::as_slice), Some(&b"offline"[..]));
+    assert_eq!(now.get("plex/test/state").map(Vec::as_slice), Some(&b"disconnected"[..]));
+    assert!(f.pms.wait_for_ws_connection_count(0, SOON).await, "the session was closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,57 +250,29 @@ async fn killed_bridge_is_marked_offline_by_its_last_will() {
     let mut f = Fixture::start().await;
     f.bridge.kill();
     // Mosquitto publishes the will when it notices the broken connection (at once for a closed socket).
-    f.probe
-        .expect_payload("plex/bridge/state", "offline", SOON)
-        .await;
+    f.probe.expect_payload("plex/bridge/state", "offline", SOON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn singular_websocket_path_is_used_when_the_plural_one_is_missing() {
-    let config = FakePmsConfig {
-        plural_ws: false,
-        singular_ws: true,
-        ..FakePmsConfig::default()
-    };
+    let config = FakePmsConfig { plural_ws: false, singular_ws: true, ..FakePmsConfig::default() };
     let mut f = Fixture::start_with(config, |c| c).await;
     let connections = f.pms.ws_connections();
-    assert_eq!(
-        connections.last().map(|c| c.path.as_str()),
-        Some("/:/websocket/notifications")
-    );
+    assert_eq!(connections.last().map(|c| c.path.as_str()), Some("/:/websocket/notifications"));
     f.pms.drop_connections();
-    f.probe
-        .expect_payload("plex/test/state", "disconnected", SOON)
-        .await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
-    assert_eq!(
-        f.pms.count_requests("/:/websockets/notifications"),
-        1,
-        "the working path is remembered"
-    );
+    f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
+    assert_eq!(f.pms.count_requests("/:/websockets/notifications"), 1, "the working path is remembered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_defaults_to_the_folded_friendly_name() {
-    let config = FakePmsConfig {
-        friendly_name: "Wohnzimmer Plex (4K)".into(),
-        ..FakePmsConfig::default()
-    };
+    let config = FakePmsConfig { friendly_name: "Wohnzimmer Plex (4K)".into(), ..FakePmsConfig::default() };
     let mut f = Fixture::launch(config, |c| c.replace("name = \"test\"\n", "")).await;
-    f.probe
-        .expect_payload("plex/wohnzimmer_plex_4k/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/wohnzimmer_plex_4k/state", "connected", SOON).await;
     let sample = &every_type()[4];
     f.pms.push_text(&sample.ws_frame());
-    f.probe
-        .expect_payload(
-            "plex/wohnzimmer_plex_4k/reachability",
-            sample.items[0],
-            SOON,
-        )
-        .await;
+    f.probe.expect_payload("plex/wohnzimmer_plex_4k/reachability", sample.items[0], SOON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,47 +282,26 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     let broker = Mosquitto::start_with_password(USER, PASSWORD);
     let pms = FakePms::start_default().await;
     let token = TokenFile::new(&pms.token());
-    let mut probe =
-        Probe::subscribe_with_credentials(broker.port(), USER, PASSWORD, &["plex/#"]).await;
+    let mut probe = Probe::subscribe_with_credentials(broker.port(), USER, PASSWORD, &["plex/#"]).await;
     let config = test_config(&broker.url(), &pms.url(), token.path())
-        .replace(
-            "qos = 1",
-            &format!("qos = 1\nusername = \"{USER}\"\npassword = \"{PASSWORD}\""),
-        )
+        .replace("qos = 1", &format!("qos = 1\nusername = \"{USER}\"\npassword = \"{PASSWORD}\""))
         .replace("level = \"debug\"", "level = \"trace\"");
     let mut bridge = Bridge::start(&config);
-    probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
     for sample in every_type() {
         pms.push_text(&sample.ws_frame());
     }
     probe.expect_topic("plex/test/somefutureevent", SOON).await;
     pms.drop_connections();
-    probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
     pms.set_token("Rotated-Tok-99");
     pms.drop_connections();
-    probe
-        .expect_payload("plex/test/state", "unauthorized", SOON)
-        .await;
+    probe.expect_payload("plex/test/state", "unauthorized", SOON).await;
     bridge.sigterm();
     assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
     let logs = bridge.logs();
-    assert!(
-        logs.contains("TRACE") || logs.contains("DEBUG"),
-        "the test ran with verbose logs:\n{logs}"
-    );
-    assert!(
-        !logs.contains(&pms.token()) && !logs.contains("Rotated-Tok-99"),
-        "token in logs:\n{logs}"
-    );
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the test ran with verbose logs:\n{logs}");
+    assert!(!logs.contains(&pms.token()) && !logs.contains("Rotated-Tok-99"), "token in logs:\n{logs}");
     assert!(!logs.contains(PASSWORD), "MQTT password in logs:\n{logs}");
-    assert!(
-        pms.requests()
-            .iter()
-            .all(|r| !r.target.contains(&pms.token())),
-        "token in a request URL"
-    );
+    assert!(pms.requests().iter().all(|r| !r.target.contains(&pms.token())), "token in a request URL");
 }

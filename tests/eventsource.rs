@@ -27,39 +27,22 @@ async fn launch(pms: FakePmsConfig, transport: Option<&str>, extra: &str) -> Fix
     let probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
     let mut config = test_config(&broker.url(), &pms.url(), token.path());
     if let Some(transport) = transport {
-        config = config.replace(
-            "name = \"test\"\n",
-            &format!("name = \"test\"\ntransport = \"{transport}\"\n"),
-        );
+        config = config.replace("name = \"test\"\n", &format!("name = \"test\"\ntransport = \"{transport}\"\n"));
     }
     config = config.replace("[plex]\n", &format!("[plex]\n{extra}"));
     let bridge = Bridge::start(&config);
-    Fixture {
-        broker,
-        pms,
-        token,
-        probe,
-        bridge,
-    }
+    Fixture { broker, pms, token, probe, bridge }
 }
 
 async fn connected(pms: FakePmsConfig, transport: Option<&str>) -> Fixture {
     let mut f = launch(pms, transport, "").await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     f
 }
 
 async fn info(f: &Fixture) -> serde_json::Value {
-    let held = retained(
-        f.broker.port(),
-        "plex/test/info",
-        Duration::from_millis(400),
-    )
-    .await;
-    serde_json::from_slice(held.get("plex/test/info").expect("info is retained"))
-        .expect("info is JSON")
+    let held = retained(f.broker.port(), "plex/test/info", Duration::from_millis(400)).await;
+    serde_json::from_slice(held.get("plex/test/info").expect("info is retained")).expect("info is JSON")
 }
 
 /// What a subscriber got from the notifications themselves: raw items and activity state, in order. Server
@@ -88,9 +71,7 @@ async fn run_every_type(transport: &str) -> Vec<(String, Vec<u8>)> {
         assert_eq!(reached, 1, "pushed over {transport}");
     }
     // The unknown type is last: when it arrives, everything before it has too.
-    f.probe
-        .expect_topic("plex/test/somefutureevent", SOON)
-        .await;
+    f.probe.expect_topic("plex/test/somefutureevent", SOON).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     comparable(&f.probe.history())
 }
@@ -100,20 +81,13 @@ async fn both_transports_produce_identical_mqtt_messages() {
     let over_websocket = run_every_type("websocket").await;
     let over_eventsource = run_every_type("eventsource").await;
     let items: usize = every_type().iter().map(|s| s.items.len()).sum();
-    assert!(
-        over_websocket.len() > items,
-        "items plus activity state: {}",
-        over_websocket.len()
-    );
+    assert!(over_websocket.len() > items, "items plus activity state: {}", over_websocket.len());
     // Topic by topic, byte by byte. (Across topics the order may differ: retained state overtakes queued live
     // events by design.)
     assert_eq!(by_topic(&over_websocket), by_topic(&over_eventsource));
     // Live items keep their order on either transport.
     let live = |all: &[(String, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
-        all.iter()
-            .filter(|(t, _)| !t.contains("/activities/"))
-            .cloned()
-            .collect()
+        all.iter().filter(|(t, _)| !t.contains("/activities/")).cloned().collect()
     };
     assert_eq!(live(&over_websocket), live(&over_eventsource));
 }
@@ -121,9 +95,7 @@ async fn both_transports_produce_identical_mqtt_messages() {
 fn by_topic(msgs: &[(String, Vec<u8>)]) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut map = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (topic, payload) in msgs {
-        map.entry(topic.clone())
-            .or_default()
-            .push(String::from_utf8_lossy(payload).into_owned());
+        map.entry(topic.clone()).or_default().push(String::from_utf8_lossy(payload).into_owned());
     }
     map
 }
@@ -131,22 +103,14 @@ fn by_topic(msgs: &[(String, Vec<u8>)]) -> std::collections::BTreeMap<String, Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_request_carries_token_headers_and_filters() {
     let f = connected(FakePmsConfig::default(), Some("eventsource")).await;
-    let request = f
-        .pms
-        .requests_to(SSE_PATH)
-        .pop()
-        .expect("the stream was requested");
+    let request = f.pms.requests_to(SSE_PATH).pop().expect("the stream was requested");
     assert_eq!(request.header("accept"), Some("text/event-stream"));
     assert_eq!(request.header("x-plex-token"), Some(f.pms.token().as_str()));
     assert_eq!(request.query_param("X-Plex-Token"), None);
     assert!(request.header("x-plex-client-identifier").is_some());
     assert_eq!(request.query_param("filters"), Some("-log"));
     assert_eq!(info(&f).await["transport"], "eventsource");
-    assert_eq!(
-        f.pms.ws_connections_total(),
-        0,
-        "eventsource means no WebSocket attempt"
-    );
+    assert_eq!(f.pms.ws_connections_total(), 0, "eventsource means no WebSocket attempt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,37 +120,20 @@ async fn auto_prefers_websocket_and_falls_back_to_eventsource() {
     assert_eq!(both.pms.sse_connection_count(), 0);
     drop(both);
 
-    let no_websocket = FakePmsConfig {
-        plural_ws: false,
-        singular_ws: false,
-        ..FakePmsConfig::default()
-    };
+    let no_websocket = FakePmsConfig { plural_ws: false, singular_ws: false, ..FakePmsConfig::default() };
     let mut f = connected(no_websocket, None).await;
     assert_eq!(info(&f).await["transport"], "eventsource");
     assert!(f.pms.wait_for_sse_connection_count(1, SOON).await);
-    assert!(
-        f.bridge.logs().contains("using EventSource"),
-        "the fallback is logged:\n{}",
-        f.bridge.logs()
-    );
+    assert!(f.bridge.logs().contains("using EventSource"), "the fallback is logged:\n{}", f.bridge.logs());
     let sample = &every_type()[3];
     f.pms.push_sse(sample.sse_events().as_bytes());
-    f.probe
-        .expect_payload("plex/test/status", sample.items[0], SOON)
-        .await;
+    f.probe.expect_payload("plex/test/status", sample.items[0], SOON).await;
     // After a reconnect it goes straight to EventSource (the refusal is remembered).
     let ws_attempts = f.pms.count_requests("/:/websockets/notifications");
     f.pms.drop_connections();
-    f.probe
-        .expect_payload("plex/test/state", "disconnected", SOON)
-        .await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
-    assert_eq!(
-        f.pms.count_requests("/:/websockets/notifications"),
-        ws_attempts
-    );
+    f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
+    assert_eq!(f.pms.count_requests("/:/websockets/notifications"), ws_attempts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,24 +142,13 @@ async fn stalled_stream_reconnects_within_two_ping_intervals() {
     assert!(f.pms.wait_for_sse_connection_count(1, SOON).await);
     // The fake pings every 100 ms, so a healthy stream survives the bridge's 2 × 200 ms limit.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        f.pms.sse_connections().len(),
-        1,
-        "pings keep a quiet stream alive"
-    );
+    assert_eq!(f.pms.sse_connections().len(), 1, "pings keep a quiet stream alive");
     let stalled_at = Instant::now();
     f.pms.stall(true);
-    f.probe
-        .expect_payload("plex/test/state", "disconnected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
     let detected = stalled_at.elapsed();
-    assert!(
-        detected < Duration::from_millis(1000),
-        "2 × ping_interval is 400 ms; detected after {detected:?}"
-    );
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    assert!(detected < Duration::from_millis(1000), "2 × ping_interval is 400 ms; detected after {detected:?}");
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(f.pms.sse_connections().len() >= 2);
 }
 
@@ -220,91 +156,53 @@ async fn stalled_stream_reconnects_within_two_ping_intervals() {
 async fn closed_stream_reconnects_and_events_flow_again() {
     let mut f = connected(FakePmsConfig::default(), Some("eventsource")).await;
     f.pms.drop_connections();
-    f.probe
-        .expect_payload("plex/test/state", "disconnected", SOON)
-        .await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(f.pms.wait_for_sse_connection_count(1, SOON).await);
     let sample = &every_type()[4];
     f.pms.push_sse(sample.sse_events().as_bytes());
-    f.probe
-        .expect_payload("plex/test/reachability", sample.items[0], SOON)
-        .await;
+    f.probe.expect_payload("plex/test/reachability", sample.items[0], SOON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_token_on_eventsource_is_unauthorized_until_fixed() {
     let mut f = launch(FakePmsConfig::default(), Some("eventsource"), "").await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     f.pms.set_token("new-token");
     f.pms.drop_connections();
-    f.probe
-        .expect_payload("plex/test/state", "unauthorized", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "unauthorized", SOON).await;
     assert!(f.bridge.is_running());
     f.token.set("new-token");
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_event_is_dropped_and_the_stream_goes_on() {
-    let mut f = launch(
-        FakePmsConfig::default(),
-        Some("eventsource"),
-        "max_message_size = 4096\n",
-    )
-    .await;
-    f.probe
-        .expect_payload("plex/test/state", "connected", SOON)
-        .await;
-    let huge = format!(
-        "event: status\ndata: {{\"StatusNotification\":{{\"title\":\"{}\"}}}}\n\n",
-        "x".repeat(20_000)
-    );
+    let mut f = launch(FakePmsConfig::default(), Some("eventsource"), "max_message_size = 4096\n").await;
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
+    let huge = format!("event: status\ndata: {{\"StatusNotification\":{{\"title\":\"{}\"}}}}\n\n", "x".repeat(20_000));
     // Sent in pieces, as a network would.
     for piece in huge.as_bytes().chunks(3000) {
         f.pms.push_sse(piece);
     }
     let sample = &every_type()[3];
     f.pms.push_sse(sample.sse_events().as_bytes());
-    f.probe
-        .expect_payload("plex/test/status", sample.items[0], SOON)
-        .await;
+    f.probe.expect_payload("plex/test/status", sample.items[0], SOON).await;
     assert_eq!(f.pms.sse_connections().len(), 1, "no reconnect was needed");
-    assert!(
-        f.probe.history_on("plex/test/status").len() == 1,
-        "the huge event was not published"
-    );
-    assert!(
-        f.bridge
-            .logs()
-            .contains("over plex.max_message_size dropped"),
-        "{}",
-        f.bridge.logs()
-    );
+    assert!(f.probe.history_on("plex/test/status").len() == 1, "the huge event was not published");
+    assert!(f.bridge.logs().contains("over plex.max_message_size dropped"), "{}", f.bridge.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crlf_and_cr_line_ends_and_comments_are_understood() {
     let mut f = connected(FakePmsConfig::default(), Some("eventsource")).await;
     let item = r#"{"reachability":false}"#;
-    let crlf = format!(": keep-alive comment\r\nevent: reachability\r\ndata: {{\"ReachabilityNotification\":{item}}}\r\n\r\n");
+    let crlf =
+        format!(": keep-alive comment\r\nevent: reachability\r\ndata: {{\"ReachabilityNotification\":{item}}}\r\n\r\n");
     f.pms.push_sse(crlf.as_bytes());
-    f.probe
-        .expect_payload("plex/test/reachability", item, SOON)
-        .await;
+    f.probe.expect_payload("plex/test/reachability", item, SOON).await;
     let cr = format!("event: reachability\rdata: {{\"ReachabilityNotification\":[{item}]}}\r\r");
     f.pms.push_sse(cr.as_bytes());
-    f.probe
-        .expect(SOON, "second reachability", |m| {
-            m.topic == "plex/test/reachability"
-        })
-        .await;
+    f.probe.expect(SOON, "second reachability", |m| m.topic == "plex/test/reachability").await;
     assert_eq!(f.probe.history_on("plex/test/reachability").len(), 2);
 }

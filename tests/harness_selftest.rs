@@ -29,8 +29,7 @@ struct RawPublisher {
 
 impl RawPublisher {
     fn connect(port: u16) -> RawPublisher {
-        let (client, mut eventloop) =
-            AsyncClient::new(mqtt_options(&unique_client_id("raw-pub"), port), 64);
+        let (client, mut eventloop) = AsyncClient::new(mqtt_options(&unique_client_id("raw-pub"), port), 64);
         let task = tokio::spawn(async move {
             loop {
                 if eventloop.poll().await.is_err() {
@@ -42,10 +41,7 @@ impl RawPublisher {
     }
 
     async fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
-            .await
-            .expect("queue publish");
+        self.client.publish(topic, QoS::AtLeastOnce, retain, payload.to_vec()).await.expect("queue publish");
     }
 }
 
@@ -72,18 +68,11 @@ async fn mosquitto_probe_and_retained_state() {
         publisher.publish("harness/cleared", b"", true).await;
         // The probe was subscribed already: live delivery carries retain = false even for retained publishes.
         let kept = probe.expect_payload("harness/kept", b"v1", WAIT).await;
-        assert!(
-            !kept.retain,
-            "live delivery of a retained publish: {kept:?}"
-        );
+        assert!(!kept.retain, "live delivery of a retained publish: {kept:?}");
         probe.expect_payload("harness/cleared", b"", WAIT).await;
 
         let state = retained(broker.port(), "harness/#", SETTLE).await;
-        assert_eq!(
-            state.get("harness/kept").map(Vec::as_slice),
-            Some(&b"v1"[..]),
-            "{state:?}"
-        );
+        assert_eq!(state.get("harness/kept").map(Vec::as_slice), Some(&b"v1"[..]), "{state:?}");
         assert!(!state.contains_key("harness/cleared"), "{state:?}");
         assert!(!state.contains_key("harness/live"), "{state:?}");
         assert_eq!(state.len(), 1, "{state:?}");
@@ -93,32 +82,16 @@ async fn mosquitto_probe_and_retained_state() {
         broker.restart();
         assert_eq!(broker.port(), port);
         assert!(broker.is_running());
-        assert!(retained(broker.port(), "harness/#", SETTLE)
-            .await
-            .is_empty());
-        assert!(
-            probe.wait_for_connections(2, WAIT).await,
-            "the probe did not reconnect after the restart"
-        );
-        publisher
-            .publish("harness/after-restart", b"again", false)
-            .await;
-        probe
-            .expect_payload("harness/after-restart", b"again", WAIT)
-            .await;
+        assert!(retained(broker.port(), "harness/#", SETTLE).await.is_empty());
+        assert!(probe.wait_for_connections(2, WAIT).await, "the probe did not reconnect after the restart");
+        publisher.publish("harness/after-restart", b"again", false).await;
+        probe.expect_payload("harness/after-restart", b"again", WAIT).await;
 
         // The full history keeps what wait_for skipped.
         let topics: Vec<String> = probe.history().into_iter().map(|m| m.topic).collect();
         assert!(topics.contains(&"harness/live".to_owned()), "{topics:?}");
-        assert!(
-            topics.contains(&"harness/after-restart".to_owned()),
-            "{topics:?}"
-        );
-        assert!(
-            broker.log().contains("mosquitto version"),
-            "{}",
-            broker.log()
-        );
+        assert!(topics.contains(&"harness/after-restart".to_owned()), "{topics:?}");
+        assert!(broker.log().contains("mosquitto version"), "{}", broker.log());
 
         broker.stop();
         assert!(!broker.is_running());
@@ -134,9 +107,7 @@ async fn probe_sees_messages_in_order_and_large_payloads() {
         let mut probe = Probe::subscribe(broker.port(), &["order/#", "big"]).await;
         let publisher = RawPublisher::connect(broker.port());
         for i in 0..200 {
-            publisher
-                .publish("order/n", i.to_string().as_bytes(), false)
-                .await;
+            publisher.publish("order/n", i.to_string().as_bytes(), false).await;
         }
         let big = vec![b'x'; 5 * 1024 * 1024];
         publisher.publish("big", &big, false).await;
@@ -149,15 +120,10 @@ async fn probe_sees_messages_in_order_and_large_payloads() {
         assert_eq!(seen, expected);
         let msg = probe.expect_topic("big", WAIT).await;
         assert_eq!(msg.payload.len(), big.len());
-        assert!(probe
-            .collect_for(Duration::from_millis(100))
-            .await
-            .is_empty());
+        assert!(probe.collect_for(Duration::from_millis(100)).await.is_empty());
         // The `publish` helper waits for the broker's PubAck.
         support::publish(broker.port(), "order/helper", "via helper", true).await;
-        probe
-            .expect_payload("order/helper", "via helper", WAIT)
-            .await;
+        probe.expect_payload("order/helper", "via helper", WAIT).await;
     })
     .await
     .expect("test timed out");
@@ -167,16 +133,11 @@ async fn probe_sees_messages_in_order_and_large_payloads() {
 async fn mosquitto_with_password() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let broker = Mosquitto::start_with_password("bridge", "s3cret");
-        let mut probe =
-            Probe::subscribe_with_credentials(broker.port(), "bridge", "s3cret", &["auth/#"]).await;
+        let mut probe = Probe::subscribe_with_credentials(broker.port(), "bridge", "s3cret", &["auth/#"]).await;
 
         // Anonymous clients are refused.
-        let (_client, mut eventloop) =
-            AsyncClient::new(mqtt_options(&unique_client_id("anon"), broker.port()), 8);
-        match tokio::time::timeout(WAIT, eventloop.poll())
-            .await
-            .expect("connect attempt")
-        {
+        let (_client, mut eventloop) = AsyncClient::new(mqtt_options(&unique_client_id("anon"), broker.port()), 8);
+        match tokio::time::timeout(WAIT, eventloop.poll()).await.expect("connect attempt") {
             Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
                 assert_eq!(code, rumqttc::ConnectReturnCode::NotAuthorized)
             }
@@ -186,15 +147,10 @@ async fn mosquitto_with_password() {
         let mut options = mqtt_options(&unique_client_id("authed"), broker.port());
         options.set_credentials("bridge", "s3cret");
         let (client, mut eventloop) = AsyncClient::new(options, 8);
-        client
-            .publish("auth/ok", QoS::AtLeastOnce, false, "yes")
-            .await
-            .expect("queue publish");
+        client.publish("auth/ok", QoS::AtLeastOnce, false, "yes").await.expect("queue publish");
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Event::Incoming(Packet::PubAck(_)) =
-                    eventloop.poll().await.expect("authed client")
-                {
+                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.expect("authed client") {
                     break;
                 }
             }
@@ -209,27 +165,19 @@ async fn mosquitto_with_password() {
 
 /// A raw GET with `Connection: close`; returns (status, head, body) after checking Content-Length.
 async fn http_get(pms: &FakePms, target: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-    let mut stream = TcpStream::connect(pms.addr())
-        .await
-        .expect("connect to the fake PMS");
+    let mut stream = TcpStream::connect(pms.addr()).await.expect("connect to the fake PMS");
     let mut request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n", pms.addr());
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
+    stream.write_all(request.as_bytes()).await.expect("send request");
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
         .await
         .expect("the fake PMS closes after responding")
         .expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8(raw[..split].to_vec()).expect("ASCII head");
     let body = raw[split + 4..].to_vec();
     let status: u16 = head[9..12].parse().expect("status code");
@@ -325,21 +273,13 @@ fn ws_request(
     token: Option<&str>,
     client_id: bool,
 ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = format!("ws://{}{path_and_query}", pms.addr())
-        .into_client_request()
-        .expect("a valid ws URL");
+    let mut request = format!("ws://{}{path_and_query}", pms.addr()).into_client_request().expect("a valid ws URL");
     let headers = request.headers_mut();
     if let Some(token) = token {
-        headers.insert(
-            "X-Plex-Token",
-            HeaderValue::from_str(token).expect("token header"),
-        );
+        headers.insert("X-Plex-Token", HeaderValue::from_str(token).expect("token header"));
     }
     if client_id {
-        headers.insert(
-            "X-Plex-Client-Identifier",
-            HeaderValue::from_static("harness-selftest"),
-        );
+        headers.insert("X-Plex-Client-Identifier", HeaderValue::from_static("harness-selftest"));
     }
     headers.insert("X-Plex-Product", HeaderValue::from_static("harness"));
     request
@@ -351,9 +291,7 @@ async fn ws_connect(
     token: Option<&str>,
     client_id: bool,
 ) -> Result<WebSocketStream<TcpStream>, WsError> {
-    let stream = TcpStream::connect(pms.addr())
-        .await
-        .expect("connect to the fake PMS");
+    let stream = TcpStream::connect(pms.addr()).await.expect("connect to the fake PMS");
     let request = ws_request(pms, path_and_query, token, client_id);
     tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
         .await
@@ -363,10 +301,7 @@ async fn ws_connect(
 
 fn http_status(result: Result<WebSocketStream<TcpStream>, WsError>) -> (u16, Vec<u8>) {
     match result {
-        Err(WsError::Http(response)) => (
-            response.status().as_u16(),
-            response.body().clone().unwrap_or_default(),
-        ),
+        Err(WsError::Http(response)) => (response.status().as_u16(), response.body().clone().unwrap_or_default()),
         Err(e) => panic!("expected an HTTP error response, got {e}"),
         Ok(_) => panic!("expected an HTTP error response, got an upgrade"),
     }
@@ -475,67 +410,36 @@ async fn fake_pms_websocket() {
 #[tokio::test]
 async fn fake_pms_singular_path_and_hung_server() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let pms = FakePms::start(FakePmsConfig {
-            plural_ws: false,
-            singular_ws: true,
-            ..FakePmsConfig::default()
-        })
-        .await;
+        let pms =
+            FakePms::start(FakePmsConfig { plural_ws: false, singular_ws: true, ..FakePmsConfig::default() }).await;
         let (status, _) = http_status(ws_connect(&pms, PLURAL, Some(DEFAULT_TOKEN), true).await);
         assert_eq!(status, 404);
-        let mut ws = ws_connect(
-            &pms,
-            "/:/websocket/notifications?filters=playing,activity",
-            Some(DEFAULT_TOKEN),
-            true,
-        )
-        .await
-        .expect("upgrade on the singular path");
-        assert_eq!(
-            pms.last_filters(),
-            Some(Some("playing,activity".to_owned()))
-        );
+        let mut ws = ws_connect(&pms, "/:/websocket/notifications?filters=playing,activity", Some(DEFAULT_TOKEN), true)
+            .await
+            .expect("upgrade on the singular path");
+        assert_eq!(pms.last_filters(), Some(Some("playing,activity".to_owned())));
         assert_eq!(pms.ws_connections()[0].path, "/:/websocket/notifications");
         pms.push_text("hi");
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a frame") {
             Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "hi"),
             other => panic!("expected the text frame, got {other:?}"),
         }
 
         // A hung server accepts TCP but never answers.
         pms.stall_new_connections(true);
-        let stream = TcpStream::connect(pms.addr())
-            .await
-            .expect("TCP connect to a hung server");
-        let request = ws_request(
-            &pms,
-            "/:/websocket/notifications",
-            Some(DEFAULT_TOKEN),
-            true,
-        );
+        let stream = TcpStream::connect(pms.addr()).await.expect("TCP connect to a hung server");
+        let request = ws_request(&pms, "/:/websocket/notifications", Some(DEFAULT_TOKEN), true);
         let handshake = tokio_tungstenite::client_async(request, stream);
         tokio::pin!(handshake);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), &mut handshake)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(500), &mut handshake).await.is_err());
         pms.stall_new_connections(false);
-        let held = tokio::time::timeout(WAIT, handshake)
-            .await
-            .expect("released handshake");
+        let held = tokio::time::timeout(WAIT, handshake).await.expect("released handshake");
         assert!(held.is_ok(), "{held:?}");
         assert_eq!(pms.ws_connection_count(), 2);
 
         // Dropping the server closes every connection.
         drop(pms);
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("the end of the stream")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("the end of the stream") {
             None | Some(Err(_)) => {}
             Some(Ok(m)) => panic!("expected the connection to drop, got {m:?}"),
         }
@@ -548,45 +452,24 @@ async fn fake_pms_singular_path_and_hung_server() {
 async fn fake_pms_close_frames_and_restart_on_the_same_port() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let pms = FakePms::start_default().await;
-        let mut ws = ws_connect(&pms, PLURAL, Some(DEFAULT_TOKEN), true)
-            .await
-            .expect("upgrade");
+        let mut ws = ws_connect(&pms, PLURAL, Some(DEFAULT_TOKEN), true).await.expect("upgrade");
         ws.close(None).await.expect("send a Close frame");
         // The server answers the Close handshake, then the stream ends.
-        while let Some(Ok(_)) = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("close handshake")
-        {}
+        while let Some(Ok(_)) = tokio::time::timeout(WAIT, ws.next()).await.expect("close handshake") {}
         assert!(pms.wait_for_ws_connection_count(0, WAIT).await);
         assert_eq!(pms.closes_received(), 1);
 
-        let mut ws = ws_connect(&pms, PLURAL, Some(DEFAULT_TOKEN), true)
-            .await
-            .expect("upgrade");
+        let mut ws = ws_connect(&pms, PLURAL, Some(DEFAULT_TOKEN), true).await.expect("upgrade");
         let port = pms.port();
         pms.shutdown();
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("the end of the stream")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("the end of the stream") {
             None | Some(Err(_)) => {}
             Some(Ok(m)) => panic!("expected the connection to drop, got {m:?}"),
         }
-        assert!(
-            TcpStream::connect(pms.addr()).await.is_err(),
-            "a stopped server refuses connections"
-        );
-        assert_eq!(
-            pms.requests().len(),
-            2,
-            "requests stay readable after shutdown"
-        );
+        assert!(TcpStream::connect(pms.addr()).await.is_err(), "a stopped server refuses connections");
+        assert_eq!(pms.requests().len(), 2, "requests stay readable after shutdown");
 
-        let restarted = FakePms::start(FakePmsConfig {
-            port,
-            ..FakePmsConfig::default()
-        })
-        .await;
+        let restarted = FakePms::start(FakePmsConfig { port, ..FakePmsConfig::default() }).await;
         assert_eq!(restarted.port(), port);
         let (status, _, _) = http_get(&restarted, "/identity", &[]).await;
         assert_eq!(status, 200);

@@ -26,17 +26,9 @@ struct Root {
 
 #[derive(Deserialize)]
 struct RootContainer {
-    #[serde(
-        default,
-        rename = "machineIdentifier",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(default, rename = "machineIdentifier", deserialize_with = "lenient::opt_string")]
     machine_identifier: Option<String>,
-    #[serde(
-        default,
-        rename = "friendlyName",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(default, rename = "friendlyName", deserialize_with = "lenient::opt_string")]
     friendly_name: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     version: Option<String>,
@@ -56,11 +48,7 @@ impl PlexHttp {
     /// `client` carries the client headers (see [`build_client`]); `base` is the server URL; every REST call
     /// must finish within `request_timeout`.
     pub fn new(client: Client, base: Url, request_timeout: Duration) -> Self {
-        PlexHttp {
-            client,
-            base,
-            request_timeout,
-        }
+        PlexHttp { client, base, request_timeout }
     }
 
     /// The client, for the EventSource transport (a stream has no overall timeout).
@@ -80,11 +68,7 @@ impl PlexHttp {
         let machine_identifier = c
             .machine_identifier
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                PlexError::Decode(
-                    "`/` has no machineIdentifier; is this a Plex Media Server?".into(),
-                )
-            })?;
+            .ok_or_else(|| PlexError::Decode("`/` has no machineIdentifier; is this a Plex Media Server?".into()))?;
         Ok(ServerIdentity {
             friendly_name: c.friendly_name.unwrap_or_default(),
             version: c.version.unwrap_or_default(),
@@ -93,11 +77,7 @@ impl PlexHttp {
         })
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        token: &Secret,
-    ) -> Result<T, PlexError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, token: &Secret) -> Result<T, PlexError> {
         let body = self.get_bytes(path, token).await?;
         serde_json::from_slice(&body).map_err(|e| PlexError::Decode(format!("{path}: {e}")))
     }
@@ -105,10 +85,7 @@ impl PlexHttp {
     /// `GET path` as JSON bytes, for the callers that parse leniently themselves (`/status/sessions`,
     /// `/activities`, `/library/metadata/<id>`).
     pub async fn get_bytes(&self, path: &str, token: &Secret) -> Result<bytes::Bytes, PlexError> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
+        let url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
         let (name, value) = token_header(token)?;
         let response = self
             .client
@@ -128,10 +105,7 @@ impl PlexHttp {
 
 /// The shared HTTP client: client headers on every request and a connect timeout. There is no overall timeout
 /// here because the EventSource stream lasts as long as the session; REST calls set their own.
-pub fn build_client(
-    headers: reqwest::header::HeaderMap,
-    connect_timeout: Duration,
-) -> Result<Client, PlexError> {
+pub fn build_client(headers: reqwest::header::HeaderMap, connect_timeout: Duration) -> Result<Client, PlexError> {
     Client::builder()
         .default_headers(headers)
         .connect_timeout(connect_timeout)

@@ -35,10 +35,7 @@ pub enum PlexError {
     Decode(String),
     /// The token file could not be read.
     #[error("cannot read the token file {path}: {source}")]
-    TokenFile {
-        path: String,
-        source: std::io::Error,
-    },
+    TokenFile { path: String, source: std::io::Error },
 }
 
 impl PlexError {
@@ -78,9 +75,8 @@ pub fn client_headers(config: &PlexConfig) -> HeaderMap {
 
 /// The token as a header value marked sensitive, so `Debug` output of a request never shows it.
 pub fn token_header(token: &Secret) -> Result<(HeaderName, HeaderValue), PlexError> {
-    let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
-        PlexError::Transport("the token contains characters not allowed in a header".into())
-    })?;
+    let mut value = HeaderValue::from_str(token.expose())
+        .map_err(|_| PlexError::Transport("the token contains characters not allowed in a header".into()))?;
     value.set_sensitive(true);
     Ok((HeaderName::from_static("x-plex-token"), value))
 }
@@ -90,12 +86,7 @@ impl PlexError {
     /// WebSocket", which makes `transport = "auto"` use EventSource: 404 on both paths, 400, 405, 426, or a
     /// handshake the server broke off.
     pub fn is_upgrade_refusal(&self) -> bool {
-        matches!(
-            self,
-            PlexError::NotFound
-                | PlexError::UpgradeRefused(_)
-                | PlexError::Status(400 | 405 | 426 | 501)
-        )
+        matches!(self, PlexError::NotFound | PlexError::UpgradeRefused(_) | PlexError::Status(400 | 405 | 426 | 501))
     }
 }
 

@@ -66,20 +66,12 @@ pub fn decode_eventsource(event: &str, data: &str) -> Result<Notification, Decod
         push_items(value, &mut items)?;
     }
     if items.is_empty() && !top.is_empty() {
-        return Err(DecodeError::Shape(
-            "no object or array of items in the event data",
-        ));
+        return Err(DecodeError::Shape("no object or array of items in the event data"));
     }
-    Ok(Notification {
-        kind: event.to_owned(),
-        items,
-    })
+    Ok(Notification { kind: event.to_owned(), items })
 }
 
-fn decode_container(
-    container: &str,
-    fallback_kind: Option<&str>,
-) -> Result<Notification, DecodeError> {
+fn decode_container(container: &str, fallback_kind: Option<&str>) -> Result<Notification, DecodeError> {
     let entries = object_entries(container)?;
     let kind = match last_value(&entries, "type").and_then(string_value) {
         Some(kind) => kind,
@@ -100,9 +92,7 @@ fn decode_container(
 fn decode_legacy(top: &[(Cow<'_, str>, &RawValue)]) -> Result<Notification, DecodeError> {
     let kind = last_value(top, "type")
         .and_then(string_value)
-        .ok_or(DecodeError::Shape(
-            "legacy NotificationContainer has no `type`",
-        ))?;
+        .ok_or(DecodeError::Shape("legacy NotificationContainer has no `type`"))?;
     let mut items = Vec::new();
     if let Some(children) = last_value(top, "_children") {
         push_items(children, &mut items)?;
@@ -117,11 +107,7 @@ fn push_items(value: &RawValue, items: &mut Vec<Bytes>) -> Result<(), DecodeErro
     match text.as_bytes().first() {
         Some(b'[') => {
             let elements: Vec<&RawValue> = serde_json::from_str(text)?;
-            items.extend(
-                elements
-                    .into_iter()
-                    .map(|item| Bytes::copy_from_slice(item.get().as_bytes())),
-            );
+            items.extend(elements.into_iter().map(|item| Bytes::copy_from_slice(item.get().as_bytes())));
         }
         Some(b'{') => items.push(Bytes::copy_from_slice(text.as_bytes())),
         _ => {}
@@ -130,11 +116,7 @@ fn push_items(value: &RawValue, items: &mut Vec<Bytes>) -> Result<(), DecodeErro
 }
 
 fn last_value<'a>(entries: &[(Cow<'_, str>, &'a RawValue)], key: &str) -> Option<&'a RawValue> {
-    entries
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| *v)
+    entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
 }
 
 /// A JSON string's value, or a number's text (PMS is inconsistent about which it sends).
@@ -175,10 +157,7 @@ mod tests {
     use super::*;
 
     fn items(n: &Notification) -> Vec<&str> {
-        n.items
-            .iter()
-            .map(|b| std::str::from_utf8(b).unwrap())
-            .collect()
+        n.items.iter().map(|b| std::str::from_utf8(b).unwrap()).collect()
     }
 
     #[test]
@@ -186,13 +165,7 @@ mod tests {
         let frame = r#"{"NotificationContainer":{"type":"activity","size":2,"ActivityNotification":[{"event":"updated", "uuid":"a","Activity":{"progress":42}},{"uuid":"b"}]}}"#;
         let n = decode_websocket(frame).unwrap();
         assert_eq!(n.kind, "activity");
-        assert_eq!(
-            items(&n),
-            [
-                r#"{"event":"updated", "uuid":"a","Activity":{"progress":42}}"#,
-                r#"{"uuid":"b"}"#
-            ]
-        );
+        assert_eq!(items(&n), [r#"{"event":"updated", "uuid":"a","Activity":{"progress":42}}"#, r#"{"uuid":"b"}"#]);
     }
 
     #[test]
@@ -205,19 +178,14 @@ mod tests {
 
     #[test]
     fn size_disagreeing_and_empty_arrays_are_fine() {
-        let n = decode_websocket(
-            r#"{"NotificationContainer":{"type":"status","size":5,"StatusNotification":[]}}"#,
-        )
-        .unwrap();
+        let n = decode_websocket(r#"{"NotificationContainer":{"type":"status","size":5,"StatusNotification":[]}}"#)
+            .unwrap();
         assert!(n.items.is_empty());
     }
 
     #[test]
     fn duplicate_keys_do_not_fail() {
-        let n = decode_websocket(
-            r#"{"NotificationContainer":{"type":"a","type":"b","X":[{"k":1,"k":2}]}}"#,
-        )
-        .unwrap();
+        let n = decode_websocket(r#"{"NotificationContainer":{"type":"a","type":"b","X":[{"k":1,"k":2}]}}"#).unwrap();
         assert_eq!(n.kind, "b");
         assert_eq!(items(&n), [r#"{"k":1,"k":2}"#]);
     }
@@ -227,27 +195,13 @@ mod tests {
         let frame = r#"{"_elementType":"NotificationContainer","type":"playing","size":1,"_children":[{"_elementType":"PlaySessionStateNotification","sessionKey":"1"}]}"#;
         let n = decode_websocket(frame).unwrap();
         assert_eq!(n.kind, "playing");
-        assert_eq!(
-            items(&n),
-            [r#"{"_elementType":"PlaySessionStateNotification","sessionKey":"1"}"#]
-        );
+        assert_eq!(items(&n), [r#"{"_elementType":"PlaySessionStateNotification","sessionKey":"1"}"#]);
     }
 
     #[test]
     fn bad_frames_are_errors_not_panics() {
-        for frame in [
-            "",
-            "{",
-            "[1,2]",
-            "42",
-            r#"{"foo":1}"#,
-            r#"{"NotificationContainer":{"size":1}}"#,
-            "{\"a\":1}x",
-        ] {
-            assert!(
-                decode_websocket(frame).is_err(),
-                "{frame:?} should be rejected"
-            );
+        for frame in ["", "{", "[1,2]", "42", r#"{"foo":1}"#, r#"{"NotificationContainer":{"size":1}}"#, "{\"a\":1}x"] {
+            assert!(decode_websocket(frame).is_err(), "{frame:?} should be rejected");
         }
         let deep = "[".repeat(10_000);
         assert!(decode_websocket(&format!("{{\"NotificationContainer\":{deep}")).is_err());
@@ -260,16 +214,8 @@ mod tests {
             r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{item}]}}}}"#
         ))
         .unwrap();
-        let single = decode_eventsource(
-            "playing",
-            &format!(r#"{{"PlaySessionStateNotification":{item}}}"#),
-        )
-        .unwrap();
-        let array = decode_eventsource(
-            "playing",
-            &format!(r#"{{"PlaySessionStateNotification":[{item}]}}"#),
-        )
-        .unwrap();
+        let single = decode_eventsource("playing", &format!(r#"{{"PlaySessionStateNotification":{item}}}"#)).unwrap();
+        let array = decode_eventsource("playing", &format!(r#"{{"PlaySessionStateNotification":[{item}]}}"#)).unwrap();
         let envelope = decode_eventsource(
             "playing",
             &format!(r#"{{"NotificationContainer":{{"type":"playing","PlaySessionStateNotification":[{item}]}}}}"#),

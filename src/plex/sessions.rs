@@ -65,8 +65,7 @@ pub struct TranscodeInfo {
 impl TranscodeInfo {
     /// Whether anything is actually transcoded (not merely copied / direct-streamed).
     pub fn is_transcoding(&self) -> bool {
-        self.video_decision.as_deref() == Some("transcode")
-            || self.audio_decision.as_deref() == Some("transcode")
+        self.video_decision.as_deref() == Some("transcode") || self.audio_decision.as_deref() == Some("transcode")
     }
 }
 
@@ -85,12 +84,7 @@ struct SessionsContainer {
 /// Parses a `/status/sessions` body. Entries without a session key cannot be tracked and are skipped.
 pub fn parse_sessions(body: &[u8]) -> Result<Vec<SessionInfo>, serde_json::Error> {
     let sessions: Sessions = serde_json::from_slice(body)?;
-    Ok(sessions
-        .container
-        .metadata
-        .iter()
-        .filter_map(session_info)
-        .collect())
+    Ok(sessions.container.metadata.iter().filter_map(session_info).collect())
 }
 
 fn session_info(entry: &Value) -> Option<SessionInfo> {
@@ -98,25 +92,15 @@ fn session_info(entry: &Value) -> Option<SessionInfo> {
     let user = entry.get("User");
     let player = entry.get("Player");
     let session = entry.get("Session");
-    let transcode = entry
-        .get("TranscodeSession")
-        .filter(|t| t.is_object())
-        .map(|t| TranscodeInfo {
-            video_decision: text(t.get("videoDecision")),
-            audio_decision: text(t.get("audioDecision")),
-            hw: [
-                "transcodeHwRequested",
-                "transcodeHwDecoding",
-                "transcodeHwEncoding",
-                "transcodeHwFullPipeline",
-            ]
+    let transcode = entry.get("TranscodeSession").filter(|t| t.is_object()).map(|t| TranscodeInfo {
+        video_decision: text(t.get("videoDecision")),
+        audio_decision: text(t.get("audioDecision")),
+        hw: ["transcodeHwRequested", "transcodeHwDecoding", "transcodeHwEncoding", "transcodeHwFullPipeline"]
             .iter()
             .any(|k| {
-                flag(t.get(*k)).unwrap_or(false)
-                    || t.get(*k)
-                        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                flag(t.get(*k)).unwrap_or(false) || t.get(*k).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
             }),
-        });
+    });
     Some(SessionInfo {
         session_key,
         state: text(player.and_then(|p| p.get("state"))),
@@ -156,17 +140,10 @@ pub fn text(value: Option<&Value>) -> Option<String> {
 /// A non-negative whole number, from a number or a numeric string (fractions are truncated).
 pub fn number(value: Option<&Value>) -> Option<u64> {
     match value? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         Value::String(s) => {
             let s = s.trim();
-            s.parse::<u64>().ok().or_else(|| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|f| *f >= 0.0)
-                    .map(|f| f as u64)
-            })
+            s.parse::<u64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
         }
         _ => None,
     }
@@ -203,16 +180,11 @@ mod tests {
         assert_eq!(sessions.len(), 2);
         assert_eq!(sessions[0].duration_ms, Some(6_960_000));
         assert_eq!(sessions[0].user_name.as_deref(), Some("alice"));
-        assert!(sessions[0]
-            .transcode
-            .as_ref()
-            .is_some_and(|t| t.is_transcoding() && t.hw));
+        assert!(sessions[0].transcode.as_ref().is_some_and(|t| t.is_transcoding() && t.hw));
         assert_eq!(sessions[1].session_key, "46");
         assert_eq!(sessions[1].parent_index, Some(1));
         assert_eq!(sessions[1].player_local, Some(false));
-        assert!(parse_sessions(b"{\"MediaContainer\":{\"size\":0}}")
-            .unwrap()
-            .is_empty());
+        assert!(parse_sessions(b"{\"MediaContainer\":{\"size\":0}}").unwrap().is_empty());
         assert!(parse_sessions(b"<xml/>").is_err());
     }
 
@@ -220,10 +192,7 @@ mod tests {
     fn playing_items_parse_with_string_or_number_fields() {
         let item = PlayingItem::parse(br#"{"sessionKey":45,"ratingKey":"com.gracenote.onconnect://episode/EP1","viewOffset":"1200","state":"paused"}"#).unwrap();
         assert_eq!(item.session_key.as_deref(), Some("45"));
-        assert_eq!(
-            item.rating_key.as_deref(),
-            Some("com.gracenote.onconnect://episode/EP1")
-        );
+        assert_eq!(item.rating_key.as_deref(), Some("com.gracenote.onconnect://episode/EP1"));
         assert_eq!(item.view_offset_ms, Some(1200));
         assert!(PlayingItem::parse(b"[1]").is_none());
     }

@@ -40,21 +40,12 @@ impl SseEndpoint {
         max_event_bytes: usize,
     ) -> Self {
         let filters = filters.map(super::ws::encode_filters);
-        SseEndpoint {
-            client,
-            base,
-            filters,
-            connect_timeout,
-            max_event_bytes,
-        }
+        SseEndpoint { client, base, filters, connect_timeout, max_event_bytes }
     }
 
     /// The stream's URL with the `filters` parameter.
     pub fn url(&self) -> Result<Url, PlexError> {
-        let mut url = self
-            .base
-            .join(PATH)
-            .map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
+        let mut url = self.base.join(PATH).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
         if let Some(filters) = &self.filters {
             url.set_query(Some(&format!("filters={filters}")));
         }
@@ -73,34 +64,20 @@ impl SseEndpoint {
         let response = timeout(self.connect_timeout, request)
             .await
             .map_err(|_| {
-                PlexError::Transport(format!(
-                    "EventSource request timed out after {:?}",
-                    self.connect_timeout
-                ))
+                PlexError::Transport(format!("EventSource request timed out after {:?}", self.connect_timeout))
             })?
             .map_err(transport_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(PlexError::from_status(status.as_u16()));
         }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !content_type
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("text/event-stream")
-        {
+        let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.trim_start().to_ascii_lowercase().starts_with("text/event-stream") {
             return Err(PlexError::Decode(format!(
                 "EventSource endpoint answered with Content-Type {content_type:?}, not text/event-stream"
             )));
         }
-        Ok(SseStream {
-            response,
-            parser: SseParser::new(self.max_event_bytes),
-        })
+        Ok(SseStream { response, parser: SseParser::new(self.max_event_bytes) })
     }
 }
 

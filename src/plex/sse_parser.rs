@@ -199,17 +199,8 @@ impl SseParser {
         if data.ends_with('\n') {
             data.pop();
         }
-        let event = if self.event.is_empty() {
-            "message".to_owned()
-        } else {
-            std::mem::take(&mut self.event)
-        };
-        out.push(SseEvent {
-            event,
-            data,
-            id: self.last_id.clone(),
-            retry: self.retry,
-        });
+        let event = if self.event.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.event) };
+        out.push(SseEvent { event, data, id: self.last_id.clone(), retry: self.retry });
         self.clear_event();
     }
 }
@@ -233,12 +224,7 @@ mod tests {
     }
 
     fn ev(event: &str, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.into(),
-            data: data.into(),
-            id: None,
-            retry: None,
-        }
+        SseEvent { event: event.into(), data: data.into(), id: None, retry: None }
     }
 
     #[test]
@@ -268,29 +254,18 @@ mod tests {
 
     #[test]
     fn comments_multiline_data_and_fields_without_colon() {
-        assert_eq!(
-            parse(": hello\ndata: a\ndata:b\ndata\n\n"),
-            [ev("message", "a\nb\n")]
-        );
-        assert_eq!(
-            parse("data:  two spaces\n\n"),
-            [ev("message", " two spaces")]
-        );
+        assert_eq!(parse(": hello\ndata: a\ndata:b\ndata\n\n"), [ev("message", "a\nb\n")]);
+        assert_eq!(parse("data:  two spaces\n\n"), [ev("message", " two spaces")]);
         assert_eq!(parse("unknown: x\ndata: y\n\n"), [ev("message", "y")]);
     }
 
     #[test]
     fn id_persists_and_retry_needs_digits() {
-        let events =
-            parse("id: 7\ndata: a\n\ndata: b\nretry: 1500\n\nid: a\0b\nretry: 1x\ndata: c\n\n");
+        let events = parse("id: 7\ndata: a\n\ndata: b\nretry: 1500\n\nid: a\0b\nretry: 1x\ndata: c\n\n");
         assert_eq!(events[0].id.as_deref(), Some("7"));
         assert_eq!(events[1].id.as_deref(), Some("7"));
         assert_eq!(events[1].retry, Some(1500));
-        assert_eq!(
-            events[2].id.as_deref(),
-            Some("7"),
-            "an id with NUL is ignored"
-        );
+        assert_eq!(events[2].id.as_deref(), Some("7"), "an id with NUL is ignored");
         assert_eq!(events[2].retry, None);
     }
 
@@ -310,17 +285,11 @@ mod tests {
 
     #[test]
     fn oversized_line_and_oversized_event_are_dropped_and_counted() {
-        let long = format!(
-            "event: big\ndata: {}\n\nevent: ok\ndata: 1\n\n",
-            "x".repeat(100)
-        );
+        let long = format!("event: big\ndata: {}\n\nevent: ok\ndata: 1\n\n", "x".repeat(100));
         let (events, dropped) = parse_chunks(&[long.as_bytes()], 50);
         assert_eq!(events, [ev("ok", "1")]);
         assert_eq!(dropped, 1);
-        let many = format!(
-            "{}\nevent: ok\ndata: 2\n\n",
-            "data: 0123456789\n".repeat(10)
-        );
+        let many = format!("{}\nevent: ok\ndata: 2\n\n", "data: 0123456789\n".repeat(10));
         let pieces: Vec<&[u8]> = many.as_bytes().chunks(7).collect();
         let (events, dropped) = parse_chunks(&pieces, 50);
         assert_eq!(events, [ev("ok", "2")]);
@@ -343,12 +312,7 @@ mod tests {
             proptest::option::of("[a-z0-9]{1,6}"),
             proptest::option::of(text),
         )
-            .prop_map(|(event, data, id, comment)| Block {
-                event,
-                data,
-                id,
-                comment,
-            })
+            .prop_map(|(event, data, id, comment)| Block { event, data, id, comment })
     }
 
     proptest! {

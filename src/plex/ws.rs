@@ -46,19 +46,8 @@ pub struct WsEndpoint {
 
 impl WsEndpoint {
     /// `filters` are joined into the `filters` query parameter (`None`: no parameter, the server's default).
-    pub fn new(
-        base: Url,
-        filters: Option<&[String]>,
-        connect_timeout: Duration,
-        max_message_size: usize,
-    ) -> Self {
-        WsEndpoint {
-            base,
-            filters: filters.map(encode_filters),
-            path: PLURAL_PATH,
-            connect_timeout,
-            max_message_size,
-        }
+    pub fn new(base: Url, filters: Option<&[String]>, connect_timeout: Duration, max_message_size: usize) -> Self {
+        WsEndpoint { base, filters: filters.map(encode_filters), path: PLURAL_PATH, connect_timeout, max_message_size }
     }
 
     /// The path that worked last (or will be tried first).
@@ -67,18 +56,10 @@ impl WsEndpoint {
     }
 
     /// Opens the socket: the remembered path first, the other spelling after a 404.
-    pub async fn connect(
-        &mut self,
-        headers: &HeaderMap,
-        token: &Secret,
-    ) -> Result<WsStream, PlexError> {
+    pub async fn connect(&mut self, headers: &HeaderMap, token: &Secret) -> Result<WsStream, PlexError> {
         match self.connect_path(self.path, headers, token).await {
             Err(PlexError::NotFound) => {
-                let other = if self.path == PLURAL_PATH {
-                    SINGULAR_PATH
-                } else {
-                    PLURAL_PATH
-                };
+                let other = if self.path == PLURAL_PATH { SINGULAR_PATH } else { PLURAL_PATH };
                 tracing::debug!(
                     tried = self.path,
                     next = other,
@@ -95,37 +76,24 @@ impl WsEndpoint {
 
     /// The URL of one path, with `filters` percent-encoded per entry (commas kept, as PMS expects them).
     pub fn url(&self, path: &str) -> Result<Url, PlexError> {
-        let mut url = self
-            .base
-            .join(path)
-            .map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
+        let mut url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme)
-            .map_err(|()| PlexError::Transport("cannot build the WebSocket URL".into()))?;
+        url.set_scheme(scheme).map_err(|()| PlexError::Transport("cannot build the WebSocket URL".into()))?;
         if let Some(filters) = &self.filters {
             url.set_query(Some(&format!("filters={filters}")));
         }
         Ok(url)
     }
 
-    async fn connect_path(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-        token: &Secret,
-    ) -> Result<WsStream, PlexError> {
+    async fn connect_path(&self, path: &str, headers: &HeaderMap, token: &Secret) -> Result<WsStream, PlexError> {
         let url = self.url(path)?;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = url.port_or_known_default().unwrap_or(32400);
         let secure = url.scheme() == "wss";
-        let mut request = url.as_str().into_client_request().map_err(|e| {
-            PlexError::Transport(format!("cannot build the WebSocket request: {e}"))
-        })?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| PlexError::Transport(format!("cannot build the WebSocket request: {e}")))?;
         request.headers_mut().extend(headers.clone());
         let (name, value) = token_header(token)?;
         request.headers_mut().insert(name, value);
@@ -135,43 +103,27 @@ impl WsEndpoint {
         let handshake = async {
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
-                .map_err(|e| {
-                    PlexError::Transport(format!("connection to {host}:{port} failed: {e}"))
-                })?;
+                .map_err(|e| PlexError::Transport(format!("connection to {host}:{port} failed: {e}")))?;
             let _ = tcp.set_nodelay(true);
             let io: Box<dyn Io> = if secure {
                 let config = crate::tls::client_config().map_err(PlexError::Transport)?;
-                Box::new(
-                    crate::tls::connect(config, &host, tcp)
-                        .await
-                        .map_err(PlexError::Transport)?,
-                )
+                Box::new(crate::tls::connect(config, &host, tcp).await.map_err(PlexError::Transport)?)
             } else {
                 Box::new(tcp)
             };
-            tokio_tungstenite::client_async_with_config(request, io, Some(config))
-                .await
-                .map_err(handshake_error)
+            tokio_tungstenite::client_async_with_config(request, io, Some(config)).await.map_err(handshake_error)
         };
-        let (stream, _response) =
-            timeout(self.connect_timeout, handshake)
-                .await
-                .map_err(|_| {
-                    PlexError::Transport(format!(
-                        "WebSocket handshake timed out after {:?}",
-                        self.connect_timeout
-                    ))
-                })??;
+        let (stream, _response) = timeout(self.connect_timeout, handshake).await.map_err(|_| {
+            PlexError::Transport(format!("WebSocket handshake timed out after {:?}", self.connect_timeout))
+        })??;
         Ok(stream)
     }
 }
 
 /// The `filters` value: entries percent-encoded one by one and joined with literal commas, as PMS expects.
 pub fn encode_filters(filters: &[String]) -> String {
-    let encoded: Vec<String> = filters
-        .iter()
-        .map(|entry| url::form_urlencoded::byte_serialize(entry.as_bytes()).collect())
-        .collect();
+    let encoded: Vec<String> =
+        filters.iter().map(|entry| url::form_urlencoded::byte_serialize(entry.as_bytes()).collect()).collect();
     encoded.join(",")
 }
 
@@ -183,9 +135,7 @@ fn handshake_error(error: tungstenite::Error) -> PlexError {
         other @ (tungstenite::Error::Protocol(_)
         | tungstenite::Error::ConnectionClosed
         | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Io(_)) => {
-            PlexError::UpgradeRefused(format!("WebSocket handshake failed: {other}"))
-        }
+        | tungstenite::Error::Io(_)) => PlexError::UpgradeRefused(format!("WebSocket handshake failed: {other}")),
         other => PlexError::Transport(format!("WebSocket handshake failed: {other}")),
     }
 }

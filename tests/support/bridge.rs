@@ -55,13 +55,7 @@ impl Bridge {
             .stderr(Stdio::from(log_err))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        Bridge {
-            child,
-            dir,
-            log_path,
-            config_path,
-            exit: None,
-        }
+        Bridge { child, dir, log_path, config_path, exit: None }
     }
 
     /// Runs the daemon until it exits (e.g. a bad config) and returns its exit code (None: killed by a
@@ -76,10 +70,7 @@ impl Bridge {
         let mut bridge = Self::start_with(args, envs, config);
         match bridge.wait_exit(timeout).await {
             Some(status) => (status.code(), bridge.logs()),
-            None => panic!(
-                "plex-mqtt-bridge {args:?} did not exit within {timeout:?}; output:\n{}",
-                bridge.logs()
-            ),
+            None => panic!("plex-mqtt-bridge {args:?} did not exit within {timeout:?}; output:\n{}", bridge.logs()),
         }
     }
 
@@ -93,10 +84,7 @@ impl Bridge {
         let mut bridge = Self::start_with(args, envs, config);
         match bridge.wait_exit_blocking(timeout) {
             Some(status) => (status.code(), bridge.logs()),
-            None => panic!(
-                "plex-mqtt-bridge {args:?} did not exit within {timeout:?}; output:\n{}",
-                bridge.logs()
-            ),
+            None => panic!("plex-mqtt-bridge {args:?} did not exit within {timeout:?}; output:\n{}", bridge.logs()),
         }
     }
 
@@ -112,12 +100,8 @@ impl Bridge {
         let config_path = config.map(|toml| write_config(dir.path(), toml));
         let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
         let mut child = command(args, envs, config_path.as_deref())
-            .stdout(Stdio::from(
-                File::create(&out_path).expect("create stdout file"),
-            ))
-            .stderr(Stdio::from(
-                File::create(&err_path).expect("create stderr file"),
-            ))
+            .stdout(Stdio::from(File::create(&out_path).expect("create stdout file")))
+            .stderr(Stdio::from(File::create(&err_path).expect("create stderr file")))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
         let deadline = Instant::now() + timeout;
@@ -136,11 +120,7 @@ impl Bridge {
             }
             tokio::time::sleep(POLL).await;
         };
-        SplitOutput {
-            code: status.code(),
-            stdout: read_lossy(&out_path),
-            stderr: read_lossy(&err_path),
-        }
+        SplitOutput { code: status.code(), stdout: read_lossy(&out_path), stderr: read_lossy(&err_path) }
     }
 
     /// Everything the daemon wrote to stdout and stderr so far.
@@ -195,11 +175,7 @@ impl Bridge {
             .stdin(Stdio::null())
             .status()
             .unwrap_or_else(|e| panic!("run `kill -{name} {}`: {e}", self.pid()));
-        assert!(
-            status.success(),
-            "`kill -{name} {}` failed: {status}",
-            self.pid()
-        );
+        assert!(status.success(), "`kill -{name} {}` failed: {status}", self.pid());
     }
 
     /// Waits for the daemon to exit; None if it is still running after `timeout`. Does not block the
@@ -289,10 +265,7 @@ fn command(args: &[&str], envs: &[(&str, &str)], config_path: Option<&Path>) -> 
 }
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("create a tempdir")
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("create a tempdir")
 }
 
 fn write_config(dir: &Path, toml: &str) -> PathBuf {
@@ -331,11 +304,7 @@ pub fn toml_string(s: &str) -> String {
 /// or by appending tables.
 pub fn test_config(mqtt_url: &str, pms_url: &str, token_file: &Path) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let client_id = format!(
-        "bridge-under-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let client_id = format!("bridge-under-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
     format!(
         r#"[mqtt]
 url = {mqtt_url}

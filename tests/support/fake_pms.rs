@@ -107,24 +107,17 @@ impl RecordedRequest {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     /// The first query parameter with this name (exact).
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The token the request carried (header first, then query).
     pub fn token(&self) -> Option<&str> {
-        self.header("x-plex-token")
-            .or_else(|| self.query_param("X-Plex-Token"))
+        self.header("x-plex-token").or_else(|| self.query_param("X-Plex-Token"))
     }
 }
 
@@ -221,10 +214,7 @@ impl Shared {
     }
 
     fn record(&self, request: RecordedRequest) {
-        self.requests
-            .lock()
-            .expect("fake pms requests lock")
-            .push(request);
+        self.requests.lock().expect("fake pms requests lock").push(request);
         self.requests_seen.send_modify(|n| *n += 1);
     }
 
@@ -233,11 +223,7 @@ impl Shared {
     /// Sends a command to the connections of `kind` (every connection when `None`).
     fn send_all(&self, kind: Option<Kind>, make: impl Fn() -> Command) -> usize {
         let connections = self.connections.lock().expect("fake pms connections lock");
-        connections
-            .values()
-            .filter(|c| kind.is_none_or(|k| c.kind == k))
-            .filter(|c| c.tx.send(make()).is_ok())
-            .count()
+        connections.values().filter(|c| kind.is_none_or(|k| c.kind == k)).filter(|c| c.tx.send(make()).is_ok()).count()
     }
 }
 
@@ -258,10 +244,7 @@ impl Shared {
         for handle in self.tasks.lock().expect("fake pms tasks lock").drain(..) {
             handle.abort();
         }
-        self.connections
-            .lock()
-            .expect("fake pms connections lock")
-            .clear();
+        self.connections.lock().expect("fake pms connections lock").clear();
     }
 }
 
@@ -282,9 +265,7 @@ impl FakePms {
     /// Starts a server on 127.0.0.1:0. Needs a tokio runtime.
     pub async fn start(config: FakePmsConfig) -> FakePms {
         let listener = bind(config.port).await;
-        let addr = listener
-            .local_addr()
-            .expect("local_addr of the fake PMS listener");
+        let addr = listener.local_addr().expect("local_addr of the fake PMS listener");
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
             canned: Mutex::new(HashMap::new()),
@@ -305,13 +286,7 @@ impl FakePms {
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         shared.track(accept.abort_handle());
-        FakePms {
-            _guard: Arc::new(ShutdownGuard {
-                shared: shared.clone(),
-            }),
-            shared,
-            addr,
-        }
+        FakePms { _guard: Arc::new(ShutdownGuard { shared: shared.clone() }), shared, addr }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -329,20 +304,12 @@ impl FakePms {
 
     /// The current config (with the current token).
     pub fn config(&self) -> FakePmsConfig {
-        self.shared
-            .config
-            .lock()
-            .expect("fake pms config lock")
-            .clone()
+        self.shared.config.lock().expect("fake pms config lock").clone()
     }
 
     /// The token the server accepts from now on (open connections are not affected).
     pub fn set_token(&self, token: &str) {
-        self.shared
-            .config
-            .lock()
-            .expect("fake pms config lock")
-            .token = token.to_owned();
+        self.shared.config.lock().expect("fake pms config lock").token = token.to_owned();
     }
 
     /// The token the server accepts now.
@@ -360,25 +327,19 @@ impl FakePms {
     /// Serves `response` on `path` (exact, decoded, any query) for requests with method GET. For endpoints
     /// the fake does not implement itself; the built-in routes take precedence.
     pub fn set_canned(&self, path: &str, response: CannedResponse) {
-        self.shared
-            .canned
-            .lock()
-            .expect("fake pms canned lock")
-            .insert(path.to_owned(), response);
+        self.shared.canned.lock().expect("fake pms canned lock").insert(path.to_owned(), response);
     }
 
     /// Queues a text frame to every open WebSocket connection; returns how many it was queued to.
     /// Frames and [`FakePms::drop_connections`] reach each connection in call order.
     pub fn push_text(&self, text: &str) -> usize {
-        self.shared
-            .send_all(Some(Kind::WebSocket), || Command::Text(text.to_owned()))
+        self.shared.send_all(Some(Kind::WebSocket), || Command::Text(text.to_owned()))
     }
 
     /// Queues raw bytes (complete `event:`/`data:` blocks, or any fragment) to every open EventSource stream;
     /// returns how many it was queued to. Each call is written (and flushed) as its own chunk.
     pub fn push_sse(&self, bytes: &[u8]) -> usize {
-        self.shared
-            .send_all(Some(Kind::EventSource), || Command::Sse(bytes.to_vec()))
+        self.shared.send_all(Some(Kind::EventSource), || Command::Sse(bytes.to_vec()))
     }
 
     /// EventSource streams open now.
@@ -395,26 +356,17 @@ impl FakePms {
 
     /// Every accepted EventSource stream, in order (path and `filters` as for WebSockets).
     pub fn sse_connections(&self) -> Vec<WsConnectionInfo> {
-        self.shared
-            .sse_infos
-            .lock()
-            .expect("fake pms sse_infos lock")
-            .clone()
+        self.shared.sse_infos.lock().expect("fake pms sse_infos lock").clone()
     }
 
     /// Turns the EventSource endpoint on or off (off: 404, like a server without it).
     pub fn set_eventsource(&self, enabled: bool) {
-        self.shared
-            .config
-            .lock()
-            .expect("fake pms config lock")
-            .eventsource = enabled;
+        self.shared.config.lock().expect("fake pms config lock").eventsource = enabled;
     }
 
     /// Queues a binary frame to every open WebSocket connection; returns how many it was queued to.
     pub fn push_binary(&self, bytes: &[u8]) -> usize {
-        self.shared
-            .send_all(Some(Kind::WebSocket), || Command::Binary(bytes.to_vec()))
+        self.shared.send_all(Some(Kind::WebSocket), || Command::Binary(bytes.to_vec()))
     }
 
     /// Closes every open WebSocket connection (and every held one) abruptly: the TCP socket is closed, no
@@ -428,11 +380,8 @@ impl FakePms {
     /// later are served normally (use [`FakePms::stall_new_connections`] for a server that hangs entirely).
     /// A stalled connection stays counted as open, since it does not read the client's close.
     pub fn stall(&self, stalled: bool) -> usize {
-        self.shared
-            .send_all(Some(Kind::WebSocket), || Command::Stall(stalled))
-            + self
-                .shared
-                .send_all(Some(Kind::EventSource), || Command::Stall(stalled))
+        self.shared.send_all(Some(Kind::WebSocket), || Command::Stall(stalled))
+            + self.shared.send_all(Some(Kind::EventSource), || Command::Stall(stalled))
     }
 
     /// While true, new TCP connections are accepted but never read from or answered (a hung server; the
@@ -467,11 +416,7 @@ impl FakePms {
 
     /// Every accepted WebSocket connection, in order.
     pub fn ws_connections(&self) -> Vec<WsConnectionInfo> {
-        self.shared
-            .ws_infos
-            .lock()
-            .expect("fake pms ws_infos lock")
-            .clone()
+        self.shared.ws_infos.lock().expect("fake pms ws_infos lock").clone()
     }
 
     /// The `filters` value of the latest WebSocket connection: None if there was none yet, `Some(None)` if it
@@ -499,19 +444,12 @@ impl FakePms {
 
     /// Every request parsed so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared
-            .requests
-            .lock()
-            .expect("fake pms requests lock")
-            .clone()
+        self.shared.requests.lock().expect("fake pms requests lock").clone()
     }
 
     /// Requests on `path` (decoded, without query).
     pub fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.path == path).collect()
     }
 
     /// How many requests were made on `path` (decoded, without query).
@@ -585,22 +523,8 @@ impl Drop for Registration {
 async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    shared
-        .connections
-        .lock()
-        .expect("fake pms connections lock")
-        .insert(
-            id,
-            Connection {
-                tx,
-                kind: Kind::Http,
-            },
-        );
-    let mut registration = Registration {
-        shared: shared.clone(),
-        id,
-        counted_open: false,
-    };
+    shared.connections.lock().expect("fake pms connections lock").insert(id, Connection { tx, kind: Kind::Http });
+    let mut registration = Registration { shared: shared.clone(), id, counted_open: false };
 
     // A hung server: hold the connection without reading until released or dropped.
     let mut stall_new = shared.stall_new.subscribe();
@@ -646,9 +570,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
         Route::Root if authorized => (200, json(root_json(&config))),
         Route::Root => (401, html(UNAUTHORIZED_HTML)),
         Route::WebSocket if !authorized => (401, html(UNAUTHORIZED_HTML)),
-        Route::WebSocket if request.header("x-plex-client-identifier").is_none() => {
-            (400, html(BAD_REQUEST_HTML))
-        }
+        Route::WebSocket if request.header("x-plex-client-identifier").is_none() => (400, html(BAD_REQUEST_HTML)),
         Route::WebSocket => match websocket_key(&request) {
             Some(key) => {
                 let mut recorded = request;
@@ -658,22 +580,13 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 shared.record(recorded);
                 // Register before answering: once the client has the 101 (and, say, reports itself connected),
                 // pushes must reach this connection. They wait in the channel until the stream is set up.
-                shared
-                    .ws_infos
-                    .lock()
-                    .expect("fake pms ws_infos lock")
-                    .push(WsConnectionInfo {
-                        id,
-                        path,
-                        filters,
-                        opened_at: Instant::now(),
-                    });
-                if let Some(c) = shared
-                    .connections
-                    .lock()
-                    .expect("fake pms connections lock")
-                    .get_mut(&id)
-                {
+                shared.ws_infos.lock().expect("fake pms ws_infos lock").push(WsConnectionInfo {
+                    id,
+                    path,
+                    filters,
+                    opened_at: Instant::now(),
+                });
+                if let Some(c) = shared.connections.lock().expect("fake pms connections lock").get_mut(&id) {
                     c.kind = Kind::WebSocket;
                 }
                 shared.ws_open.send_modify(|n| *n += 1);
@@ -684,13 +597,10 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                      Sec-WebSocket-Accept: {}\r\n\r\n",
                     derive_accept_key(key.as_bytes())
                 );
-                if stream.write_all(response.as_bytes()).await.is_err()
-                    || stream.flush().await.is_err()
-                {
+                if stream.write_all(response.as_bytes()).await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
-                let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, None)
-                    .await;
+                let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, None).await;
                 serve_websocket(ws, rx, &shared).await;
                 drop(registration);
                 return;
@@ -699,31 +609,20 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             None => (400, html(BAD_REQUEST_HTML)),
         },
         Route::EventSource if !authorized => (401, html(UNAUTHORIZED_HTML)),
-        Route::EventSource if request.header("x-plex-client-identifier").is_none() => {
-            (400, html(BAD_REQUEST_HTML))
-        }
+        Route::EventSource if request.header("x-plex-client-identifier").is_none() => (400, html(BAD_REQUEST_HTML)),
         Route::EventSource => {
             let mut recorded = request;
             recorded.status = 200;
             let filters = recorded.query_param("filters").map(str::to_owned);
             let path = recorded.path.clone();
             shared.record(recorded);
-            shared
-                .sse_infos
-                .lock()
-                .expect("fake pms sse_infos lock")
-                .push(WsConnectionInfo {
-                    id,
-                    path,
-                    filters,
-                    opened_at: Instant::now(),
-                });
-            if let Some(c) = shared
-                .connections
-                .lock()
-                .expect("fake pms connections lock")
-                .get_mut(&id)
-            {
+            shared.sse_infos.lock().expect("fake pms sse_infos lock").push(WsConnectionInfo {
+                id,
+                path,
+                filters,
+                opened_at: Instant::now(),
+            });
+            if let Some(c) = shared.connections.lock().expect("fake pms connections lock").get_mut(&id) {
                 c.kind = Kind::EventSource;
             }
             shared.sse_open.send_modify(|n| *n += 1);
@@ -732,9 +631,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             drop(registration);
             return;
         }
-        Route::Canned(canned) if canned.needs_token && !authorized => {
-            (401, html(UNAUTHORIZED_HTML))
-        }
+        Route::Canned(canned) if canned.needs_token && !authorized => (401, html(UNAUTHORIZED_HTML)),
         Route::Canned(canned) => {
             if !canned.delay.is_zero() {
                 tokio::time::sleep(canned.delay).await;
@@ -762,11 +659,7 @@ enum Route {
 /// here, above the canned fallback: `/:/eventsource/notifications` (SSE), `/status/sessions`, `/activities`,
 /// `/library/metadata/<id>` (match `p if p.starts_with("/library/metadata/")`). Until then a test can serve
 /// a fixed response on any path with [`FakePms::set_canned`].
-fn route(
-    request: &RecordedRequest,
-    config: &FakePmsConfig,
-    canned: &HashMap<String, CannedResponse>,
-) -> Route {
+fn route(request: &RecordedRequest, config: &FakePmsConfig, canned: &HashMap<String, CannedResponse>) -> Route {
     if request.method != "GET" {
         return Route::NotFound;
     }
@@ -787,9 +680,7 @@ fn route(
 
 fn websocket_key(request: &RecordedRequest) -> Option<String> {
     let upgrade = request.header("upgrade")?;
-    if !upgrade.eq_ignore_ascii_case("websocket")
-        || request.header("sec-websocket-version") != Some("13")
-    {
+    if !upgrade.eq_ignore_ascii_case("websocket") || request.header("sec-websocket-version") != Some("13") {
         return None;
     }
     request.header("sec-websocket-key").map(str::to_owned)
@@ -806,11 +697,7 @@ impl Drop for OpenCount<'_> {
 
 /// The EventSource stream as PMS serves it: `200` with `Content-Type: text/event-stream`, a chunked body that
 /// lasts as long as the connection, `event: ping` with `data: {}` at the ping interval, and the test's pushes.
-async fn serve_eventsource(
-    mut stream: TcpStream,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    ping_every: Duration,
-) {
+async fn serve_eventsource(mut stream: TcpStream, mut rx: mpsc::UnboundedReceiver<Command>, ping_every: Duration) {
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
                 Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
     if stream.write_all(head.as_bytes()).await.is_err() || stream.flush().await.is_err() {
@@ -865,9 +752,7 @@ async fn write_chunk(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()
     if bytes.is_empty() {
         return Ok(()); // an empty chunk would end the body
     }
-    stream
-        .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
-        .await?;
+    stream.write_all(format!("{:x}\r\n", bytes.len()).as_bytes()).await?;
     stream.write_all(bytes).await?;
     stream.write_all(b"\r\n").await?;
     stream.flush().await
@@ -949,10 +834,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
             }
         }
     };
-    let leftover = tokio::time::timeout(HEAD_TIMEOUT, read)
-        .await
-        .ok()
-        .flatten();
+    let leftover = tokio::time::timeout(HEAD_TIMEOUT, read).await.ok().flatten();
     match leftover {
         Some(leftover) => Some((String::from_utf8_lossy(&buf).into_owned(), leftover)),
         None if buf.len() > MAX_HEAD => {
@@ -972,11 +854,7 @@ fn parse_head(head: &str) -> Option<RecordedRequest> {
     let request_line = lines.next()?;
     let mut parts = request_line.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some()
-        || !version.starts_with("HTTP/1.")
-        || method.is_empty()
-        || target.is_empty()
-    {
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() || target.is_empty() {
         return None;
     }
     let mut headers = Vec::new();

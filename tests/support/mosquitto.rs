@@ -57,21 +57,11 @@ impl Mosquitto {
 
     fn start_inner(password: Option<(String, String)>, extra: &str) -> Mosquitto {
         let binary = find_binary("mosquitto", &["/usr/sbin", "/usr/local/sbin"]).expect(NOT_FOUND);
-        let dir = tempfile::Builder::new()
-            .prefix("mosquitto-test-")
-            .tempdir()
-            .expect("create a tempdir for mosquitto");
+        let dir = tempfile::Builder::new().prefix("mosquitto-test-").tempdir().expect("create a tempdir for mosquitto");
         if let Some((user, pass)) = &password {
             write_password_file(&dir.path().join("passwd"), user, pass);
         }
-        let mut broker = Mosquitto {
-            binary,
-            dir,
-            port: 0,
-            password,
-            extra_config: extra.to_owned(),
-            child: None,
-        };
+        let mut broker = Mosquitto { binary, dir, port: 0, password, extra_config: extra.to_owned(), child: None };
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             broker.port = free_port();
@@ -85,11 +75,7 @@ impl Mosquitto {
                 ),
             }
         }
-        panic!(
-            "mosquitto failed to start ({}); log:\n{}",
-            failures.join("; "),
-            broker.log()
-        );
+        panic!("mosquitto failed to start ({}); log:\n{}", failures.join("; "), broker.log());
     }
 
     /// The TCP port on 127.0.0.1.
@@ -207,11 +193,7 @@ impl Mosquitto {
     /// Spawns the broker on `self.port` and waits until it answers an MQTT CONNECT.
     fn spawn_and_wait(&mut self, deadline: Instant) -> Result<(), SpawnError> {
         let conf = self.write_config();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open mosquitto.log");
+        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open mosquitto.log");
         let log_err = log.try_clone().expect("clone mosquitto.log handle");
         let child = Command::new(&self.binary)
             .arg("-c")
@@ -286,19 +268,13 @@ fn mqtt_connack(addr: SocketAddr) -> bool {
 
 /// A port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to pick a free port");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to pick a free port");
+    listener.local_addr().expect("local_addr of a bound listener").port()
 }
 
 /// `name` on PATH, else in one of `fallback_dirs`.
 pub fn find_binary(name: &str, fallback_dirs: &[&str]) -> Option<PathBuf> {
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     path_dirs
         .into_iter()
         .chain(fallback_dirs.iter().map(PathBuf::from))
@@ -307,11 +283,7 @@ pub fn find_binary(name: &str, fallback_dirs: &[&str]) -> Option<PathBuf> {
 }
 
 fn write_password_file(path: &Path, user: &str, pass: &str) {
-    let tool = find_binary(
-        "mosquitto_passwd",
-        &["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin"],
-    )
-    .expect(
+    let tool = find_binary("mosquitto_passwd", &["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin"]).expect(
         "mosquitto_passwd not found: it ships with mosquitto (`apt-get install -y mosquitto`); \
              Mosquitto::start_with_password needs it to hash the password",
     );
@@ -335,7 +307,6 @@ fn write_password_file(path: &Path, user: &str, pass: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .expect("chmod 600 the password file");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod 600 the password file");
     }
 }

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -46,8 +45,7 @@ impl Msg {
 
     /// The payload parsed as JSON; panics with the message if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload)
-            .unwrap_or_else(|e| panic!("payload of {self:?} is not JSON: {e}"))
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("payload of {self:?} is not JSON: {e}"))
     }
 
     /// An empty payload (a cleared retained topic).
@@ -61,11 +59,7 @@ impl fmt::Debug for Msg {
         const MAX: usize = 300;
         let text = self.text();
         let shown: String = text.chars().take(MAX).collect();
-        let more = if text.chars().count() > MAX {
-            "…"
-        } else {
-            ""
-        };
+        let more = if text.chars().count() > MAX { "…" } else { "" };
         write!(
             f,
             "{} [{}{:?}, {} bytes] {shown}{more}",
@@ -82,11 +76,7 @@ pub fn format_msgs(msgs: &[Msg]) -> String {
     if msgs.is_empty() {
         return "  (no messages)".to_owned();
     }
-    msgs.iter()
-        .enumerate()
-        .map(|(i, m)| format!("  #{i}: {m:?}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    msgs.iter().enumerate().map(|(i, m)| format!("  #{i}: {m:?}")).collect::<Vec<_>>().join("\n")
 }
 
 #[derive(Clone, Debug, Default)]
@@ -118,20 +108,12 @@ impl Probe {
     }
 
     /// Like [`Probe::subscribe`], with a username and password.
-    pub async fn subscribe_with_credentials(
-        port: u16,
-        user: &str,
-        pass: &str,
-        filters: &[&str],
-    ) -> Probe {
+    pub async fn subscribe_with_credentials(port: u16, user: &str, pass: &str, filters: &[&str]) -> Probe {
         Self::connect(port, filters, Some((user, pass))).await
     }
 
     async fn connect(port: u16, filters: &[&str], credentials: Option<(&str, &str)>) -> Probe {
-        assert!(
-            !filters.is_empty(),
-            "Probe::subscribe needs at least one topic filter"
-        );
+        assert!(!filters.is_empty(), "Probe::subscribe needs at least one topic filter");
         let client_id = unique_client_id("probe");
         let mut options = mqtt_options(&client_id, port);
         if let Some((user, pass)) = credentials {
@@ -152,15 +134,8 @@ impl Probe {
             status_tx,
             shutdown_rx,
         ));
-        let wait = async {
-            status
-                .wait_for(|s| s.subacks >= 1 || s.fatal.is_some())
-                .await
-                .is_ok()
-        };
-        let subscribed = tokio::time::timeout(SUBACK_TIMEOUT, wait)
-            .await
-            .unwrap_or(false);
+        let wait = async { status.wait_for(|s| s.subacks >= 1 || s.fatal.is_some()).await.is_ok() };
+        let subscribed = tokio::time::timeout(SUBACK_TIMEOUT, wait).await.unwrap_or(false);
         let current = status.borrow().clone();
         if let Some(fatal) = &current.fatal {
             panic!("MQTT probe {client_id} on 127.0.0.1:{port}: {fatal}");
@@ -177,15 +152,7 @@ impl Probe {
             "broker rejected the probe's subscription to {:?}",
             current.rejected_filters
         );
-        Probe {
-            rx,
-            history,
-            status,
-            client,
-            shutdown: Some(shutdown),
-            task,
-            client_id,
-        }
+        Probe { rx, history, status, client, shutdown: Some(shutdown), task, client_id }
     }
 
     /// The probe's MQTT client id.
@@ -200,30 +167,18 @@ impl Probe {
 
     /// Waits until the probe has (re)connected `n` times in all and re-subscribed; false on timeout.
     pub async fn wait_for_connections(&mut self, n: usize, timeout: Duration) -> bool {
-        let wait = async {
-            self.status
-                .wait_for(|s| s.connacks >= n && s.subacks >= n)
-                .await
-                .is_ok()
-        };
+        let wait = async { self.status.wait_for(|s| s.connacks >= n && s.subacks >= n).await.is_ok() };
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
     /// The next message not yet taken, waiting up to `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Msg> {
-        tokio::time::timeout(timeout, self.rx.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(timeout, self.rx.recv()).await.ok().flatten()
     }
 
     /// Takes messages until one matches `pred` (returned) or `timeout` passes (None). Skipped messages stay
     /// in [`Probe::history`].
-    pub async fn wait_for(
-        &mut self,
-        timeout: Duration,
-        mut pred: impl FnMut(&Msg) -> bool,
-    ) -> Option<Msg> {
+    pub async fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&Msg) -> bool) -> Option<Msg> {
         let deadline = Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -235,12 +190,7 @@ impl Probe {
     }
 
     /// Like [`Probe::wait_for`], but panics with `what` and the full history on timeout.
-    pub async fn expect(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        pred: impl FnMut(&Msg) -> bool,
-    ) -> Msg {
+    pub async fn expect(&mut self, timeout: Duration, what: &str, pred: impl FnMut(&Msg) -> bool) -> Msg {
         match self.wait_for(timeout, pred).await {
             Some(msg) => msg,
             None => panic!(
@@ -251,16 +201,10 @@ impl Probe {
     }
 
     /// Waits for a message on `topic` (exact match) with exactly `payload`; panics with the history on timeout.
-    pub async fn expect_payload(
-        &mut self,
-        topic: &str,
-        payload: impl AsRef<[u8]>,
-        timeout: Duration,
-    ) -> Msg {
+    pub async fn expect_payload(&mut self, topic: &str, payload: impl AsRef<[u8]>, timeout: Duration) -> Msg {
         let payload = payload.as_ref();
         let what = format!("{topic} = {:?}", String::from_utf8_lossy(payload));
-        self.expect(timeout, &what, |m| m.topic == topic && m.payload == payload)
-            .await
+        self.expect(timeout, &what, |m| m.topic == topic && m.payload == payload).await
     }
 
     /// Waits for any message on `topic` (exact match); panics with the history on timeout.
@@ -294,10 +238,7 @@ impl Probe {
 
     /// The messages in the history on `topic` (exact match).
     pub fn history_on(&self, topic: &str) -> Vec<Msg> {
-        self.history()
-            .into_iter()
-            .filter(|m| m.topic == topic)
-            .collect()
+        self.history().into_iter().filter(|m| m.topic == topic).collect()
     }
 }
 
@@ -306,10 +247,7 @@ impl Drop for Probe {
         // The task sends DISCONNECT and ends within DISCONNECT_GRACE; if the runtime is already gone the abort
         // below (or the runtime's shutdown) ends it.
         let _ = self.client.try_disconnect();
-        let signalled = self
-            .shutdown
-            .take()
-            .is_some_and(|shutdown| shutdown.send(()).is_ok());
+        let signalled = self.shutdown.take().is_some_and(|shutdown| shutdown.send(()).is_ok());
         if !signalled {
             self.task.abort();
         }
@@ -334,13 +272,9 @@ async fn run_probe(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 status.send_modify(|s| s.connacks += 1);
                 // A clean session: (re-)subscribe after every connection.
-                let subscription = filters
-                    .iter()
-                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                let subscription = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subscription) {
-                    let error = format!(
-                        "rumqttc refused to subscribe to {filters:?} (invalid filter?): {e}"
-                    );
+                    let error = format!("rumqttc refused to subscribe to {filters:?} (invalid filter?): {e}");
                     status.send_modify(|s| s.fatal = Some(error));
                 }
             }
@@ -358,16 +292,8 @@ async fn run_probe(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let msg = Msg {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                    retain: p.retain,
-                    qos: p.qos,
-                };
-                history
-                    .lock()
-                    .expect("probe history lock")
-                    .push(msg.clone());
+                let msg = Msg { topic: p.topic, payload: p.payload.to_vec(), retain: p.retain, qos: p.qos };
+                history.lock().expect("probe history lock").push(msg.clone());
                 // The receiver is gone only while the Probe is being dropped.
                 let _ = tx.send(msg);
             }
@@ -394,25 +320,16 @@ async fn run_probe(
 /// rumqttc options for a harness client on 127.0.0.1:`port`: 64 MiB packets both ways, clean session.
 pub fn mqtt_options(client_id: &str, port: u16) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-    options
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_keep_alive(Duration::from_secs(5))
-        .set_clean_session(true);
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET).set_keep_alive(Duration::from_secs(5)).set_clean_session(true);
     options
 }
 
 /// A client id no other harness client in any test process uses.
 pub fn unique_client_id(kind: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "harness-{kind}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("harness-{kind}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The retained messages a fresh subscriber to `filter` receives within `settle` after its SubAck, by topic

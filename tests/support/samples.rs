@@ -27,15 +27,7 @@ impl Sample {
 
     /// The EventSource events PMS sends for this notification: one per item, one object under the key.
     pub fn sse_events(&self) -> String {
-        self.items
-            .iter()
-            .map(|item| {
-                format!(
-                    "event: {}\ndata: {{\"{}\":{}}}\n\n",
-                    self.kind, self.key, item
-                )
-            })
-            .collect()
+        self.items.iter().map(|item| format!("event: {}\ndata: {{\"{}\":{}}}\n\n", self.kind, self.key, item)).collect()
     }
 
     /// The topic each item is expected on, for server name `server` and prefix `plex`.
@@ -48,11 +40,7 @@ impl Sample {
 pub fn fold(raw: &str) -> String {
     let mut out = String::new();
     for c in raw.to_lowercase().chars() {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
-            c
-        } else {
-            '_'
-        };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else { '_' };
         if c == '_' && (out.is_empty() || out.ends_with('_')) {
             continue;
         }
@@ -95,11 +83,7 @@ pub fn every_type() -> Vec<Sample> {
                 r#"{"title":"Library scan complete","description":"Movies","notificationName":"LIBRARY_UPDATE"}"#,
             ],
         },
-        Sample {
-            kind: "reachability",
-            key: "ReachabilityNotification",
-            items: vec![r#"{"reachability":true}"#],
-        },
+        Sample { kind: "reachability", key: "ReachabilityNotification", items: vec![r#"{"reachability":true}"#] },
         Sample {
             kind: "transcodeSession.start",
             key: "TranscodeSession",
@@ -119,11 +103,7 @@ pub fn every_type() -> Vec<Sample> {
             key: "TranscodeSession",
             items: vec![r#"{"key":"/transcode/sessions/x1y2z3","complete":true,"progress":100}"#],
         },
-        Sample {
-            kind: "preference",
-            key: "Setting",
-            items: vec![r#"{"id":"FriendlyName","value":"Wohnzimmer"}"#],
-        },
+        Sample { kind: "preference", key: "Setting", items: vec![r#"{"id":"FriendlyName","value":"Wohnzimmer"}"#] },
         Sample {
             kind: "backgroundProcessingQueue",
             key: "BackgroundProcessingQueueEventNotification",
@@ -142,15 +122,9 @@ pub fn every_type() -> Vec<Sample> {
         Sample {
             kind: "log",
             key: "LogSentNotification",
-            items: vec![
-                r#"{"level":3,"thread":"0x7f3a","time":"2026-11-25 07:00:00","message":"Scanner finished"}"#,
-            ],
+            items: vec![r#"{"level":3,"thread":"0x7f3a","time":"2026-11-25 07:00:00","message":"Scanner finished"}"#],
         },
-        Sample {
-            kind: "account",
-            key: "AccountUpdateNotification",
-            items: vec![r#"{"id":1,"name":"owner"}"#],
-        },
+        Sample { kind: "account", key: "AccountUpdateNotification", items: vec![r#"{"id":1,"name":"owner"}"#] },
         Sample {
             kind: "provider.content.change",
             key: "ProviderContentChangeNotification",

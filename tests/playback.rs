@@ -1,0 +1,330 @@
+//! Playback sessions, derived events, library events and the resync that keeps retained state true, against
+//! the fake PMS (`/status/sessions`, `/activities`, `/library/metadata/<id>`) and a real Mosquitto.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::fake_pms::{CannedResponse, FakePmsConfig};
+use support::{publish, retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+
+const SOON: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    broker: Mosquitto,
+    pms: FakePms,
+    _token: TokenFile,
+    probe: Probe,
+    bridge: Bridge,
+}
+
+/// What `/status/sessions` lists: (session key, user, player, title, state, duration, transcode?).
+fn sessions_body(sessions: &[(&str, &str, &str, &str, &str, u64, bool)]) -> String {
+    let metadata: Vec<Value> = sessions
+        .iter()
+        .map(|(key, user, player, title, state, duration, transcode)| {
+            let mut entry = json!({
+                "sessionKey": key, "ratingKey": format!("9{key}"), "type": "movie", "title": title, "year": 2016,
+                "duration": duration, "viewOffset": 0,
+                "User": {"id": "1", "title": user},
+                "Player": {"title": player, "product": "Plex for LG", "platform": "webOS", "device": "OLED",
+                           "machineIdentifier": format!("player-{key}"), "address": "192.168.1.20", "local": true, "state": state},
+                "Session": {"id": format!("s{key}"), "bandwidth": 8000, "location": "lan"},
+            });
+            if *transcode {
+                entry["TranscodeSession"] = json!({"videoDecision": "transcode", "audioDecision": "copy", "transcodeHwRequested": true});
+            }
+            entry
+        })
+        .collect();
+    json!({"MediaContainer": {"size": metadata.len(), "Metadata": metadata}}).to_string()
+}
+
+fn set_sessions(pms: &FakePms, sessions: &[(&str, &str, &str, &str, &str, u64, bool)]) {
+    pms.set_canned("/status/sessions", CannedResponse::json(sessions_body(sessions)));
+}
+
+fn set_activities(pms: &FakePms, activities: &[Value]) {
+    let body = json!({"MediaContainer": {"size": activities.len(), "Activity": activities}});
+    pms.set_canned("/activities", CannedResponse::json(body.to_string()));
+}
+
+fn playing(key: &str, state: &str, offset: u64) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"{key}","clientIdentifier":"player-{key}","guid":"","ratingKey":"9{key}","url":"","key":"/library/metadata/9{key}","viewOffset":{offset},"state":"{state}"}}]}}}}"#
+    )
+}
+
+async fn start(pms_setup: impl FnOnce(&FakePms), extra_plex: &str) -> Fixture {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    set_sessions(&pms, &[]);
+    set_activities(&pms, &[]);
+    pms_setup(&pms);
+    let token = TokenFile::new(&pms.token());
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let config =
+        test_config(&broker.url(), &pms.url(), token.path()).replace("[plex]\n", &format!("[plex]\n{extra_plex}"));
+    let bridge = Bridge::start(&config);
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    Fixture { broker, pms, _token: token, probe, bridge }
+}
+
+async fn next_event(probe: &mut Probe, kind: &str) -> Value {
+    let topic = format!("plex/test/events/{kind}");
+    probe.expect(SOON, &topic, |m: &Msg| m.topic == topic).await.json()
+}
+
+async fn retained_json(f: &Fixture, topic: &str) -> Option<Value> {
+    let held = retained(f.broker.port(), topic, Duration::from_millis(400)).await;
+    held.get(topic).map(|payload| serde_json::from_slice(payload).expect("retained JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_pause_resume_seek_stop_yield_exactly_those_events_with_details() {
+    let mut f =
+        start(|pms| set_sessions(pms, &[("45", "alice", "Living Room TV", "Arrival", "playing", 100_000, false)]), "")
+            .await;
+    f.pms.push_text(&playing("45", "playing", 0));
+    let play = next_event(&mut f.probe, "playback").await;
+    assert_eq!(play["event_type"], "play");
+    assert_eq!(play["session"]["user"]["name"], "alice");
+    assert_eq!(play["session"]["player"]["name"], "Living Room TV");
+    assert_eq!(play["session"]["media"]["title"], "Arrival");
+    let summary = retained_json(&f, "plex/test/sessions").await.expect("summary");
+    assert_eq!(summary["count"], 1);
+    assert_eq!(summary["playing"], 1);
+
+    f.pms.push_text(&playing("45", "paused", 1_000));
+    assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "pause");
+    let doc = retained_json(&f, "plex/test/sessions/45").await.expect("session document");
+    assert_eq!(doc["state"], "paused");
+    assert_eq!(doc["view_offset_ms"], 1_000);
+    assert_eq!(doc["user"]["name"], "alice");
+
+    f.pms.push_text(&playing("45", "buffering", 1_000));
+    f.pms.push_text(&playing("45", "playing", 1_000));
+    let resume = next_event(&mut f.probe, "playback").await;
+    assert_eq!(resume["event_type"], "resume", "buffering is transient: {resume}");
+    f.pms.push_text(&playing("45", "playing", 60_000));
+    let seek = next_event(&mut f.probe, "playback").await;
+    assert_eq!(seek["event_type"], "seek");
+    assert_eq!(seek["session"]["view_offset_ms"], 60_000);
+
+    set_sessions(&f.pms, &[]);
+    f.pms.push_text(&playing("45", "stopped", 61_000));
+    let stop = next_event(&mut f.probe, "playback").await;
+    assert_eq!(stop["event_type"], "stop");
+    assert_eq!(stop["session"]["media"]["title"], "Arrival");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(retained_json(&f, "plex/test/sessions/45").await, None, "the session topic is cleared");
+    assert_eq!(retained_json(&f, "plex/test/sessions").await.expect("summary")["count"], 0);
+    let kinds: Vec<String> = f
+        .probe
+        .history_on("plex/test/events/playback")
+        .iter()
+        .map(|m| m.json()["event_type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["play", "pause", "resume", "seek", "stop"], "exactly these, in order");
+    assert!(f.probe.history_on("plex/test/events/playback").iter().all(|m| !m.retain));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrobble_fires_once_when_progress_crosses_the_threshold() {
+    let mut f = start(|pms| set_sessions(pms, &[("7", "bob", "Phone", "Up", "playing", 100_000, false)]), "").await;
+    f.pms.push_text(&playing("7", "playing", 80_000));
+    assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "play");
+    for offset in [89_000, 90_500, 92_000, 95_000] {
+        f.pms.push_text(&playing("7", "playing", offset));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let scrobbles =
+        f.probe.history_on("plex/test/events/playback").iter().filter(|m| m.json()["event_type"] == "scrobble").count();
+    assert_eq!(scrobbles, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_stay_apart_and_bursts_share_requests() {
+    let mut f = start(
+        |pms| {
+            set_sessions(
+                pms,
+                &[
+                    ("1", "alice", "Living Room TV", "Arrival", "playing", 100_000, true),
+                    ("2", "bob", "Bedroom", "Heat", "playing", 100_000, false),
+                ],
+            )
+        },
+        "",
+    )
+    .await;
+    let before = f.pms.count_requests("/status/sessions");
+    for i in 0..50u64 {
+        let key = if i % 2 == 0 { "1" } else { "2" };
+        f.pms.push_text(&playing(key, "playing", i * 10));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    next_event(&mut f.probe, "playback").await;
+    next_event(&mut f.probe, "playback").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let requests = f.pms.count_requests("/status/sessions") - before;
+    assert!((1..=4).contains(&requests), "50 notifications in ~100 ms caused {requests} /status/sessions requests");
+    let one = retained_json(&f, "plex/test/sessions/1").await.expect("session 1");
+    let two = retained_json(&f, "plex/test/sessions/2").await.expect("session 2");
+    assert_eq!((one["user"]["name"].clone(), one["player"]["name"].clone()), (json!("alice"), json!("Living Room TV")));
+    assert_eq!((two["user"]["name"].clone(), two["player"]["name"].clone()), (json!("bob"), json!("Bedroom")));
+    assert_eq!(one["transcode"]["video_decision"], "transcode");
+    assert_eq!(two["transcode"], Value::Null);
+    let summary = retained_json(&f, "plex/test/sessions").await.expect("summary");
+    assert_eq!(
+        (summary["count"].clone(), summary["transcoding"].clone(), summary["direct_play"].clone()),
+        (json!(2), json!(1), json!(1))
+    );
+    assert_eq!(summary["total_bandwidth_kbps"], 16_000);
+    let plays =
+        f.probe.history_on("plex/test/events/playback").iter().filter(|m| m.json()["event_type"] == "play").count();
+    assert_eq!(plays, 2, "one play per session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_missed_while_disconnected_is_repaired_after_reconnect() {
+    let mut f =
+        start(|pms| set_sessions(pms, &[("3", "carol", "Kitchen", "Jaws", "playing", 100_000, false)]), "").await;
+    f.pms.push_text(&playing("3", "playing", 0));
+    assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "play");
+    assert!(retained_json(&f, "plex/test/sessions/3").await.is_some());
+    // While the bridge is cut off, the session ends.
+    tokio::time::sleep(Duration::from_millis(2_100)).await; // older than the absence grace
+    set_sessions(&f.pms, &[]);
+    f.pms.drop_connections();
+    f.probe.expect_payload("plex/test/state", "connected", SOON).await;
+    let stop = next_event(&mut f.probe, "playback").await;
+    assert_eq!(stop["event_type"], "stop");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(retained_json(&f, "plex/test/sessions/3").await, None);
+    assert_eq!(retained_json(&f, "plex/test/sessions").await.expect("summary")["count"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_an_earlier_run_are_cleared_on_start() {
+    let broker = Mosquitto::start();
+    publish(broker.port(), "plex/test/activities/old-scan", r#"{"event":"updated","uuid":"old-scan"}"#, true).await;
+    publish(broker.port(), "plex/test/sessions/99", r#"{"session_key":"99","state":"playing"}"#, true).await;
+    publish(broker.port(), "plex/other/sessions/5", r#"{"session_key":"5"}"#, true).await;
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    set_sessions(&pms, &[]);
+    let running = json!({"uuid": "live-scan", "type": "library.update.section", "cancellable": false, "userID": 1,
+                         "title": "Scanning", "subtitle": "", "progress": 10, "Context": {"librarySectionID": "1"}});
+    set_activities(&pms, &[running]);
+    let token = TokenFile::new(&pms.token());
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let _bridge = Bridge::start(&test_config(&broker.url(), &pms.url(), token.path()));
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // Both clears, in whichever order they come.
+    let cleared = |probe: &Probe, topic: &str| probe.history_on(topic).iter().any(|m| m.payload.is_empty());
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !(cleared(&probe, "plex/test/activities/old-scan") && cleared(&probe, "plex/test/sessions/99")) {
+        assert!(tokio::time::Instant::now() < deadline, "stale topics not cleared: {:?}", probe.history());
+        probe.next(Duration::from_millis(100)).await;
+    }
+    let held = retained(broker.port(), "plex/#", Duration::from_millis(500)).await;
+    assert!(!held.contains_key("plex/test/activities/old-scan"));
+    assert!(!held.contains_key("plex/test/sessions/99"));
+    assert!(held.contains_key("plex/other/sessions/5"), "another server's topics are not ours to clear");
+    let live: Value = serde_json::from_slice(&held["plex/test/activities/live-scan"]).expect("JSON");
+    assert_eq!(live["Activity"]["title"], "Scanning", "a running activity found by the resync is retained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_or_hanging_status_sessions_never_blocks_raw_events() {
+    let mut f = start(
+        |pms| {
+            let mut failing = CannedResponse::json("{}");
+            failing.status = 500;
+            pms.set_canned("/status/sessions", failing);
+        },
+        "request_timeout = \"1s\"\n",
+    )
+    .await;
+    f.pms.push_text(&playing("8", "playing", 0));
+    f.probe.expect(SOON, "raw playing", |m| m.topic == "plex/test/playing").await;
+    // The event goes out without details once the look-up failed.
+    let play = next_event(&mut f.probe, "playback").await;
+    assert_eq!(play["event_type"], "play");
+    // Now it hangs: raw events still flow at once.
+    let mut hanging = CannedResponse::json(sessions_body(&[("8", "dave", "Den", "Alien", "playing", 100_000, false)]));
+    hanging.delay = Duration::from_secs(30);
+    f.pms.set_canned("/status/sessions", hanging);
+    for offset in [1_000, 2_000, 3_000] {
+        f.pms.push_text(&playing("8", "playing", offset));
+        f.probe
+            .expect(Duration::from_secs(2), "raw playing while REST hangs", |m| {
+                m.topic == "plex/test/playing" && m.text().contains(&format!("\"viewOffset\":{offset}"))
+            })
+            .await;
+    }
+    // It answers again: the enrichment recovers.
+    f.pms.set_canned(
+        "/status/sessions",
+        CannedResponse::json(sessions_body(&[("8", "dave", "Den", "Alien", "playing", 100_000, false)])),
+    );
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        f.pms.push_text(&playing("8", "playing", 4_000));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if retained_json(&f, "plex/test/sessions/8").await.is_some_and(|d| d["user"]["name"] == "dave") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "enrichment did not recover:\n{}", f.bridge.logs());
+    }
+    assert_eq!(f.bridge.logs().matches("cannot read /status/sessions").count(), 1, "logged once per failure burst");
+}
+
+fn timeline(state: u32, metadata_state: Option<&str>) -> String {
+    let meta = metadata_state.map(|m| format!(r#","metadataState":"{m}""#)).unwrap_or_default();
+    format!(
+        r#"{{"NotificationContainer":{{"type":"timeline","size":1,"TimelineEntry":[{{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"5","type":1,"title":"Arrival","state":{state}{meta},"updatedAt":1732518000}}]}}}}"#
+    )
+}
+
+fn scan(event: &str) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"scan-1","Activity":{{"uuid":"scan-1","type":"library.update.section","cancellable":false,"userID":1,"title":"Scanning Movies","subtitle":"","progress":0,"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_item_added_and_scan_events() {
+    let metadata = json!({"MediaContainer": {"size": 1, "librarySectionID": 1, "librarySectionTitle": "Movies",
+        "Metadata": [{"ratingKey": "5", "type": "movie", "title": "Arrival", "year": 2016, "librarySectionID": 1}]}});
+    let mut f =
+        start(|pms| pms.set_canned("/library/metadata/5", CannedResponse::json(metadata.to_string())), "").await;
+    f.pms.push_text(&scan("started"));
+    let started = next_event(&mut f.probe, "library").await;
+    assert_eq!(started["event_type"], "scan_started");
+    f.pms.push_text(&timeline(0, Some("created")));
+    f.pms.push_text(&timeline(1, Some("processing")));
+    f.pms.push_text(&timeline(5, None));
+    let added = next_event(&mut f.probe, "library").await;
+    assert_eq!(added["event_type"], "item_added");
+    assert_eq!(added["item"]["title"], "Arrival");
+    assert_eq!(added["item"]["type"], "movie");
+    assert_eq!(added["item"]["library_section_title"], "Movies");
+    f.pms.push_text(&timeline(5, None));
+    f.pms.push_text(&scan("ended"));
+    let finished = next_event(&mut f.probe, "library").await;
+    assert_eq!(finished["event_type"], "scan_finished");
+    f.pms.push_text(&timeline(9, Some("deleted")));
+    let deleted = next_event(&mut f.probe, "library").await;
+    assert_eq!(deleted["event_type"], "item_deleted");
+    let added_count = f
+        .probe
+        .history_on("plex/test/events/library")
+        .iter()
+        .filter(|m| m.json()["event_type"] == "item_added")
+        .count();
+    assert_eq!(added_count, 1, "one item_added per item");
+    assert_eq!(f.pms.count_requests("/library/metadata/5"), 1);
+}
