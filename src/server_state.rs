@@ -146,7 +146,7 @@ impl StateTask {
                                     }
                                     let effects = tracker.flush_waiting(now_ms(), true);
                                     self.apply(topics, effects);
-                                    if sessions_at.is_none() {
+                                    if sessions_at.is_none() && tracker.wants_details() {
                                         sessions_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
                                     }
                                 }
