@@ -9,9 +9,11 @@ use tracing::Instrument;
 
 use crate::bridge_info::BridgeInfo;
 use crate::config::Config;
-use crate::mqtt;
+use crate::discovery::Discovery;
+use crate::mqtt::{self, HomeAssistantLink, Publisher};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, PlexError};
+use crate::router::Action;
 use crate::supervisor::Supervisor;
 use crate::topic::BridgeTopics;
 
@@ -32,7 +34,21 @@ pub fn install_crypto_provider() {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PlexError> {
     install_crypto_provider();
     let bridge_topics = BridgeTopics::new(&config.mqtt.topic_prefix);
-    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics);
+    let discovery = Discovery::new(&config.homeassistant.discovery_prefix, &config.mqtt.topic_prefix);
+    let ha_link = HomeAssistantLink {
+        status_topic: config.homeassistant.enabled.then(|| discovery.status_topic()),
+        config_filter: discovery.config_filter(),
+        own_config_prefix: discovery.own_config_prefix(),
+    };
+    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics, ha_link);
+    // Remove discovery configs of servers no longer configured (or all of ours when discovery is off) once
+    // the start-up read of the broker's retained topics is complete.
+    let current: Vec<String> = if config.homeassistant.enabled {
+        config.servers.iter().map(|s| discovery.config_topic(s.url.as_str())).collect()
+    } else {
+        Vec::new()
+    };
+    tokio::spawn(remove_stale_discovery(publisher.clone(), discovery.own_config_prefix(), current));
     let bridge_info = BridgeInfo::new(publisher.clone(), bridge_topics.info(), config.servers.len());
     let headers = client_headers(&config.plex);
     let client = build_client(headers.clone(), config.plex.connect_timeout)?;
@@ -51,6 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
             publisher: publisher.clone(),
             bridge_topics: bridge_topics.clone(),
             bridge_info: bridge_info.clone(),
+            discovery: config.homeassistant.enabled.then(|| discovery.clone()),
             index,
         };
         supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));
@@ -68,4 +85,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
     connection.shutdown(PUBLISHER_STOP).await;
     tracing::info!(dropped_live_events = publisher.dropped(), "stopped");
     Ok(())
+}
+
+/// Clears the bridge's own discovery configs that no current server owns.
+async fn remove_stale_discovery(publisher: Publisher, own_prefix: String, current: Vec<String>) {
+    publisher.stale_scan_done(Duration::from_secs(5)).await;
+    let stale: Vec<Action> = publisher
+        .take_stale(&own_prefix)
+        .into_iter()
+        .filter(|topic| !current.contains(topic))
+        .map(|topic| Action::Clear { topic })
+        .collect();
+    if !stale.is_empty() {
+        tracing::info!(count = stale.len(), "removing Home Assistant entities of servers no longer configured");
+        publisher.apply(stale);
+    }
 }

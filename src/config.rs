@@ -59,6 +59,16 @@ pub struct Config {
     pub plex: PlexConfig,
     pub servers: Vec<ServerConfig>,
     pub logging: LoggingConfig,
+    pub homeassistant: HomeAssistantConfig,
+}
+
+/// Home Assistant MQTT discovery.
+#[derive(Debug, Clone, Serialize)]
+pub struct HomeAssistantConfig {
+    /// Announce entities (and remove them again when disabled or when a server leaves the config).
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix (its MQTT integration setting; `homeassistant` unless changed).
+    pub discovery_prefix: String,
 }
 
 /// The broker connection.
@@ -209,6 +219,8 @@ struct RawConfig {
     servers: Vec<RawServer>,
     #[serde(default)]
     logging: RawLogging,
+    #[serde(default)]
+    homeassistant: RawHomeAssistant,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +296,15 @@ struct RawServer {
     filters: Option<Vec<String>>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     transport: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHomeAssistant {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    discovery_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,8 +433,9 @@ struct EnvProvider {
     vars: Vec<(String, String)>,
 }
 
-const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging"];
-const PARSED_KEYS: &[&str] = &["qos", "queue_size", "max_packet_size", "max_message_size", "servers"];
+const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant"];
+const PARSED_KEYS: &[&str] =
+    &["qos", "queue_size", "max_packet_size", "max_message_size", "scrobble_threshold", "enabled", "servers"];
 
 impl EnvProvider {
     fn new(env: &[(String, String)]) -> Self {
@@ -533,7 +555,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     let logging = validate_logging(raw.logging)?;
-    Ok(Config { mqtt, plex, servers, logging })
+    let discovery_prefix = raw.homeassistant.discovery_prefix.unwrap_or_else(|| "homeassistant".to_owned());
+    if let Some(problem) = topic_text_problem(&discovery_prefix, true) {
+        return Err(ConfigError::new(
+            "homeassistant.discovery_prefix",
+            problem,
+            "use Home Assistant's discovery prefix, normally \"homeassistant\"",
+        ));
+    }
+    let homeassistant = HomeAssistantConfig { enabled: raw.homeassistant.enabled.unwrap_or(true), discovery_prefix };
+    Ok(Config { mqtt, plex, servers, logging, homeassistant })
 }
 
 fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {

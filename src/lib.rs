@@ -9,6 +9,7 @@ pub mod app;
 pub mod backoff;
 pub mod bridge_info;
 pub mod config;
+pub mod discovery;
 pub mod library;
 pub mod logging;
 pub mod mqtt;

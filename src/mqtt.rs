@@ -155,9 +155,21 @@ pub struct MqttConnection {
     driver: JoinHandle<()>,
 }
 
+/// Home Assistant settings the publisher needs: where HA announces itself (to re-send discovery), and which
+/// config topics to read at start-up (to remove the bridge's own stale ones).
+#[derive(Debug, Clone)]
+pub struct HomeAssistantLink {
+    /// `<discovery_prefix>/status`, subscribed when discovery is enabled.
+    pub status_topic: Option<String>,
+    /// `<discovery_prefix>/device/+/config`, read once at start-up.
+    pub config_filter: String,
+    /// The start of the bridge's own config topics: re-sent when Home Assistant comes online.
+    pub own_config_prefix: String,
+}
+
 /// Starts the publisher. `online` is set at once as retained state, so it is the first thing every new session
 /// publishes; the last will says `offline` when the bridge vanishes without a clean shutdown.
-pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConnection) {
+pub fn start(config: &MqttConfig, topics: &BridgeTopics, ha: HomeAssistantLink) -> (Publisher, MqttConnection) {
     let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     options
         .set_keep_alive(config.keep_alive)
@@ -185,8 +197,8 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics) -> (Publisher, MqttConn
     let stop_driving = CancellationToken::new();
     let sender = tokio::spawn(send(client.clone(), shared.clone(), config.qos, connected_rx, stop_sending.clone()));
     let backoff = Backoff::new(Duration::from_millis(250), config.reconnect_max);
-    let scan = StaleScan::new(client.clone(), topics.prefix());
-    let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, stop_driving.clone()));
+    let scan = StaleScan::new(client.clone(), topics.prefix(), &ha.config_filter);
+    let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, ha, stop_driving.clone()));
     let connection = MqttConnection {
         client,
         publisher: publisher.clone(),
@@ -276,6 +288,7 @@ async fn drive(
     connected: watch::Sender<bool>,
     mut backoff: Backoff,
     mut scan: StaleScan,
+    ha: HomeAssistantLink,
     stop: CancellationToken,
 ) {
     let mut outage_reported = false;
@@ -302,10 +315,20 @@ async fn drive(
                 connected.send_replace(true);
                 shared.wake.notify_one();
                 scan.begin();
+                // rumqttc does not subscribe again after a reconnect: do it on every new session.
+                if let Some(status) = &ha.status_topic {
+                    if client_subscribe(&scan.client, status).is_err() {
+                        tracing::warn!(topic = %status, "cannot subscribe to Home Assistant's status topic");
+                    }
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => scan.subscribed(),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if publish.retain && !publish.payload.is_empty() && scan.active() {
+                if ha.status_topic.as_deref() == Some(publish.topic.as_str()) {
+                    if publish.payload.as_ref() == b"online" {
+                        resend_discovery_soon(shared.clone(), ha.own_config_prefix.clone());
+                    }
+                } else if publish.retain && !publish.payload.is_empty() && scan.active() {
                     shared.stale.lock().unwrap_or_else(|p| p.into_inner()).insert(publish.topic.clone());
                 }
             }
@@ -352,9 +375,8 @@ fn describe(error: &ConnectionError) -> String {
 /// what the broker delivers as retained, unsubscribe. Each server's resync then clears what is no longer true.
 struct StaleScan {
     client: AsyncClient,
-    filters: [String; 2],
+    filters: Vec<String>,
     state: ScanState,
-    suback_count: usize,
     deadline: Option<tokio::time::Instant>,
 }
 
@@ -366,18 +388,38 @@ enum ScanState {
     Done,
 }
 
+fn client_subscribe(client: &AsyncClient, topic: &str) -> Result<(), rumqttc::ClientError> {
+    client.try_subscribe(topic.to_owned(), QoS::AtLeastOnce)
+}
+
+/// Home Assistant came online (its birth message): send every discovery config again after a short random
+/// delay, as Home Assistant recommends, so a restarted Home Assistant sees the entities at once.
+fn resend_discovery_soon(shared: Arc<Shared>, prefix: String) {
+    let jitter =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() % 300).unwrap_or(0);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100 + u64::from(jitter))).await;
+        shared.outbox().resend_matching(&prefix);
+        shared.wake.notify_one();
+        tracing::debug!("Home Assistant came online: discovery sent again");
+    });
+}
+
 /// How long retained messages may take to arrive after the subscription is confirmed.
 const SCAN_SETTLE: Duration = Duration::from_millis(700);
 /// The scan gives up after this long without confirmation (the broker may refuse the subscription).
 const SCAN_LIMIT: Duration = Duration::from_secs(3);
 
 impl StaleScan {
-    fn new(client: AsyncClient, prefix: &str) -> Self {
+    fn new(client: AsyncClient, prefix: &str, discovery_filter: &str) -> Self {
         StaleScan {
             client,
-            filters: [format!("{prefix}/+/sessions/+"), format!("{prefix}/+/activities/+")],
+            filters: vec![
+                format!("{prefix}/+/sessions/+"),
+                format!("{prefix}/+/activities/+"),
+                discovery_filter.to_owned(),
+            ],
             state: ScanState::NotStarted,
-            suback_count: 0,
             deadline: None,
         }
     }
@@ -391,10 +433,9 @@ impl StaleScan {
         if self.state != ScanState::NotStarted {
             return;
         }
-        for filter in &self.filters {
-            if self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_err() {
-                tracing::debug!(filter, "could not ask for leftover retained topics");
-            }
+        let filters = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        if self.client.try_subscribe_many(filters).is_err() {
+            tracing::debug!("could not ask for leftover retained topics");
         }
         self.state = ScanState::Subscribing;
         self.deadline = Some(tokio::time::Instant::now() + SCAN_LIMIT);
@@ -404,11 +445,9 @@ impl StaleScan {
         if self.state != ScanState::Subscribing {
             return;
         }
-        self.suback_count += 1;
-        if self.suback_count >= self.filters.len() {
-            self.state = ScanState::Collecting;
-            self.deadline = Some(tokio::time::Instant::now() + SCAN_SETTLE);
-        }
+        // All filters went in one SUBSCRIBE, sent before any other: the first SUBACK is ours.
+        self.state = ScanState::Collecting;
+        self.deadline = Some(tokio::time::Instant::now() + SCAN_SETTLE);
     }
 
     fn finish(&mut self, shared: &Shared) {

@@ -184,6 +184,19 @@ impl Outbox {
         }
     }
 
+    /// Sends again every retained topic (not clears) starting with `prefix`, even if unchanged.
+    pub fn resend_matching(&mut self, prefix: &str) {
+        for (topic, entry) in self.retained.range_mut(prefix.to_owned()..) {
+            if !topic.starts_with(prefix) {
+                break;
+            }
+            if !entry.dirty && !entry.payload.is_empty() {
+                entry.dirty = true;
+                self.dirty.push_back(topic.clone());
+            }
+        }
+    }
+
     /// Live events dropped so far (queue overflow plus events lost with a broker connection).
     pub fn dropped(&self) -> u64 {
         self.dropped

@@ -67,6 +67,7 @@ impl StateTask {
         let (fetched_tx, mut fetched) = mpsc::channel::<Fetched>(16);
         let mut tracker = Tracker::new(self.scrobble_percent);
         let mut library = Library::new();
+        let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
         let mut sessions_at: Option<Instant> = None;
         let mut sessions_in_flight = false;
@@ -83,6 +84,7 @@ impl StateTask {
                 input = inputs.recv() => match input {
                     None => return,
                     Some(StateInput::Connected(server_topics)) => {
+                        self.publish_activities(&server_topics, &activities);
                         topics = Some(server_topics);
                         tracker.on_reconnect();
                         sessions_at = Some(Instant::now());
@@ -110,6 +112,10 @@ impl StateTask {
                                 }
                             }
                             "activity" => {
+                                let changed = notification.items.iter().filter(|raw| activities.apply(raw)).count();
+                                if changed > 0 {
+                                    self.publish_activities(topics, &activities);
+                                }
                                 for raw in &notification.items {
                                     if let Some(LibraryChange::Event(event)) = library.on_activity(raw) {
                                         self.library_event(topics, event);
@@ -153,7 +159,12 @@ impl StateTask {
                             }
                         }
                         Fetched::Activities { result } => match result {
-                            Ok(body) => self.reconcile_activities(topics, &body),
+                            Ok(body) => {
+                                if let Some(running) = self.reconcile_activities(topics, &body) {
+                                    activities.replace(running);
+                                    self.publish_activities(topics, &activities);
+                                }
+                            }
                             Err(error) => tracing::warn!(%error, "cannot read /activities; activity state is reconciled at the next resync"),
                         },
                         Fetched::Metadata { item_id, fallback, result } => {
@@ -210,20 +221,20 @@ impl StateTask {
 
     /// Publishes activities PMS reports that the bridge does not hold (started while disconnected) and clears
     /// held ones PMS no longer reports (ended while disconnected), including leftovers of an earlier run.
-    fn reconcile_activities(&self, topics: &ServerTopics, body: &[u8]) {
+    fn reconcile_activities(&self, topics: &ServerTopics, body: &[u8]) -> Option<Vec<Value>> {
         let Ok(value) = serde_json::from_slice::<Value>(body) else {
             tracing::warn!("/activities is not JSON; skipped");
-            return;
+            return None;
         };
-        let running: Vec<&Value> = value
+        let running: Vec<Value> = value
             .get("MediaContainer")
             .and_then(|c| c.get("Activity"))
             .and_then(Value::as_array)
-            .map(|list| list.iter().collect())
+            .cloned()
             .unwrap_or_default();
         let mut current = Vec::new();
         let mut actions = Vec::new();
-        for activity in running {
+        for activity in &running {
             let Some(uuid) = text(activity.get("uuid")).filter(|u| !u.is_empty()) else {
                 continue;
             };
@@ -243,6 +254,11 @@ impl StateTask {
             }
         }
         self.publisher.apply(actions);
+        Some(running)
+    }
+
+    fn publish_activities(&self, topics: &ServerTopics, activities: &RunningActivities) {
+        self.publisher.retain(topics.activities_summary(), activities.summary().to_string());
     }
 
     /// Clears session documents an earlier run left on the broker for sessions that no longer exist.
@@ -284,6 +300,63 @@ impl StateTask {
             let result = fetch(&http, &token, &path).await;
             let _ = tx.send(Fetched::Metadata { item_id, fallback, result }).await;
         });
+    }
+}
+
+/// The activities running now, for the retained summary at `<p>/<server>/activities` (what the "Library
+/// activity" and "Library scan" entities show).
+#[derive(Debug, Default)]
+struct RunningActivities {
+    by_uuid: std::collections::BTreeMap<String, Value>,
+}
+
+impl RunningActivities {
+    /// Applies one `ActivityNotification` item; returns whether the set changed.
+    fn apply(&mut self, raw: &[u8]) -> bool {
+        let Ok(item) = serde_json::from_slice::<Value>(raw) else { return false };
+        let Some(activity) = item.get("Activity").filter(|a| a.is_object()) else { return false };
+        let Some(uuid) = text(item.get("uuid")).or_else(|| text(activity.get("uuid"))).filter(|u| !u.is_empty()) else {
+            return false;
+        };
+        if text(item.get("event")).as_deref() == Some("ended") {
+            self.by_uuid.remove(&uuid).is_some()
+        } else {
+            self.by_uuid.insert(uuid, activity.clone()).as_ref() != Some(activity)
+        }
+    }
+
+    /// Replaces the set with what `/activities` reports.
+    fn replace(&mut self, running: Vec<Value>) {
+        self.by_uuid = running
+            .into_iter()
+            .filter_map(|activity| text(activity.get("uuid")).filter(|u| !u.is_empty()).map(|uuid| (uuid, activity)))
+            .collect();
+    }
+
+    fn summary(&self) -> Value {
+        let list: Vec<Value> = self
+            .by_uuid
+            .iter()
+            .map(|(uuid, a)| {
+                json!({
+                    "uuid": uuid,
+                    "type": text(a.get("type")),
+                    "title": text(a.get("title")),
+                    "subtitle": text(a.get("subtitle")),
+                    "progress": a.get("progress").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        let scanning = self.by_uuid.values().any(|a| text(a.get("type")).as_deref() == Some("library.update.section"));
+        let first = list.first();
+        json!({
+            "count": list.len(),
+            "scanning": scanning,
+            "title": first.map(|a| a["title"].clone()).unwrap_or(Value::Null),
+            "subtitle": first.map(|a| a["subtitle"].clone()).unwrap_or(Value::Null),
+            "progress": first.map(|a| a["progress"].clone()).unwrap_or(Value::Null),
+            "activities": list,
+        })
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::bridge_info::BridgeInfo;
 use crate::config::{PlexConfig, ServerConfig, TokenSource, Transport};
+use crate::discovery::Discovery;
 use crate::mqtt::Publisher;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
@@ -55,6 +56,8 @@ pub struct Supervisor {
     pub publisher: Publisher,
     pub bridge_topics: BridgeTopics,
     pub bridge_info: BridgeInfo,
+    /// Home Assistant discovery, when enabled.
+    pub discovery: Option<Discovery>,
     /// This server's position in the configuration (for `bridge/info`).
     pub index: usize,
 }
@@ -221,6 +224,7 @@ impl Supervisor {
             return Attempt::Failed(PlexError::Transport("no topic name".into()));
         };
         self.publish_info(session, &identity, transport.as_str());
+        self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
         let _ = session.state_inputs.try_send(StateInput::Connected(topics.clone()));
         tracing::info!(version = %identity.version, transport = transport.as_str(), "connected to Plex notifications");
@@ -309,6 +313,16 @@ impl Supervisor {
             self.publisher.retain(topics.state(), state.as_str());
             session.state = Some(state);
         }
+    }
+
+    /// The Home Assistant discovery config (retained; re-sent only when it changes, e.g. a new PMS version).
+    fn announce(&self, session: &Session, identity: &ServerIdentity) {
+        let (Some(discovery), Some(name), Some(topics)) = (&self.discovery, &session.name, &session.topics) else {
+            return;
+        };
+        let url = self.server.url.as_str();
+        let config = discovery.device_config(url, name, identity, &self.bridge_topics, topics);
+        self.publisher.retain(discovery.config_topic(url), config.to_string());
     }
 
     fn publish_info(&self, session: &Session, identity: &ServerIdentity, transport: &str) {

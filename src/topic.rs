@@ -164,6 +164,11 @@ impl ServerTopics {
         format!("{}/sessions/", self.base)
     }
 
+    /// `<p>/<server>/activities`: the summary of running activities.
+    pub fn activities_summary(&self) -> String {
+        format!("{}/activities", self.base)
+    }
+
     /// `<p>/<server>/events/<kind>`: derived events (`playback`, `library`).
     pub fn events(&self, kind: &str) -> String {
         format!("{}/events/{}", self.base, kind)

@@ -52,7 +52,7 @@ fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
             let rest = m.topic.strip_prefix("plex/test/").unwrap_or("");
             // Only the raw notification topics: not the retained state and derived events beside them.
             !rest.is_empty()
-                && !matches!(rest, "state" | "info" | "sessions")
+                && !matches!(rest, "state" | "info" | "sessions" | "activities")
                 && !["activities/", "sessions/", "events/"].iter().any(|p| rest.starts_with(p))
         })
         .map(|m| (m.topic.clone(), m.text()))
@@ -123,12 +123,12 @@ async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
     f.pms.push_text(&activity("started", 0));
     f.pms.push_text(&activity("updated", 42));
     f.probe.expect(SOON, "activity progress 42", |m| m.topic == topic && m.text().contains("\"progress\":42")).await;
-    let now = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(500)).await;
+    let now = retained(f.broker.port(), "plex/test/activities/+", Duration::from_millis(500)).await;
     let held = String::from_utf8(now.get(topic).cloned().unwrap_or_default()).unwrap_or_default();
     assert!(held.contains("\"event\":\"updated\"") && held.contains("\"progress\":42"), "latest progress: {held}");
     f.pms.push_text(&activity("ended", 100));
     f.probe.expect(SOON, "activity cleared", |m| m.topic == topic && m.payload.is_empty()).await;
-    let after = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(500)).await;
+    let after = retained(f.broker.port(), "plex/test/activities/+", Duration::from_millis(500)).await;
     assert!(after.is_empty(), "a fresh subscriber sees no activity: {after:?}");
 }
 

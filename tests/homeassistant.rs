@@ -1,0 +1,288 @@
+//! Home Assistant MQTT discovery: the announced device and entities, their references to real topics, the
+//! reaction to Home Assistant's birth message, and the removal of entities that no longer have a server.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::fake_pms::{CannedResponse, FakePmsConfig};
+use support::{publish, retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn is_config(m: &Msg) -> bool {
+    m.topic.starts_with("homeassistant/device/") && m.topic.ends_with("/config") && !m.payload.is_empty()
+}
+
+fn playing(state: &str, offset: u64) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"5","ratingKey":"77","key":"/library/metadata/77","viewOffset":{offset},"state":"{state}"}}]}}}}"#
+    )
+}
+
+fn scan(event: &str) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"s1","Activity":{{"uuid":"s1","type":"library.update.section","title":"Scanning Movies","subtitle":"","progress":30,"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
+    )
+}
+
+fn sessions(state: Option<&str>) -> CannedResponse {
+    let metadata = match state {
+        Some(state) => {
+            json!([{"sessionKey": "5", "ratingKey": "77", "type": "movie", "title": "Heat", "duration": 100000,
+            "User": {"id": "1", "title": "alice"}, "Player": {"title": "TV", "state": state},
+            "Session": {"bandwidth": 5000}}])
+        }
+        None => json!([]),
+    };
+    CannedResponse::json(json!({"MediaContainer": {"Metadata": metadata}}).to_string())
+}
+
+/// The field a `{{ value_json.x … }}` template reads, if any.
+fn template_field(template: &str) -> Option<String> {
+    let start = template.find("value_json.")? + "value_json.".len();
+    Some(template[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    pms.set_canned("/status/sessions", sessions(Some("playing")));
+    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    let token = TokenFile::new(&pms.token());
+    let mut probe = Probe::subscribe(broker.port(), &["homeassistant/#", "plex/#"]).await;
+    let _bridge = Bridge::start(&test_config(&broker.url(), &pms.url(), token.path()));
+    let config = probe.expect(SOON, "a discovery config", is_config).await;
+    let doc: Value = config.json();
+    assert!(config.topic.starts_with("homeassistant/device/plexmqtt_"), "{}", config.topic);
+
+    let device = &doc["dev"];
+    assert_eq!(device["identifiers"][0], format!("plex_{}", pms.config().machine_identifier));
+    assert_eq!(device["name"], "Fake Plex");
+    assert_eq!(device["manufacturer"], "Plex");
+    assert_eq!(device["model"], "Plex Media Server");
+    assert_eq!(device["sw_version"], pms.config().version);
+    assert_eq!(device["configuration_url"], format!("{}/web", pms.url()));
+    assert!(!doc.to_string().contains(&pms.token()), "no token anywhere in discovery");
+    assert_eq!(doc["o"]["name"], "plex-mqtt-bridge");
+    assert!(doc["o"]["sw"].is_string());
+
+    let components = doc["cmps"].as_object().expect("cmps");
+    let mut unique_ids = BTreeSet::new();
+    let mut referenced = BTreeSet::new();
+    let mut platforms = BTreeMap::new();
+    for (key, c) in components {
+        let platform = c["p"].as_str().expect("p");
+        assert!(["sensor", "binary_sensor", "event"].contains(&platform), "{key}: {platform}");
+        *platforms.entry(platform.to_owned()).or_insert(0) += 1;
+        assert!(unique_ids.insert(c["unique_id"].as_str().expect("unique_id").to_owned()), "unique_id repeats");
+        assert!(c["default_entity_id"].as_str().is_some_and(|id| id.starts_with(&format!("{platform}."))));
+        let state_topic = c["state_topic"].as_str().unwrap_or_else(|| panic!("{key} has a state_topic"));
+        referenced.insert(state_topic.to_owned());
+        if let Some(attributes) = c["json_attributes_topic"].as_str() {
+            referenced.insert(attributes.to_owned());
+        }
+        assert_eq!(c["availability_mode"], "all", "{key}");
+        let availability = c["availability"].as_array().expect("availability");
+        assert!(availability.iter().any(|a| a["topic"] == "plex/bridge/state" && a["payload_available"] == "online"));
+        for a in availability {
+            referenced.insert(a["topic"].as_str().expect("availability topic").to_owned());
+        }
+        if platform == "event" {
+            assert!(c["event_types"].as_array().is_some_and(|t| !t.is_empty()), "{key} lists event_types");
+        }
+    }
+    assert_eq!(platforms.get("event"), Some(&2), "Playback and Library event entities");
+    assert_eq!(components["total_bandwidth"]["device_class"], "data_rate");
+    assert_eq!(components["version"]["entity_category"], "diagnostic");
+    assert!(components["active_sessions"]["availability"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["topic"] == "plex/test/state")));
+
+    // Drive a play → pause → stop sequence and a scan, then check every referenced topic carries what the
+    // entity reads.
+    pms.push_text(&scan("started"));
+    pms.push_text(&playing("playing", 0));
+    probe
+        .expect(SOON, "play event", |m| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "play")
+        .await;
+    // The summary may come before or after the event: look at everything received so far.
+    let deadline = Instant::now() + SOON;
+    let summary = loop {
+        let found = probe
+            .history_on("plex/test/sessions")
+            .into_iter()
+            .map(|m| m.json())
+            .find(|s| s["count"] == 1 && s["total_bandwidth_kbps"] == 5000);
+        if let Some(summary) = found {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "no summary with the enriched session");
+        probe.next(Duration::from_millis(100)).await;
+    };
+    assert_eq!(summary["sessions"][0]["user"], "alice");
+    pms.set_canned("/status/sessions", sessions(Some("paused")));
+    pms.push_text(&playing("paused", 1000));
+    probe
+        .expect(SOON, "pause event", |m| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "pause")
+        .await;
+    pms.set_canned("/status/sessions", sessions(None));
+    pms.push_text(&playing("stopped", 1000));
+    probe
+        .expect(SOON, "stop event", |m| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "stop")
+        .await;
+    let deadline = Instant::now() + SOON;
+    while probe.history_on("plex/test/sessions").last().map(|m| m.json()["count"].clone()) != Some(json!(0)) {
+        assert!(Instant::now() < deadline, "summary did not go back to 0");
+        probe.next(Duration::from_millis(100)).await;
+    }
+    pms.push_text(&scan("ended"));
+    probe
+        .expect(SOON, "scan finished", |m| {
+            m.topic == "plex/test/events/library" && m.json()["event_type"] == "scan_finished"
+        })
+        .await;
+    let activity_states: Vec<Value> = probe.history_on("plex/test/activities").iter().map(Msg::json).collect();
+    assert!(
+        activity_states.iter().any(|a| a["scanning"] == true && a["title"] == "Scanning Movies"),
+        "{activity_states:?}"
+    );
+    assert_eq!(activity_states.last().map(|a| a["count"].clone()), Some(json!(0)));
+
+    let history = probe.history();
+    for topic in &referenced {
+        assert!(
+            history.iter().any(|m| &m.topic == topic),
+            "discovery references {topic}, which the bridge never published"
+        );
+    }
+    for (key, c) in components {
+        let topic = c["state_topic"].as_str().expect("state_topic");
+        let last = history.iter().rev().find(|m| m.topic == topic).expect("published");
+        if let Some(field) = c["value_template"].as_str().and_then(template_field) {
+            assert!(last.json().get(&field).is_some(), "{key} reads value_json.{field} from {topic}: {}", last.text());
+        }
+        if let Some(types) = c["event_types"].as_array() {
+            for m in history.iter().filter(|m| m.topic == topic) {
+                assert!(
+                    types.contains(&m.json()["event_type"]),
+                    "{key}: event_type {} not announced",
+                    m.json()["event_type"]
+                );
+                assert!(!m.retain, "event topics are never retained");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_birth_message_gets_all_configs_again_within_a_second() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    let token = TokenFile::new(&pms.token());
+    let mut probe = Probe::subscribe(broker.port(), &["homeassistant/device/#"]).await;
+    let _bridge = Bridge::start(&test_config(&broker.url(), &pms.url(), token.path()));
+    let first = probe.expect(SOON, "a discovery config", is_config).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    probe.drain();
+    let asked = Instant::now();
+    publish(broker.port(), "homeassistant/status", "online", false).await;
+    let again = probe.expect(Duration::from_secs(3), "the config again", is_config).await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(1), "re-sent after {took:?}");
+    assert_eq!(again.topic, first.topic);
+    assert_eq!(again.payload, first.payload);
+    // `offline` (Home Assistant going down) does not trigger anything.
+    probe.drain();
+    publish(broker.port(), "homeassistant/status", "offline", false).await;
+    assert!(probe.wait_for(Duration::from_millis(800), is_config).await.is_none());
+}
+
+fn two_servers(broker: &Mosquitto, a: &FakePms, b: &FakePms, token: &TokenFile) -> String {
+    let mut config = test_config(&broker.url(), &a.url(), token.path()).replace("name = \"test\"", "name = \"first\"");
+    let second = format!(
+        "\n[[servers]]\nurl = \"{}\"\ntoken_file = \"{}\"\nname = \"second\"\n",
+        b.url(),
+        token.path().display()
+    );
+    let at = config.find("[logging]").expect("logging table");
+    config.insert_str(at, &second);
+    config
+}
+
+async fn configs(broker: &Mosquitto) -> BTreeMap<String, Value> {
+    retained(broker.port(), "homeassistant/device/+/config", Duration::from_millis(500))
+        .await
+        .into_iter()
+        .map(|(topic, payload)| (topic, serde_json::from_slice(&payload).expect("config JSON")))
+        .collect()
+}
+
+fn unique_ids(config: &Value) -> BTreeSet<String> {
+    config["cmps"]
+        .as_object()
+        .map(|c| c.values().filter_map(|v| v["unique_id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_of_removed_servers_and_disabled_discovery_are_deleted_on_the_next_start() {
+    let broker = Mosquitto::start();
+    let a = FakePms::start(FakePmsConfig {
+        friendly_name: "First".into(),
+        machine_identifier: "aaa".into(),
+        ..FakePmsConfig::default()
+    })
+    .await;
+    let b = FakePms::start(FakePmsConfig {
+        friendly_name: "Second".into(),
+        machine_identifier: "bbb".into(),
+        ..FakePmsConfig::default()
+    })
+    .await;
+    let token = TokenFile::new(&a.token());
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+
+    let mut bridge = Bridge::start(&two_servers(&broker, &a, &b, &token));
+    probe.expect_payload("plex/first/state", "connected", SOON).await;
+    probe.expect_payload("plex/second/state", "connected", SOON).await;
+    let deadline = Instant::now() + SOON;
+    let mut both = configs(&broker).await;
+    while both.len() < 2 && Instant::now() < deadline {
+        both = configs(&broker).await;
+    }
+    assert_eq!(both.len(), 2, "one device per server: {:?}", both.keys());
+    let (first_topic, first_config) = both
+        .iter()
+        .find(|(_, c)| c["dev"]["identifiers"][0] == "plex_aaa")
+        .map(|(t, c)| (t.clone(), c.clone()))
+        .expect("first");
+    bridge.sigterm();
+    assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
+
+    // The second server leaves the configuration.
+    let only_first = test_config(&broker.url(), &a.url(), token.path()).replace("name = \"test\"", "name = \"first\"");
+    let mut bridge = Bridge::start(&only_first);
+    let deadline = Instant::now() + SOON;
+    let mut left = configs(&broker).await;
+    while left.len() != 1 && Instant::now() < deadline {
+        left = configs(&broker).await;
+    }
+    assert_eq!(left.keys().collect::<Vec<_>>(), [&first_topic], "the second server's entities are gone");
+    assert_eq!(unique_ids(&left[&first_topic]), unique_ids(&first_config), "unique_ids are stable across restarts");
+    bridge.sigterm();
+    assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
+
+    // Discovery switched off: the bridge removes what it announced.
+    let disabled = format!("{only_first}\n[homeassistant]\nenabled = false\n");
+    let _bridge = Bridge::start(&disabled);
+    let deadline = Instant::now() + SOON;
+    let mut none = configs(&broker).await;
+    while !none.is_empty() && Instant::now() < deadline {
+        none = configs(&broker).await;
+    }
+    assert!(none.is_empty(), "all entities removed: {:?}", none.keys());
+}
