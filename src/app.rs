@@ -23,6 +23,17 @@ const SUPERVISOR_STOP: Duration = Duration::from_millis(500);
 /// 2 s a service manager is promised.
 const PUBLISHER_STOP: Duration = Duration::from_millis(1200);
 
+/// Why the bridge could not start (everything after start-up is retried, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Plex(#[from] PlexError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot set up the MQTT TLS tunnel: {0}")]
+    Tunnel(#[from] std::io::Error),
+}
+
 /// Installs rustls' `ring` provider once per process (reqwest is built without a provider of its own, to keep
 /// aws-lc out of the build).
 pub fn install_crypto_provider() {
@@ -31,7 +42,7 @@ pub fn install_crypto_provider() {
 
 /// Runs the bridge until `shutdown` fires, then stops in order: supervisors (each leaves its server state at
 /// `disconnected`), then the publisher (`offline`, DISCONNECT).
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PlexError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), BridgeError> {
     install_crypto_provider();
     let bridge_topics = BridgeTopics::new(&config.mqtt.topic_prefix);
     let discovery = Discovery::new(&config.homeassistant.discovery_prefix, &config.mqtt.topic_prefix);
@@ -40,7 +51,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
         config_filter: discovery.config_filter(),
         own_config_prefix: discovery.own_config_prefix(),
     };
-    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics, ha_link);
+    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics, ha_link)?;
     // Remove discovery configs of servers no longer configured (or all of ours when discovery is off) once
     // the start-up read of the broker's retained topics is complete.
     let current: Vec<String> = if config.homeassistant.enabled {
@@ -51,12 +62,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
     tokio::spawn(remove_stale_discovery(publisher.clone(), discovery.own_config_prefix(), current));
     let bridge_info = BridgeInfo::new(publisher.clone(), bridge_topics.info(), config.servers.len());
     let headers = client_headers(&config.plex);
-    let client = build_client(headers.clone(), config.plex.connect_timeout)?;
     let plex = Arc::new(config.plex.clone());
 
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
     for (index, server) in config.servers.iter().enumerate() {
+        let tls = if server.url.scheme() == "https" {
+            if server.tls.insecure_skip_verify {
+                tracing::warn!(server = %server.url, "TLS certificate checks are OFF for this server (insecure_skip_verify): \
+                    anyone on the network path can impersonate it and read the token");
+            }
+            Some(crate::tls::client_config(&server.tls)?)
+        } else {
+            None
+        };
+        let client = build_client(headers.clone(), config.plex.connect_timeout, tls.clone())?;
         let span =
             tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
         let supervisor = Supervisor {
@@ -68,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Plex
             bridge_topics: bridge_topics.clone(),
             bridge_info: bridge_info.clone(),
             discovery: config.homeassistant.enabled.then(|| discovery.clone()),
+            tls,
             index,
         };
         supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));

@@ -18,6 +18,7 @@ use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+use crate::tls::TlsOptions;
 use crate::topic::{topic_text_problem, ServerName};
 
 /// The prefix of every environment variable the bridge reads.
@@ -95,6 +96,9 @@ pub struct MqttConfig {
     /// Longest wait between broker reconnection attempts.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// TLS settings for `mqtts://` (`None` for plain `mqtt://`).
+    #[serde(flatten, serialize_with = "serialize_tls")]
+    pub tls: Option<TlsOptions>,
 }
 
 /// How the bridge talks to every Plex server.
@@ -142,6 +146,9 @@ pub struct ServerConfig {
     pub filters: Option<Vec<String>>,
     /// Which notification transport to use.
     pub transport: Transport,
+    /// TLS settings for `https://` servers.
+    #[serde(flatten)]
+    pub tls: TlsOptions,
     /// Where the key lives, for messages (`servers[0]` or `plex`).
     #[serde(skip)]
     pub key: String,
@@ -248,6 +255,12 @@ struct RawMqtt {
     max_packet_size: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     reconnect_max: Option<Duration>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +309,10 @@ struct RawServer {
     filters: Option<Vec<String>>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     transport: Option<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,7 +335,8 @@ struct RawLogging {
 
 /// Keys a `[[servers]]` table accepts (`RawServer` cannot deny unknown fields itself because it is flattened
 /// into `[plex]`).
-const SERVER_KEYS: &[&str] = &["url", "token", "token_file", "name", "filters", "transport"];
+const SERVER_KEYS: &[&str] =
+    &["url", "token", "token_file", "name", "filters", "transport", "ca_file", "insecure_skip_verify"];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading.
@@ -434,8 +452,16 @@ struct EnvProvider {
 }
 
 const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant"];
-const PARSED_KEYS: &[&str] =
-    &["qos", "queue_size", "max_packet_size", "max_message_size", "scrobble_threshold", "enabled", "servers"];
+const PARSED_KEYS: &[&str] = &[
+    "qos",
+    "queue_size",
+    "max_packet_size",
+    "max_message_size",
+    "scrobble_threshold",
+    "enabled",
+    "insecure_skip_verify",
+    "servers",
+];
 
 impl EnvProvider {
     fn new(env: &[(String, String)]) -> Self {
@@ -578,21 +604,43 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     })?;
     match url.scheme() {
         "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" => {
+        "mqtts" | "ssl" => {}
+        other => {
             return Err(ConfigError::new(
                 "mqtt.url",
-                "uses TLS (mqtts://), which this version of the bridge does not support yet",
-                "use mqtt:// to a broker on a trusted network, or terminate TLS in front of the broker",
+                format!("has the scheme {other:?}"),
+                "use mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS",
             ))
         }
-        other => return Err(ConfigError::new("mqtt.url", format!("has the scheme {other:?}"), "use mqtt://HOST:PORT")),
     }
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| ConfigError::new("mqtt.url", "has no host", "write it as mqtt://HOST:PORT"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = url.port().unwrap_or(1883);
+    let secure = matches!(url.scheme(), "mqtts" | "ssl");
+    let port = url.port().unwrap_or(if secure { 8883 } else { 1883 });
+    let tls = TlsOptions {
+        ca_file: raw.ca_file.clone(),
+        client_cert: raw.client_cert.clone(),
+        client_key: raw.client_key.clone(),
+        insecure_skip_verify: false,
+    };
+    if !secure && tls != TlsOptions::default() {
+        return Err(ConfigError::new(
+            "mqtt.ca_file",
+            "(or client_cert / client_key) is set but mqtt.url is not mqtts://",
+            "use an mqtts:// URL, or remove the TLS settings",
+        ));
+    }
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        return Err(ConfigError::new(
+            if tls.client_cert.is_some() { "mqtt.client_key" } else { "mqtt.client_cert" },
+            "is missing: mutual TLS needs both the client certificate and its key",
+            "set both mqtt.client_cert and mqtt.client_key (PEM files)",
+        ));
+    }
+    check_tls_files(&tls, "mqtt")?;
     let url_username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
     let url_password = url.password().map(|p| Secret::new(percent_decode(p)));
     let username = raw.username.filter(|u| !u.is_empty()).or(url_username);
@@ -659,6 +707,7 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         queue_size,
         max_packet_size,
         reconnect_max,
+        tls: secure.then_some(tls),
     })
 }
 
@@ -817,7 +866,62 @@ fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigEr
             ))
         }
     };
-    Ok(ServerConfig { url, token, name: raw.name, filters, transport, key })
+    let tls = TlsOptions {
+        ca_file: raw.ca_file,
+        client_cert: None,
+        client_key: None,
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+    };
+    if url.scheme() != "https" && tls != TlsOptions::default() {
+        return Err(ConfigError::new(
+            format!("{key}.ca_file"),
+            "(or insecure_skip_verify) is set but the server URL is not https://",
+            "use an https:// URL, or remove the TLS settings",
+        ));
+    }
+    if tls.insecure_skip_verify && tls.ca_file.is_some() {
+        return Err(ConfigError::new(
+            format!("{key}.insecure_skip_verify"),
+            "and ca_file are both set",
+            "keep only one: ca_file to trust a certificate, or insecure_skip_verify to check none",
+        ));
+    }
+    check_tls_files(&tls, &key)?;
+    Ok(ServerConfig { url, token, name: raw.name, filters, transport, tls, key })
+}
+
+/// Every TLS file must be readable and hold what it should, so a typo is a config error, not a reconnect loop.
+fn check_tls_files(tls: &TlsOptions, section: &str) -> Result<(), ConfigError> {
+    let fix = "point it at a readable PEM file";
+    if let Some(path) = &tls.ca_file {
+        crate::tls::read_certs(path).map_err(|e| ConfigError::new(format!("{section}.ca_file"), e.to_string(), fix))?;
+    }
+    if let Some(path) = &tls.client_cert {
+        crate::tls::read_certs(path)
+            .map_err(|e| ConfigError::new(format!("{section}.client_cert"), e.to_string(), fix))?;
+    }
+    if let Some(path) = &tls.client_key {
+        crate::tls::read_key(path)
+            .map_err(|e| ConfigError::new(format!("{section}.client_key"), e.to_string(), fix))?;
+    }
+    Ok(())
+}
+
+fn serialize_tls<S: serde::Serializer>(tls: &Option<TlsOptions>, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(None)?;
+    if let Some(tls) = tls {
+        if let Some(ca) = &tls.ca_file {
+            map.serialize_entry("ca_file", ca)?;
+        }
+        if let Some(cert) = &tls.client_cert {
+            map.serialize_entry("client_cert", cert)?;
+        }
+        if let Some(key) = &tls.client_key {
+            map.serialize_entry("client_key", key)?;
+        }
+    }
+    map.end()
 }
 
 fn validate_logging(raw: RawLogging) -> Result<LoggingConfig, ConfigError> {

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod library;
 pub mod logging;
 pub mod mqtt;
+pub mod mqtt_tls;
 pub mod outbox;
 pub mod playback;
 pub mod plex;

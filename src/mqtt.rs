@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
+use crate::mqtt_tls::Tunnel;
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::Action;
 use crate::topic::BridgeTopics;
@@ -146,6 +147,8 @@ impl Publisher {
 
 /// The running connection; [`MqttConnection::shutdown`] ends it cleanly.
 pub struct MqttConnection {
+    /// Forwards rumqttc's connections over TLS for `mqtts://`; removed with the connection.
+    _tunnel: Option<Tunnel>,
     client: AsyncClient,
     publisher: Publisher,
     topics: BridgeTopics,
@@ -169,8 +172,12 @@ pub struct HomeAssistantLink {
 
 /// Starts the publisher. `online` is set at once as retained state, so it is the first thing every new session
 /// publishes; the last will says `offline` when the bridge vanishes without a clean shutdown.
-pub fn start(config: &MqttConfig, topics: &BridgeTopics, ha: HomeAssistantLink) -> (Publisher, MqttConnection) {
-    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+pub fn start(
+    config: &MqttConfig,
+    topics: &BridgeTopics,
+    ha: HomeAssistantLink,
+) -> Result<(Publisher, MqttConnection), crate::app::BridgeError> {
+    let (mut options, tunnel) = connect_options(config, &config.client_id)?;
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(true)
@@ -200,6 +207,7 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics, ha: HomeAssistantLink) 
     let scan = StaleScan::new(client.clone(), topics.prefix(), &ha.config_filter);
     let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, ha, stop_driving.clone()));
     let connection = MqttConnection {
+        _tunnel: tunnel,
         client,
         publisher: publisher.clone(),
         topics: topics.clone(),
@@ -208,7 +216,25 @@ pub fn start(config: &MqttConfig, topics: &BridgeTopics, ha: HomeAssistantLink) 
         sender,
         driver,
     };
-    (publisher, connection)
+    Ok((publisher, connection))
+}
+
+/// Options to reach the broker as `client_id`: directly for `mqtt://`, through a [`Tunnel`] for `mqtts://`
+/// (keep the tunnel alive as long as the client).
+pub fn connect_options(
+    config: &MqttConfig,
+    client_id: &str,
+) -> Result<(MqttOptions, Option<Tunnel>), crate::app::BridgeError> {
+    match &config.tls {
+        None => Ok((MqttOptions::new(client_id, config.host.clone(), config.port), None)),
+        Some(tls) => {
+            let tls_config = crate::tls::client_config(tls)?;
+            let tunnel = Tunnel::start(config.host.clone(), config.port, tls_config)?;
+            let mut options = MqttOptions::new(client_id, tunnel.socket().to_string_lossy(), 0);
+            options.set_transport(rumqttc::Transport::Unix);
+            Ok((options, Some(tunnel)))
+        }
+    }
 }
 
 impl MqttConnection {

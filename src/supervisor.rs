@@ -56,6 +56,8 @@ pub struct Supervisor {
     pub publisher: Publisher,
     pub bridge_topics: BridgeTopics,
     pub bridge_info: BridgeInfo,
+    /// TLS for an `https://` server.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Home Assistant discovery, when enabled.
     pub discovery: Option<Discovery>,
     /// This server's position in the configuration (for `bridge/info`).
@@ -116,6 +118,7 @@ impl Supervisor {
                 self.server.filters.as_deref(),
                 self.plex.connect_timeout,
                 self.plex.max_message_size,
+                self.tls.clone(),
             ),
             eventsource: SseEndpoint::new(
                 self.http.client().clone(),

@@ -1,24 +1,158 @@
-//! TLS for connections the bridge opens itself (the Plex notification socket over `https://`).
+//! TLS for every connection the bridge opens: the Plex REST calls and notification socket over `https://`, and
+//! the MQTT connection over `mqtts://`. One rustls (with the `ring` provider), no OpenSSL.
 //!
-//! Uses rustls with the `ring` provider and the platform's certificate verifier, the same trust decisions
-//! reqwest makes for the REST calls, so one server URL behaves the same on both paths.
+//! Trust: the platform's roots by default; with a CA file, only the certificates in it (a private CA or the
+//! self-signed certificate of a broker); or — explicitly, loudly logged — no verification at all, for users who
+//! reach PMS by bare IP while it presents its `*.plex.direct` certificate.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
-use rustls_platform_verifier::ConfigVerifierExt;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_platform_verifier::BuilderVerifierExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A TLS client configuration that trusts the platform's roots.
-pub fn client_config() -> Result<Arc<ClientConfig>, String> {
-    ClientConfig::with_platform_verifier().map(Arc::new).map_err(|e| format!("cannot set up TLS: {e}"))
+/// How to set up TLS for one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsOptions {
+    /// PEM file with the CA certificate(s) to trust instead of the platform's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// Accept any server certificate. Dangerous; for a bare-IP Plex URL with a `*.plex.direct` certificate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
-/// Wraps `tcp` in TLS to `host`, verifying its certificate.
+/// Why TLS could not be set up; names the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} holds no usable PEM {what}")]
+    Pem { path: String, what: &'static str },
+    #[error("TLS set-up failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A rustls client configuration for `options`.
+pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder();
+    let builder = if options.insecure_skip_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification::new()))
+    } else if let Some(ca_file) = &options.ca_file {
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(ca_file)? {
+            roots.add(cert)?;
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder.with_platform_verifier()?
+    };
+    let config = match (&options.client_cert, &options.client_key) {
+        (Some(cert), Some(key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(TlsError::Pem { path: path.display().to_string(), what: "certificate" });
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|_| TlsError::Pem { path: path.display().to_string(), what: "private key" })
+}
+
+/// Wraps `tcp` in TLS to `host`, verifying its certificate per `config`.
 pub async fn connect(config: Arc<ClientConfig>, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
     let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("invalid TLS server name {host:?}: {e}"))?;
-    TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS handshake with {host} failed: {e}"))
+    TlsConnector::from(config).connect(name, tcp).await.map_err(|e| describe_handshake_error(host, &e))
+}
+
+/// A handshake error with a hint at the usual fix.
+pub fn describe_handshake_error(host: &str, error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let hint = if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        "; if the server uses a private CA or a self-signed certificate, point `ca_file` at it"
+    } else if text.contains("NotValidForName") {
+        "; the certificate is for another host name (for Plex use the *.plex.direct name, or set \
+         insecure_skip_verify = true for a bare IP)"
+    } else {
+        ""
+    };
+    format!("TLS handshake with {host} failed: {text}{hint}")
+}
+
+/// Accepts every certificate (see [`TlsOptions::insecure_skip_verify`]); signatures are still checked so the
+/// handshake itself stays well-formed.
+#[derive(Debug)]
+struct NoVerification {
+    schemes: Vec<SignatureScheme>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl NoVerification {
+    fn new() -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        NoVerification { schemes: provider.signature_verification_algorithms.supported_schemes(), provider }
+    }
+}
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
 }

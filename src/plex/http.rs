@@ -105,12 +105,16 @@ impl PlexHttp {
 
 /// The shared HTTP client: client headers on every request and a connect timeout. There is no overall timeout
 /// here because the EventSource stream lasts as long as the session; REST calls set their own.
-pub fn build_client(headers: reqwest::header::HeaderMap, connect_timeout: Duration) -> Result<Client, PlexError> {
-    Client::builder()
-        .default_headers(headers)
-        .connect_timeout(connect_timeout)
-        .build()
-        .map_err(|e| PlexError::Transport(format!("cannot build the HTTP client: {e}")))
+pub fn build_client(
+    headers: reqwest::header::HeaderMap,
+    connect_timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Client, PlexError> {
+    let mut builder = Client::builder().default_headers(headers).connect_timeout(connect_timeout);
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls((*tls).clone());
+    }
+    builder.build().map_err(|e| PlexError::Transport(format!("cannot build the HTTP client: {e}")))
 }
 
 /// A readable transport error. reqwest's text names the URL, which never holds the token.

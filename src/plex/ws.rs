@@ -42,12 +42,27 @@ pub struct WsEndpoint {
     path: &'static str,
     connect_timeout: Duration,
     max_message_size: usize,
+    /// TLS for `https://` servers.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl WsEndpoint {
     /// `filters` are joined into the `filters` query parameter (`None`: no parameter, the server's default).
-    pub fn new(base: Url, filters: Option<&[String]>, connect_timeout: Duration, max_message_size: usize) -> Self {
-        WsEndpoint { base, filters: filters.map(encode_filters), path: PLURAL_PATH, connect_timeout, max_message_size }
+    pub fn new(
+        base: Url,
+        filters: Option<&[String]>,
+        connect_timeout: Duration,
+        max_message_size: usize,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        WsEndpoint {
+            base,
+            filters: filters.map(encode_filters),
+            path: PLURAL_PATH,
+            connect_timeout,
+            max_message_size,
+            tls,
+        }
     }
 
     /// The path that worked last (or will be tried first).
@@ -106,7 +121,10 @@ impl WsEndpoint {
                 .map_err(|e| PlexError::Transport(format!("connection to {host}:{port} failed: {e}")))?;
             let _ = tcp.set_nodelay(true);
             let io: Box<dyn Io> = if secure {
-                let config = crate::tls::client_config().map_err(PlexError::Transport)?;
+                let config = self
+                    .tls
+                    .clone()
+                    .ok_or_else(|| PlexError::Transport("no TLS configuration for an https:// server".into()))?;
                 Box::new(crate::tls::connect(config, &host, tcp).await.map_err(PlexError::Transport)?)
             } else {
                 Box::new(tcp)

@@ -11,6 +11,7 @@ pub mod fake_pms;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod samples;
+pub mod tls;
 
 pub use bridge::{test_config, Bridge, TokenFile};
 pub use fake_pms::{FakePms, FakePmsConfig, RecordedRequest, WsConnectionInfo};
