@@ -32,6 +32,8 @@ pub enum BridgeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot set up the MQTT TLS tunnel: {0}")]
     Tunnel(#[from] std::io::Error),
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Installs rustls' `ring` provider once per process (reqwest is built without a provider of its own, to keep
@@ -63,6 +65,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     let bridge_info = BridgeInfo::new(publisher.clone(), bridge_topics.info(), config.servers.len());
     let headers = client_headers(&config.plex);
     let plex = Arc::new(config.plex.clone());
+
+    let stop_background = CancellationToken::new();
+    if let Some(addr) = config.http.listen {
+        let listener = crate::http_server::bind(addr).await.map_err(|source| BridgeError::Listen { addr, source })?;
+        tracing::info!(%addr, "serving /healthz and /metrics");
+        tokio::spawn(crate::http_server::serve(listener, stop_background.clone()));
+    }
+    tokio::spawn(report_to_systemd(publisher.broker_connected(), stop_background.clone()));
 
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
@@ -97,6 +107,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    crate::sd_notify::notify("STOPPING=1");
+    stop_background.cancel();
     stop_supervisors.cancel();
     if tokio::time::timeout(SUPERVISOR_STOP, async { while supervisors.join_next().await.is_some() {} }).await.is_err()
     {
@@ -120,5 +132,40 @@ async fn remove_stale_discovery(publisher: Publisher, own_prefix: String, curren
     if !stale.is_empty() {
         tracing::info!(count = stale.len(), "removing Home Assistant entities of servers no longer configured");
         publisher.apply(stale);
+    }
+}
+
+/// systemd `Type=notify`: READY once the broker is connected, STATUS with each part's state, WATCHDOG pings
+/// from this task (so a stuck runtime stops them). Returns at once when not started by systemd.
+async fn report_to_systemd(mut broker: tokio::sync::watch::Receiver<bool>, stop: CancellationToken) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    tokio::select! {
+        _ = broker.wait_for(|up| *up) => {}
+        () = stop.cancelled() => return,
+    }
+    crate::sd_notify::notify("READY=1");
+    let watchdog = crate::sd_notify::watchdog_interval();
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(5)));
+    let mut last_status = String::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if watchdog.is_some() {
+            crate::sd_notify::notify("WATCHDOG=1");
+        }
+        let (_, health) = crate::telemetry::telemetry().health();
+        let servers: Vec<String> = health["servers"]
+            .as_object()
+            .map(|s| s.iter().map(|(name, v)| format!("{name} {}", v["state"].as_str().unwrap_or("?"))).collect())
+            .unwrap_or_default();
+        let status = format!("broker {}; plex: {}", health["broker"].as_str().unwrap_or("?"), servers.join(", "));
+        if status != last_status {
+            crate::sd_notify::notify(&format!("STATUS={status}"));
+            last_status = status;
+        }
     }
 }

@@ -61,6 +61,14 @@ pub struct Config {
     pub servers: Vec<ServerConfig>,
     pub logging: LoggingConfig,
     pub homeassistant: HomeAssistantConfig,
+    pub http: HttpConfig,
+}
+
+/// The optional health and metrics endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    /// Where `/healthz` and `/metrics` are served; off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Home Assistant MQTT discovery.
@@ -228,6 +236,8 @@ struct RawConfig {
     logging: RawLogging,
     #[serde(default)]
     homeassistant: RawHomeAssistant,
+    #[serde(default)]
+    http: RawHttp,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +323,13 @@ struct RawServer {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -451,7 +468,7 @@ struct EnvProvider {
     vars: Vec<(String, String)>,
 }
 
-const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant"];
+const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant", "http"];
 const PARSED_KEYS: &[&str] = &[
     "qos",
     "queue_size",
@@ -590,7 +607,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let homeassistant = HomeAssistantConfig { enabled: raw.homeassistant.enabled.unwrap_or(true), discovery_prefix };
-    Ok(Config { mqtt, plex, servers, logging, homeassistant })
+    let listen = match raw.http.listen.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "http.listen",
+                format!("is {text:?}, not an IP address and port"),
+                "write it as \"127.0.0.1:9184\" (or \"0.0.0.0:9184\" to serve other hosts)",
+            )
+        })?),
+    };
+    Ok(Config { mqtt, plex, servers, logging, homeassistant, http: HttpConfig { listen } })
 }
 
 fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {

@@ -35,6 +35,19 @@ struct Cli {
     /// Overrides logging.format: text or json.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Operator commands (without one, the bridge runs).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Validate the configuration, reach every Plex server (identity and token) and the broker; one line per
+    /// check with the fix for each failure. Exits 1 if any check fails.
+    Check,
+    /// Ask the running bridge's health endpoint (http.listen, default 127.0.0.1:9184); exits 0 when healthy.
+    /// Meant for Docker's HEALTHCHECK.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -62,7 +75,6 @@ fn main() -> ExitCode {
         print!("{}", config.to_printable_toml());
         return ExitCode::SUCCESS;
     }
-    logging::init(&config.logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,6 +82,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match cli.command {
+        Some(Command::Check) => {
+            let ok = runtime.block_on(plex_mqtt_bridge::check::run(&config));
+            return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+        Some(Command::Health) => return runtime.block_on(health(&config)),
+        None => {}
+    }
+    logging::init(&config.logging);
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -81,6 +102,28 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `health`: queries the local endpoint; 0 when healthy.
+async fn health(config: &plex_mqtt_bridge::config::Config) -> ExitCode {
+    let mut addr = config.http.listen.unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9184)));
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    match plex_mqtt_bridge::http_server::query_health(addr).await {
+        Ok((200, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            println!("unhealthy (HTTP {status}): {body}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            println!("unhealthy: {error} (is http.listen set?)");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

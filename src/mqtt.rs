@@ -74,6 +74,9 @@ impl Publisher {
                     Action::Clear { topic } => outbox.clear(topic),
                 }
             }
+            if dropped {
+                crate::telemetry::telemetry().dropped(1);
+            }
             if dropped && outbox.dropped().is_power_of_two() {
                 tracing::warn!(
                     dropped_total = outbox.dropped(),
@@ -291,6 +294,7 @@ async fn send(
                 if client.publish_bytes(topic, qos, retain, payload).await.is_err() {
                     return; // the event loop is gone
                 }
+                crate::telemetry::telemetry().published();
             }
             None if stop.is_cancelled() => {
                 let _ = client.disconnect().await;
@@ -339,6 +343,7 @@ async fn drive(
                 outage_reported = false;
                 backoff.reset();
                 connected.send_replace(true);
+                crate::telemetry::telemetry().broker(true);
                 shared.wake.notify_one();
                 scan.begin();
                 // rumqttc does not subscribe again after a reconnect: do it on every new session.
@@ -370,6 +375,10 @@ async fn drive(
             Err(error) => {
                 connected.send_replace(false);
                 let lost = shared.outbox().connection_lost();
+                let telemetry = crate::telemetry::telemetry();
+                telemetry.broker(false);
+                telemetry.dropped(lost);
+                telemetry.reconnect("mqtt", "", if outage_reported { "still_unreachable" } else { "connection_lost" });
                 let delay = backoff.next_delay();
                 let reason = describe(&error);
                 if outage_reported {

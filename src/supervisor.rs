@@ -24,6 +24,7 @@ use crate::plex::ws::{self, WsEndpoint, WsStream};
 use crate::plex::{Incoming, PlexError, SessionEnd, SessionStats};
 use crate::router::route;
 use crate::server_state::{StateInput, StateTask, QUEUE};
+use crate::telemetry::telemetry;
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// The values of `<p>/<server>/state`.
@@ -145,6 +146,7 @@ impl Supervisor {
             let delay = match attempt {
                 Attempt::Shutdown => break,
                 Attempt::Unauthorized(error) => {
+                    telemetry().reconnect("plex", &self.label(&session), "unauthorized");
                     if !unauthorized_reported {
                         tracing::error!(%error, retry_every = ?backoff.max(),
                             "token rejected by the Plex server; fix the token (or its file), the bridge retries by itself");
@@ -156,12 +158,19 @@ impl Supervisor {
                     backoff.max()
                 }
                 Attempt::Failed(error) => {
+                    telemetry().reconnect("plex", &self.label(&session), "connect_failed");
                     self.set_state(&mut session, ServerState::Disconnected);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, retry_in = ?delay, "cannot connect to the Plex server");
                     delay
                 }
                 Attempt::Ended { connected_for, end } => {
+                    let reason = match &end {
+                        SessionEnd::Closed(_) => "closed",
+                        SessionEnd::IdleTimeout => "idle_timeout",
+                        _ => "error",
+                    };
+                    telemetry().reconnect("plex", &self.label(&session), reason);
                     unauthorized_reported = false;
                     self.set_state(&mut session, ServerState::Disconnected);
                     if connected_for >= self.plex.stable_after {
@@ -234,11 +243,13 @@ impl Supervisor {
         let started = Instant::now();
         let mut stats = SessionStats::default();
         let publisher = &self.publisher;
+        let label = self.label(session);
         let malformed = &mut session.malformed;
         let state_inputs = &session.state_inputs;
         let state_dropped = &mut session.state_dropped;
         let mut on_message = |incoming: Incoming<'_>| match incoming.decode() {
             Ok(notification) => {
+                telemetry().notification(&label, &notification.kind);
                 publisher.apply(route(&topics, &notification));
                 if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
                     if let Err(error) = state_inputs.try_send(StateInput::Notification(notification)) {
@@ -302,6 +313,11 @@ impl Supervisor {
         }
     }
 
+    /// The name metrics and health use for this server: its topic name once known, else its config key.
+    fn label(&self, session: &Session) -> String {
+        session.name.as_ref().map_or_else(|| self.server.key.clone(), |n| n.as_str().to_owned())
+    }
+
     fn adopt_name(&self, session: &mut Session, name: ServerName) {
         session.topics = Some(self.bridge_topics.server(&name));
         self.bridge_info.set_server(self.index, name.as_str());
@@ -315,6 +331,7 @@ impl Supervisor {
         if let Some(topics) = &session.topics {
             self.publisher.retain(topics.state(), state.as_str());
             session.state = Some(state);
+            telemetry().server_state(&self.label(session), state.as_str());
         }
     }
 

@@ -87,6 +87,7 @@ impl PlexHttp {
     pub async fn get_bytes(&self, path: &str, token: &Secret) -> Result<bytes::Bytes, PlexError> {
         let url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
         let (name, value) = token_header(token)?;
+        let started = std::time::Instant::now();
         let response = self
             .client
             .get(url)
@@ -99,7 +100,9 @@ impl PlexHttp {
         if !status.is_success() {
             return Err(PlexError::from_status(status.as_u16()));
         }
-        response.bytes().await.map_err(transport_error)
+        let body = response.bytes().await.map_err(transport_error);
+        crate::telemetry::telemetry().rest_call(self.base.as_str(), path, started.elapsed());
+        body
     }
 }
 

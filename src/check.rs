@@ -1,0 +1,119 @@
+//! `plex-mqtt-bridge check`: one line per check, each failure with its fix, for operators setting the bridge up.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
+
+use crate::config::Config;
+use crate::plex::http::{build_client, PlexHttp};
+use crate::plex::{client_headers, PlexError};
+
+/// Runs every check, printing a line for each; true when all passed.
+pub async fn run(config: &Config) -> bool {
+    crate::app::install_crypto_provider();
+    println!("ok   config: {} server(s), broker {}", config.servers.len(), config.mqtt.url);
+    let mut all_ok = true;
+    for server in &config.servers {
+        let (ok, line) = check_server(config, server).await;
+        all_ok &= ok;
+        println!("{line}");
+    }
+    let (ok, line) = check_broker(config).await;
+    all_ok &= ok;
+    println!("{line}");
+    all_ok
+}
+
+async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> (bool, String) {
+    let what = format!("plex {} ({})", server.key, server.url.as_str().trim_end_matches('/'));
+    let token = match server.token.read() {
+        Ok(token) => token,
+        Err(e) => return (false, format!("FAIL {what}: cannot read the token file: {e} — fix: check token_file")),
+    };
+    let tls = if server.url.scheme() == "https" {
+        match crate::tls::client_config(&server.tls) {
+            Ok(tls) => Some(tls),
+            Err(e) => return (false, format!("FAIL {what}: {e} — fix: check ca_file")),
+        }
+    } else {
+        None
+    };
+    let client = match build_client(client_headers(&config.plex), config.plex.connect_timeout, tls) {
+        Ok(client) => client,
+        Err(e) => return (false, format!("FAIL {what}: {e}")),
+    };
+    let http = PlexHttp::new(client, server.url.clone(), config.plex.request_timeout);
+    match http.identity(&token).await {
+        Ok(identity) => (
+            true,
+            format!(
+                "ok   {what}: \"{}\" (Plex Media Server {}), token accepted",
+                identity.friendly_name, identity.version
+            ),
+        ),
+        Err(error) => {
+            let fix = match &error {
+                PlexError::Unauthorized(_) => "use the server owner's X-Plex-Token in token / token_file",
+                PlexError::Transport(text) if text.contains("certificate") || text.contains("TLS") => {
+                    "set ca_file to the CA of the server's certificate, use its *.plex.direct host name, or (last \
+                     resort) insecure_skip_verify = true"
+                }
+                PlexError::Transport(_) => "check the URL and that Plex Media Server runs and is reachable from here",
+                PlexError::Decode(_) | PlexError::NotFound | PlexError::Status(_) => {
+                    "check that the URL points at Plex Media Server (port 32400), not a proxy page"
+                }
+                _ => "see the error",
+            };
+            (false, format!("FAIL {what}: {error} — fix: {fix}"))
+        }
+    }
+}
+
+async fn check_broker(config: &Config) -> (bool, String) {
+    let what = format!("mqtt {}", config.mqtt.url);
+    if let Some(tls) = &config.mqtt.tls {
+        let tls_config = match crate::tls::client_config(tls) {
+            Ok(c) => c,
+            Err(e) => return (false, format!("FAIL {what}: {e} — fix: check mqtt.ca_file / client_cert / client_key")),
+        };
+        if let Err(error) = crate::mqtt_tls::open(&config.mqtt.host, config.mqtt.port, tls_config).await {
+            return (
+                false,
+                format!("FAIL {what}: {error} — fix: set mqtt.ca_file to the CA that signed the broker's certificate"),
+            );
+        }
+    }
+    let client_id = format!("{}-check", config.mqtt.client_id);
+    let (mut options, _tunnel) = match crate::mqtt::connect_options(&config.mqtt, &client_id) {
+        Ok(pair) => pair,
+        Err(e) => return (false, format!("FAIL {what}: {e}")),
+    };
+    options.set_keep_alive(Duration::from_secs(5));
+    if let Some(username) = &config.mqtt.username {
+        let password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        options.set_credentials(username.clone(), password);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    match result {
+        Ok(Ok(())) => (true, format!("ok   {what}: connected")),
+        Ok(Err(ConnectionError::ConnectionRefused(code))) => (
+            false,
+            format!("FAIL {what}: the broker refused the connection ({code:?}) — fix: check mqtt.username and mqtt.password"),
+        ),
+        Ok(Err(error)) => {
+            (false, format!("FAIL {what}: {error} — fix: check mqtt.url and that the broker runs and is reachable"))
+        }
+        Err(_) => (false, format!("FAIL {what}: no answer within 10 s — fix: check mqtt.url (host, port, mqtt:// vs mqtts://)")),
+    }
+}

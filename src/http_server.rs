@@ -1,0 +1,90 @@
+//! The optional health and metrics endpoint (`[http] listen`): `GET /healthz` and `GET /metrics`.
+//!
+//! Two read-only routes do not justify a web framework's compile time, so this is a deliberately small
+//! HTTP/1.1 responder: one request per connection, bounded in size and time, `Connection: close`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::telemetry;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// Time a client gets to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `addr` (so a busy port is reported at start-up) and serves until `cancel`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves requests on `listener` until `cancel`.
+pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(respond(stream));
+                }
+            }
+        }
+    }
+}
+
+async fn respond(mut stream: TcpStream) {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    if !matches!(read, Ok(true)) {
+        return;
+    }
+    let request_line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
+    let mut parts = request_line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/healthz") => {
+            let (healthy, doc) = telemetry().health();
+            (if healthy { "200 OK" } else { "503 Service Unavailable" }, "application/json", doc.to_string())
+        }
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", telemetry().render_metrics()),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// `GET /healthz` on `addr`: the status code and body (for the `health` command).
+pub async fn query_health(addr: SocketAddr) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or("not an HTTP response")?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| format!("{addr} did not answer in 5 s"))?
+}

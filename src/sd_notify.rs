@@ -1,0 +1,39 @@
+//! The systemd notification protocol (`Type=notify`): READY, STATUS and WATCHDOG messages to `$NOTIFY_SOCKET`.
+//!
+//! A few lines over a Unix datagram socket, so no crate is needed. Everything is a no-op when the bridge was
+//! not started by systemd (no `NOTIFY_SOCKET`), e.g. in Docker or a terminal.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+/// Sends one notification (`READY=1`, `STATUS=…`, `WATCHDOG=1`); errors are ignored, as systemd's own client does.
+pub fn notify(message: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(socket) = UnixDatagram::unbound() else { return };
+    let path = path.to_string_lossy().into_owned();
+    if let Some(abstract_name) = path.strip_prefix('@') {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()) {
+                let _ = socket.send_to_addr(message.as_bytes(), &addr);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = abstract_name;
+    } else {
+        let _ = socket.send_to(message.as_bytes(), &path);
+    }
+}
+
+/// The watchdog interval systemd expects pings at (half of `WatchdogSec=`), if it asked for any.
+pub fn watchdog_interval() -> Option<Duration> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}

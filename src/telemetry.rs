@@ -1,0 +1,182 @@
+//! What the bridge knows about its own health: Prometheus metrics and the per-part state behind `/healthz`.
+//!
+//! One process-wide instance (see [`telemetry`]): every part of the bridge records into it without the value
+//! having to be threaded through each constructor, and the HTTP endpoint reads it.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerType {
+    server: String,
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LegReason {
+    leg: String,
+    server: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LegServer {
+    leg: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerPath {
+    server: String,
+    path: String,
+}
+
+/// One Plex server as `/healthz` reports it.
+#[derive(Debug, Clone)]
+struct ServerHealth {
+    state: &'static str,
+    last_event: Option<Instant>,
+}
+
+/// Metrics and health of this process.
+pub struct Telemetry {
+    registry: Registry,
+    notifications: Family<ServerType, Counter>,
+    published: Counter,
+    dropped: Counter,
+    reconnects: Family<LegReason, Counter>,
+    connected: Family<LegServer, Gauge>,
+    rest_latency: Family<ServerPath, Histogram>,
+    servers: Mutex<BTreeMap<String, ServerHealth>>,
+    broker_connected: Mutex<bool>,
+}
+
+/// The process-wide telemetry.
+pub fn telemetry() -> &'static Telemetry {
+    static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+    TELEMETRY.get_or_init(Telemetry::new)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+impl Telemetry {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("plex_mqtt_bridge");
+        let notifications = Family::<ServerType, Counter>::default();
+        let published = Counter::default();
+        let dropped = Counter::default();
+        let reconnects = Family::<LegReason, Counter>::default();
+        let connected = Family::<LegServer, Gauge>::default();
+        let rest_latency =
+            Family::<ServerPath, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("notifications_received", "Notifications received from Plex", notifications.clone());
+        registry.register("messages_published", "MQTT messages handed to the broker connection", published.clone());
+        registry.register(
+            "messages_dropped",
+            "Live MQTT messages dropped (queue overflow or lost with a broker connection)",
+            dropped.clone(),
+        );
+        registry.register("reconnects", "Connection losses and failed attempts, by leg and reason", reconnects.clone());
+        registry.register("connected", "1 while the connection is up", connected.clone());
+        registry.register("rest_request_duration_seconds", "Plex REST call latency", rest_latency.clone());
+        Telemetry {
+            registry,
+            notifications,
+            published,
+            dropped,
+            reconnects,
+            connected,
+            rest_latency,
+            servers: Mutex::new(BTreeMap::new()),
+            broker_connected: Mutex::new(false),
+        }
+    }
+
+    /// A notification arrived from `server`.
+    pub fn notification(&self, server: &str, kind: &str) {
+        self.notifications.get_or_create(&ServerType { server: server.to_owned(), r#type: kind.to_owned() }).inc();
+        if let Some(entry) = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(server) {
+            entry.last_event = Some(Instant::now());
+        }
+    }
+
+    /// A message was handed to the broker connection.
+    pub fn published(&self) {
+        self.published.inc();
+    }
+
+    /// Live messages were dropped.
+    pub fn dropped(&self, count: u64) {
+        self.dropped.inc_by(count);
+    }
+
+    /// A connection was lost or an attempt failed. `leg` is `plex` or `mqtt`.
+    pub fn reconnect(&self, leg: &str, server: &str, reason: &str) {
+        let labels = LegReason { leg: leg.to_owned(), server: server.to_owned(), reason: reason.to_owned() };
+        self.reconnects.get_or_create(&labels).inc();
+    }
+
+    /// The state of a Plex server's session changed.
+    pub fn server_state(&self, server: &str, state: &'static str) {
+        let labels = LegServer { leg: "plex".into(), server: server.to_owned() };
+        self.connected.get_or_create(&labels).set(i64::from(state == "connected"));
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.entry(server.to_owned()).or_insert(ServerHealth { state, last_event: None }).state = state;
+    }
+
+    /// The broker connection went up or down.
+    pub fn broker(&self, up: bool) {
+        self.connected.get_or_create(&LegServer { leg: "mqtt".into(), server: String::new() }).set(i64::from(up));
+        *self.broker_connected.lock().unwrap_or_else(|p| p.into_inner()) = up;
+    }
+
+    /// Records how long a REST call took.
+    pub fn rest_call(&self, server: &str, path: &str, took: Duration) {
+        // Item paths (`/library/metadata/123`) are folded into one series.
+        let path = if path.starts_with("/library/metadata/") { "/library/metadata/{id}" } else { path };
+        self.rest_latency
+            .get_or_create(&ServerPath { server: server.to_owned(), path: path.to_owned() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Whether everything is connected, and the JSON document `/healthz` returns.
+    pub fn health(&self) -> (bool, Value) {
+        let broker = *self.broker_connected.lock().unwrap_or_else(|p| p.into_inner());
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let healthy = broker && !servers.is_empty() && servers.values().all(|s| s.state == "connected");
+        let now = Instant::now();
+        let parts: serde_json::Map<String, Value> = servers
+            .iter()
+            .map(|(name, s)| {
+                let age = s.last_event.map(|at| now.duration_since(at).as_secs_f64());
+                (name.clone(), json!({ "state": s.state, "last_event_age_seconds": age }))
+            })
+            .collect();
+        let doc = json!({
+            "status": if healthy { "ok" } else { "degraded" },
+            "broker": if broker { "connected" } else { "disconnected" },
+            "servers": parts,
+        });
+        (healthy, doc)
+    }
+}

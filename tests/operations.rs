@@ -1,0 +1,160 @@
+//! Running it as operators do: the health and metrics endpoint, the `health` and `check` commands, and the
+//! systemd notification protocol.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use support::fake_pms::FakePmsConfig;
+use support::mosquitto::free_port;
+use support::tls::TestPki;
+use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SOON: Duration = Duration::from_secs(10);
+
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to the http endpoint");
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+async fn wait_status(port: u16, want: u16) -> String {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let (status, body) = get(port, "/healthz").await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/healthz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_the_plex_session_and_metrics_move() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    let pms_port = pms.port();
+    let token = TokenFile::new(&pms.token());
+    let http = free_port();
+    let config =
+        format!("{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n", test_config(&broker.url(), &pms.url(), token.path()));
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let bridge = Bridge::start(&config);
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    let body = wait_status(http, 200).await;
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("healthz JSON");
+    assert_eq!(doc["broker"], "connected");
+    assert_eq!(doc["servers"]["test"]["state"], "connected");
+
+    let (_, before) = get(http, "/metrics").await;
+    pms.push_text(&support::samples::every_type()[3].ws_frame());
+    probe.expect_topic("plex/test/status", SOON).await;
+    let (status, after) = get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    let received = |text: &str| metric(text, "plex_mqtt_bridge_notifications_received_total", &["type=\"status\""]);
+    assert_eq!(received(&after), received(&before) + 1.0, "{after}");
+    assert!(metric(&after, "plex_mqtt_bridge_messages_published_total", &[]) > 0.0);
+    assert!(after.contains("plex_mqtt_bridge_rest_request_duration_seconds_bucket"), "REST latency histogram");
+    assert_eq!(metric(&after, "plex_mqtt_bridge_connected", &["leg=\"mqtt\""]), 1.0);
+
+    // The server goes away: 503, a reconnect counted, the command says unhealthy.
+    pms.shutdown();
+    let body = wait_status(http, 503).await;
+    assert!(body.contains("\"state\":\"disconnected\""), "{body}");
+    let (_, metrics) = get(http, "/metrics").await;
+    assert!(metric(&metrics, "plex_mqtt_bridge_reconnects_total", &["leg=\"plex\""]) >= 1.0, "{metrics}");
+    let health_config =
+        format!("[[servers]]\nurl = \"http://127.0.0.1:1\"\ntoken = \"x\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n");
+    let (code, output) = Bridge::run_to_exit(&["health"], &[], Some(&health_config), SOON).await;
+    assert_eq!(code, Some(1), "{output}");
+
+    // It comes back on the same port: 200 again.
+    let _pms = FakePms::start(FakePmsConfig { port: pms_port, ..FakePmsConfig::default() }).await;
+    wait_status(http, 200).await;
+    let (code, output) = Bridge::run_to_exit(&["health"], &[], Some(&health_config), SOON).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("\"status\":\"ok\""), "{output}");
+    drop(bridge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_failure_with_its_fix() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    let good = TokenFile::new(&pms.token());
+    let (code, output) =
+        Bridge::run_to_exit(&["check"], &[], Some(&test_config(&broker.url(), &pms.url(), good.path())), SOON).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("ok   plex") && output.contains("token accepted"), "{output}");
+    assert!(output.contains("ok   mqtt"), "{output}");
+
+    let wrong = TokenFile::new("not-the-token");
+    let unreachable = format!("mqtt://127.0.0.1:{}", free_port());
+    let (code, output) =
+        Bridge::run_to_exit(&["check"], &[], Some(&test_config(&unreachable, &pms.url(), wrong.path())), SOON).await;
+    assert_eq!(code, Some(1), "{output}");
+    let plex_line = output.lines().find(|l| l.starts_with("FAIL plex")).unwrap_or_else(|| panic!("{output}"));
+    assert!(plex_line.contains("token rejected") && plex_line.contains("fix:"), "{plex_line}");
+    let mqtt_line = output.lines().find(|l| l.starts_with("FAIL mqtt")).unwrap_or_else(|| panic!("{output}"));
+    assert!(mqtt_line.contains("fix:"), "{mqtt_line}");
+    assert!(!output.contains("not-the-token"), "the token is never printed");
+
+    let pki = TestPki::new();
+    let other = TestPki::new();
+    let tls_port = free_port();
+    let tls_broker = Mosquitto::start_with_extra_config(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        pki.ca_cert.display(),
+        pki.server_cert.display(),
+        pki.server_key.display()
+    ));
+    let bad_ca = test_config(&format!("mqtts://127.0.0.1:{tls_port}"), &pms.url(), good.path())
+        .replace("qos = 1\n", &format!("qos = 1\nca_file = \"{}\"\n", other.ca_cert.display()));
+    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&bad_ca), SOON).await;
+    assert_eq!(code, Some(1), "{output}");
+    let mqtt_line = output.lines().find(|l| l.starts_with("FAIL mqtt")).unwrap_or_else(|| panic!("{output}"));
+    assert!(mqtt_line.contains("TLS") && mqtt_line.contains("ca_file"), "{mqtt_line}");
+    drop(tls_broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_after_the_broker_connection_then_watchdog_pings() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    let token = TokenFile::new(&pms.token());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let envs = [("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")), ("WATCHDOG_USEC", "400000")];
+    let mut probe = Probe::subscribe(broker.port(), &["plex/bridge/state"]).await;
+    let _bridge = Bridge::start_with(&[], &envs, Some(&test_config(&broker.url(), &pms.url(), token.path())));
+    let mut messages: Vec<String> = Vec::new();
+    let deadline = Instant::now() + SOON;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline && messages.iter().filter(|m| m.as_str() == "WATCHDOG=1").count() < 3 {
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let ready = messages.iter().position(|m| m == "READY=1").unwrap_or_else(|| panic!("no READY=1: {messages:?}"));
+    assert!(messages[ready..].iter().filter(|m| m.as_str() == "WATCHDOG=1").count() >= 3, "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("STATUS=broker connected")), "{messages:?}");
+    // READY came after the broker connection: the broker saw `online` by then.
+    assert!(
+        probe.history_on("plex/bridge/state").iter().any(|m| m.text() == "online") || probe.next(SOON).await.is_some()
+    );
+}
