@@ -6,43 +6,21 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::fake_pms::FakePmsConfig;
+use support::fixture::Fixture;
 use support::samples::{every_type, fold};
 use support::{retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
 /// Generous bound for anything that should happen "soon" (CI machines are slow and shared).
 const SOON: Duration = Duration::from_secs(10);
 
-/// A running bridge with everything around it.
-struct Fixture {
-    broker: Mosquitto,
-    pms: FakePms,
-    token: TokenFile,
-    probe: Probe,
-    bridge: Bridge,
+async fn start_with(pms: FakePmsConfig, edit: impl FnOnce(String) -> String) -> Fixture {
+    let f = Fixture::connected_with(pms, |_| {}, edit).await;
+    assert!(f.pms.wait_for_ws_connection_count(1, SOON).await, "the fake PMS saw no WebSocket");
+    f
 }
 
-impl Fixture {
-    /// Broker, fake PMS, a probe on `plex/#` and a bridge whose config is `edit(test_config(…))`, connected.
-    async fn start_with(pms: FakePmsConfig, edit: impl FnOnce(String) -> String) -> Fixture {
-        let mut fixture = Self::launch(pms, edit).await;
-        fixture.probe.expect_payload("plex/test/state", "connected", SOON).await;
-        assert!(fixture.pms.wait_for_ws_connection_count(1, SOON).await, "the fake PMS saw no WebSocket");
-        fixture
-    }
-
-    /// Like [`Fixture::start_with`] but does not wait for the connection.
-    async fn launch(pms: FakePmsConfig, edit: impl FnOnce(String) -> String) -> Fixture {
-        let broker = Mosquitto::start();
-        let pms = FakePms::start(pms).await;
-        let token = TokenFile::new(&pms.token());
-        let probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
-        let bridge = Bridge::start(&edit(test_config(&broker.url(), &pms.url(), token.path())));
-        Fixture { broker, pms, token, probe, bridge }
-    }
-
-    async fn start() -> Fixture {
-        Self::start_with(FakePmsConfig::default(), |c| c).await
-    }
+async fn start() -> Fixture {
+    start_with(FakePmsConfig::default(), |c| c).await
 }
 
 fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
@@ -61,7 +39,7 @@ fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_notification_type_arrives_byte_for_byte_and_in_order() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     let samples = every_type();
     let expected: Vec<(String, String)> =
         samples.iter().flat_map(|s| s.items.iter().map(move |item| (s.topic("test"), (*item).to_owned()))).collect();
@@ -84,7 +62,7 @@ async fn every_notification_type_arrives_byte_for_byte_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_carries_token_header_client_headers_and_filters() {
-    let f = Fixture::start().await;
+    let f = start().await;
     assert_eq!(f.pms.last_filters(), Some(Some("-log".to_owned())), "filters passed through");
     let upgrade = f.pms.requests_to("/:/websockets/notifications");
     let upgrade = upgrade.last().expect("an upgrade request");
@@ -118,7 +96,7 @@ fn activity(event: &str, progress: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     let topic = "plex/test/activities/a1b2-c3";
     f.pms.push_text(&activity("started", 0));
     f.pms.push_text(&activity("updated", 42));
@@ -134,7 +112,7 @@ async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_reconnects_and_later_events_arrive() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     assert_eq!(f.pms.drop_connections(), 1);
     f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
@@ -170,7 +148,7 @@ async fn rejected_token_shows_unauthorized_and_a_fixed_token_file_reconnects_wit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_server_is_detected_within_the_idle_timeout() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     let pings_before = f.pms.pings_received();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(f.pms.pings_received() > pings_before, "the bridge pings the server");
@@ -186,7 +164,7 @@ async fn stalled_server_is_detected_within_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_gets_all_retained_state_back() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     f.pms.push_text(&activity("updated", 7));
     f.probe.expect(SOON, "activity", |m| m.topic == "plex/test/activities/a1b2-c3").await;
     f.broker.restart();
@@ -212,7 +190,7 @@ async fn broker_restart_gets_all_retained_state_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_are_skipped_and_the_session_goes_on() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     f.pms.push_text("{\"NotificationContainer\":{\"type\":\"playing\",");
     f.pms.push_binary(&[0x00, 0xff, 0x10]);
     f.pms.push_text("[1,2,3]");
@@ -232,7 +210,7 @@ async fn bad_frames_are_skipped_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_publishes_offline_and_exits_zero_within_two_seconds() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     let asked = Instant::now();
     f.bridge.sigterm();
     let status = f.bridge.wait_exit(Duration::from_secs(5)).await.expect("the bridge exits");
@@ -247,7 +225,7 @@ async fn sigterm_publishes_offline_and_exits_zero_within_two_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_bridge_is_marked_offline_by_its_last_will() {
-    let mut f = Fixture::start().await;
+    let mut f = start().await;
     f.bridge.kill();
     // Mosquitto publishes the will when it notices the broken connection (at once for a closed socket).
     f.probe.expect_payload("plex/bridge/state", "offline", SOON).await;
@@ -256,7 +234,7 @@ async fn killed_bridge_is_marked_offline_by_its_last_will() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn singular_websocket_path_is_used_when_the_plural_one_is_missing() {
     let config = FakePmsConfig { plural_ws: false, singular_ws: true, ..FakePmsConfig::default() };
-    let mut f = Fixture::start_with(config, |c| c).await;
+    let mut f = start_with(config, |c| c).await;
     let connections = f.pms.ws_connections();
     assert_eq!(connections.last().map(|c| c.path.as_str()), Some("/:/websocket/notifications"));
     f.pms.drop_connections();

@@ -6,32 +6,21 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::fake_pms::{FakePmsConfig, SSE_PATH};
+use support::fixture::Fixture;
 use support::samples::every_type;
-use support::{retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+use support::{retained, Msg};
 
 const SOON: Duration = Duration::from_secs(10);
 
-struct Fixture {
-    broker: Mosquitto,
-    pms: FakePms,
-    token: TokenFile,
-    probe: Probe,
-    bridge: Bridge,
-}
-
 /// A bridge with `transport` set (None: the default, auto) against a fake PMS built from `pms`.
 async fn launch(pms: FakePmsConfig, transport: Option<&str>, extra: &str) -> Fixture {
-    let broker = Mosquitto::start();
-    let pms = FakePms::start(pms).await;
-    let token = TokenFile::new(&pms.token());
-    let probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
-    let mut config = test_config(&broker.url(), &pms.url(), token.path());
-    if let Some(transport) = transport {
-        config = config.replace("name = \"test\"\n", &format!("name = \"test\"\ntransport = \"{transport}\"\n"));
-    }
-    config = config.replace("[plex]\n", &format!("[plex]\n{extra}"));
-    let bridge = Bridge::start(&config);
-    Fixture { broker, pms, token, probe, bridge }
+    Fixture::launch(pms, |mut config| {
+        if let Some(transport) = transport {
+            config = config.replace("name = \"test\"\n", &format!("name = \"test\"\ntransport = \"{transport}\"\n"));
+        }
+        config.replace("[plex]\n", &format!("[plex]\n{extra}"))
+    })
+    .await
 }
 
 async fn connected(pms: FakePmsConfig, transport: Option<&str>) -> Fixture {

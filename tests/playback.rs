@@ -7,17 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::fake_pms::{CannedResponse, FakePmsConfig};
+use support::fixture::Fixture;
 use support::{publish, retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
 const SOON: Duration = Duration::from_secs(10);
-
-struct Fixture {
-    broker: Mosquitto,
-    pms: FakePms,
-    _token: TokenFile,
-    probe: Probe,
-    bridge: Bridge,
-}
 
 /// What `/status/sessions` lists: (session key, user, player, title, state, duration, transcode?).
 fn sessions_body(sessions: &[(&str, &str, &str, &str, &str, u64, bool)]) -> String {
@@ -57,18 +50,15 @@ fn playing(key: &str, state: &str, offset: u64) -> String {
 }
 
 async fn start(pms_setup: impl FnOnce(&FakePms), extra_plex: &str) -> Fixture {
-    let broker = Mosquitto::start();
-    let pms = FakePms::start(FakePmsConfig::default()).await;
-    set_sessions(&pms, &[]);
-    set_activities(&pms, &[]);
-    pms_setup(&pms);
-    let token = TokenFile::new(&pms.token());
-    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
-    let config =
-        test_config(&broker.url(), &pms.url(), token.path()).replace("[plex]\n", &format!("[plex]\n{extra_plex}"));
-    let bridge = Bridge::start(&config);
-    probe.expect_payload("plex/test/state", "connected", SOON).await;
-    Fixture { broker, pms, _token: token, probe, bridge }
+    let setup = |pms: &FakePms| {
+        set_sessions(pms, &[]);
+        set_activities(pms, &[]);
+        pms_setup(pms);
+    };
+    Fixture::connected_with(FakePmsConfig::default(), setup, |c| {
+        c.replace("[plex]\n", &format!("[plex]\n{extra_plex}"))
+    })
+    .await
 }
 
 async fn next_event(probe: &mut Probe, kind: &str) -> Value {

@@ -8,6 +8,7 @@
 
 pub mod bridge;
 pub mod fake_pms;
+pub mod fixture;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod samples;
