@@ -366,7 +366,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             return Err(ConfigError::new(
                 "--config",
                 format!("names {}, which is not a readable file", path.display()),
-                "pass the path of an existing TOML file (see config/plex-mqtt-bridge.example.toml)",
+                "pass the path of an existing TOML file (see config/plex-mqtt-bridge.toml)",
             ));
         }
         figment = figment.merge(Toml::file_exact(path));

@@ -16,7 +16,7 @@ const EX_CONFIG: u8 = 78;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// TOML configuration file (see config/plex-mqtt-bridge.example.toml). Environment variables
+    /// TOML configuration file (see config/plex-mqtt-bridge.toml). Environment variables
     /// PLEX_MQTT_BRIDGE_* override it; the flags below override both.
     #[arg(short, long, value_name = "PATH")]
     config: Option<PathBuf>,
