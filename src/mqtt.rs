@@ -134,7 +134,9 @@ impl Publisher {
     }
 
     fn fits(&self, topic: &str, payload: &Bytes) -> bool {
-        let fits = topic.len() + payload.len() + PACKET_OVERHEAD <= self.shared.max_packet_size;
+        // MQTT topics are at most 65,535 bytes; rumqttc would silently truncate the length field of a longer one.
+        let fits = topic.len() <= usize::from(u16::MAX)
+            && topic.len() + payload.len() + PACKET_OVERHEAD <= self.shared.max_packet_size;
         if !fits {
             self.shared.oversized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(

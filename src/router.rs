@@ -4,9 +4,10 @@
 //! supervisor hands the result to the publisher.
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::plex::notification::Notification;
+use crate::plex::sessions::text;
 use crate::topic::ServerTopics;
 
 /// One thing the publisher must do.
@@ -18,23 +19,6 @@ pub enum Action {
     Retain { topic: String, payload: Bytes },
     /// The end of retained state: an empty retained message.
     Clear { topic: String },
-}
-
-/// The fields of an `ActivityNotification` item the router needs; everything else passes through untouched.
-#[derive(Deserialize)]
-struct ActivityItem {
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    uuid: Option<String>,
-    #[serde(default, rename = "Activity")]
-    activity: Option<ActivityBody>,
-}
-
-#[derive(Deserialize)]
-struct ActivityBody {
-    #[serde(default)]
-    uuid: Option<String>,
 }
 
 /// Maps a notification to its messages: one live message per item on `<p>/<server>/<type>`, in order, with the
@@ -55,12 +39,16 @@ pub fn route(topics: &ServerTopics, notification: &Notification) -> Vec<Action> 
 }
 
 /// Retained state for one activity item: its latest item while running, cleared on `ended`. Items without a
-/// uuid cannot be tracked and only produce the live message.
+/// uuid cannot be tracked and only produce the live message. `uuid` and `event` are read leniently (a number is
+/// as good as a string), like everywhere else PMS data is read.
 fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
-    let parsed: ActivityItem = serde_json::from_slice(item).ok()?;
-    let uuid = parsed.uuid.or_else(|| parsed.activity.and_then(|a| a.uuid)).filter(|u| !u.is_empty())?;
+    let parsed: Value = serde_json::from_slice(item).ok()?;
+    let uuid = text(parsed.get("uuid"))
+        .filter(|u| !u.is_empty())
+        .or_else(|| text(parsed.get("Activity").and_then(|a| a.get("uuid"))))
+        .filter(|u| !u.is_empty())?;
     let topic = topics.activity(&uuid);
-    Some(match parsed.event.as_deref() {
+    Some(match text(parsed.get("event")).as_deref() {
         Some("ended") => Action::Clear { topic },
         _ => Action::Retain { topic, payload: item.clone() },
     })
@@ -106,8 +94,21 @@ mod tests {
 
     #[test]
     fn activity_items_of_unexpected_shape_still_pass_through() {
-        let actions = route(&topics(), &n("activity", &["{\"uuid\":5}", "[1]", "{}"]));
-        assert_eq!(actions.len(), 3);
-        assert!(actions.iter().all(|a| matches!(a, Action::Live { .. })));
+        let actions = route(&topics(), &n("activity", &["{\"uuid\":5}", "[1]", "{}", "{\"uuid\":\"\"}"]));
+        assert_eq!(actions.len(), 5, "every item is live; only the numeric uuid is also tracked: {actions:?}");
+        assert_eq!(
+            actions[1],
+            Action::Retain { topic: "plex/home/activities/5".into(), payload: Bytes::from("{\"uuid\":5}") }
+        );
+        assert!(actions[2..].iter().all(|a| matches!(a, Action::Live { .. })));
+    }
+
+    #[test]
+    fn numeric_uuid_and_event_fields_are_read_leniently() {
+        let ended = r#"{"event":"ended","uuid":7,"Activity":{"uuid":7}}"#;
+        assert_eq!(
+            route(&topics(), &n("activity", &[ended]))[1],
+            Action::Clear { topic: "plex/home/activities/7".into() }
+        );
     }
 }

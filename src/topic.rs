@@ -5,10 +5,26 @@
 
 use std::fmt;
 
+/// The longest topic level made from PMS data. Real types and uuids are far shorter; a longer one (garbage from a
+/// broken server) is cut and made unique with a hash, because MQTT topics are limited to 65,535 bytes and a
+/// longer one would corrupt the broker connection.
+pub const MAX_SEGMENT: usize = 128;
+
 /// Folds a string from PMS into one safe topic segment: lower case, every character outside `[a-z0-9_-]`
-/// replaced by `_`, runs of `_` collapsed, `_` trimmed from both ends. May return an empty string; callers
-/// decide the fallback.
+/// replaced by `_`, runs of `_` collapsed, `_` trimmed from both ends, at most [`MAX_SEGMENT`] bytes (longer
+/// results keep their start and end with a hash of the whole). May return an empty string; callers decide the
+/// fallback.
 pub fn fold_segment(raw: &str) -> String {
+    let folded = fold_unbounded(raw);
+    if folded.len() <= MAX_SEGMENT {
+        return folded;
+    }
+    let hash = folded.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    // Every byte is ASCII after folding, so byte slicing is safe.
+    format!("{}_{hash:016x}", &folded[..MAX_SEGMENT - 17])
+}
+
+fn fold_unbounded(raw: &str) -> String {
     let mut folded = String::with_capacity(raw.len());
     for ch in raw.chars().flat_map(char::to_lowercase) {
         let ch = if ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_' { ch } else { '_' };
@@ -49,6 +65,9 @@ pub fn topic_text_problem(text: &str, allow_slash: bool) -> Option<&'static str>
     }
     if allow_slash && (text.starts_with('/') || text.ends_with('/') || text.contains("//")) {
         return Some("has an empty topic level (leading, trailing or double `/`)");
+    }
+    if text.len() > 1024 {
+        return Some("is longer than 1024 bytes");
     }
     if text.starts_with('$') {
         return Some("starts with `$`, which brokers reserve for their own topics");
@@ -195,6 +214,10 @@ mod tests {
         assert_eq!(fold_segment("+++"), "");
         assert_eq!(fold_segment("Café Ünïcode"), "caf_n_code");
         assert_eq!(fold_segment_or("///", "unknown"), "unknown");
+        let long = "a".repeat(70_000);
+        let folded = fold_segment(&long);
+        assert_eq!(folded.len(), MAX_SEGMENT);
+        assert_ne!(folded, fold_segment(&format!("{long}b")), "different long inputs stay distinct");
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub fn decode_eventsource(event: &str, data: &str) -> Result<Notification, Decod
     for (_, value) in &top {
         push_items(value, &mut items)?;
     }
-    if items.is_empty() && !top.is_empty() {
+    // An empty array is an empty notification, as on the WebSocket; only data without any object or array
+    // under a key is not a notification at all.
+    let holds_items = top.iter().any(|(_, v)| matches!(v.get().as_bytes().first(), Some(b'[' | b'{')));
+    if !holds_items && !top.is_empty() {
         return Err(DecodeError::Shape("no object or array of items in the event data"));
     }
     Ok(Notification { kind: event.to_owned(), items })
@@ -100,8 +103,8 @@ fn decode_legacy(top: &[(Cow<'_, str>, &RawValue)]) -> Result<Notification, Deco
     Ok(Notification { kind, items })
 }
 
-/// Adds the items a value holds: each element of an array, or the value itself when it is an object. Scalars
-/// are not items (e.g. a stray `"title"` key) and are skipped.
+/// Adds the items a value holds: each element of an array (whatever it is: the bridge forwards what PMS sent),
+/// or the value itself when it is an object. A scalar under a key (e.g. a stray `"title"`) is not an item.
 fn push_items(value: &RawValue, items: &mut Vec<Bytes>) -> Result<(), DecodeError> {
     let text = value.get();
     match text.as_bytes().first() {
