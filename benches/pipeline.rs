@@ -1,0 +1,581 @@
+//! The whole pipeline under load: fake PMS (WebSocket) → the real `plex-mqtt-bridge` binary (release build) →
+//! a real Mosquitto → a counting QoS 1 subscriber, measured against the broker's own ceiling in the same run.
+//!
+//! Run with `cargo bench --bench pipeline` (about 80 s after the build; needs `mosquitto` installed, like the
+//! tests). It is not part of `cargo test`. The figures and how to read them are in BENCHMARKS.md.
+//!
+//! Phases, in order:
+//! 1. idle: memory 3 s after the bridge connected, then CPU time and wake-ups over 5 s of silence;
+//! 2. latency at a fixed 1,000 notifications/s: a raw rumqttc publisher straight to the broker, then through the
+//!    bridge twice: with the fake PMS as the harness leaves it (Nagle's algorithm on its socket), and with
+//!    TCP_NODELAY set on the fake PMS's side, so its batching is not counted against the bridge. Each item
+//!    carries its send time; the subscriber (in this process, same clock) computes the delay;
+//! 3. throughput: as many notifications as the pipeline takes with at most `WINDOW` sent but not yet received
+//!    (below the bridge's live-event queue of 10,000, so nothing is dropped): first the raw publisher (the
+//!    broker's ceiling, with the bridge's client settings: QoS 1, at most 100 in flight), then the bridge. CPU
+//!    time of the bridge, the broker, this process and everything else on the machine, and the PUBLISHes the
+//!    broker received per notification (the bridge adds retained session/activity state);
+//! 4. burst: frames pushed with no window at all, as fast as the fake PMS writes them: what the bridge delivers
+//!    and drops when its input outruns the broker, and its memory with a full queue.
+//!
+//! `PIPELINE_DUMP=<dir>` writes every latency sample (send time and delay, ms) to `<dir>/latency-*.txt`.
+
+// Cargo.toml declares this bench with `harness = false`; without that entry Cargo would build it with the
+// libtest harness, whose own `main` would leave this one unused.
+#![cfg_attr(test, allow(dead_code))]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "../tests/loadgen/mod.rs"]
+mod loadgen;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loadgen::{
+    clock_ticks_per_second, context_switches, cpu_ticks, find_pid, percentile, proc_status_kib, RawPublisher,
+    Subscriber,
+};
+use rumqttc::QoS;
+use support::bridge::toml_string;
+use support::fake_pms::CannedResponse;
+use support::{Bridge, FakePms, Mosquitto, Probe, TokenFile};
+
+/// Sent but not yet received, at most (the bridge's live-event queue holds 10,000 by default).
+const WINDOW: u64 = 2_000;
+/// Unacknowledged messages of the raw publisher, as rumqttc's default that the bridge uses.
+const RAW_INFLIGHT: u16 = 100;
+/// Throughput phases: warm-up, then the measured part.
+const THROUGHPUT_WARMUP: Duration = Duration::from_secs(2);
+const THROUGHPUT_MEASURE: Duration = Duration::from_secs(10);
+/// Latency phases: the rate, warm-up and measured part.
+const LATENCY_RATE: u64 = 1_000;
+const LATENCY_WARMUP: Duration = Duration::from_secs(1);
+const LATENCY_MEASURE: Duration = Duration::from_secs(10);
+/// Frames of the burst phase.
+const BURST: u64 = 60_000;
+/// Mosquitto raised for the load: no limit on in-flight messages, a deep queue, Nagle off, `$SYS` every second.
+const BROKER_CONFIG: &str =
+    "max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nsys_interval 1\n";
+/// Every MQTT packet the broker received (its PUBLISH counter leaves out retained messages): PUBLISHes plus the
+/// subscriber's PUBACKs (one per delivered message) plus a few PINGREQs.
+const SYS_MESSAGES_RECEIVED: &str = "$SYS/broker/messages/received";
+
+/// Where notifications go.
+enum Target<'a> {
+    /// Through the bridge: a WebSocket frame from the fake PMS.
+    Bridge(&'a FakePms),
+    /// Straight to the broker: the raw rumqttc publisher.
+    Broker(&'a RawPublisher),
+}
+
+impl Target<'_> {
+    async fn send(&self, seq: u64, base: Instant) {
+        let t = base.elapsed();
+        let item = loadgen::item(seq, t.as_nanos() as u64, t.as_millis() as u64);
+        match self {
+            Target::Bridge(pms) => {
+                assert_eq!(pms.push_text(&item.ws_frame()), 1, "the bridge's WebSocket is not open");
+            }
+            Target::Broker(raw) => raw
+                .client
+                .publish(item.kind.topic(), QoS::AtLeastOnce, false, item.json.into_bytes())
+                .await
+                .expect("the raw publisher's event loop is running"),
+        }
+    }
+}
+
+/// CPU ticks used so far by the bridge, the broker, this process and the whole machine (busy, all cores).
+#[derive(Clone, Copy)]
+struct Cpu {
+    bridge: u64,
+    broker: u64,
+    bench: u64,
+    machine: u64,
+}
+
+struct Pids {
+    bridge: u32,
+    broker: u32,
+}
+
+impl Pids {
+    fn cpu(&self) -> Cpu {
+        Cpu {
+            bridge: cpu_ticks(self.bridge).unwrap_or(0),
+            broker: cpu_ticks(self.broker).unwrap_or(0),
+            bench: cpu_ticks(std::process::id()).unwrap_or(0),
+            machine: machine_busy_ticks(),
+        }
+    }
+}
+
+/// Busy time of all CPUs (`/proc/stat`: everything but idle and iowait), in clock ticks.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    fields.iter().take(8).sum::<u64>() - fields.get(3).copied().unwrap_or(0) - fields.get(4).copied().unwrap_or(0)
+}
+
+/// CPU used between two readings, in cores: (bridge, broker, bench, everything else on the machine).
+fn cores(from: Cpu, to: Cpu, seconds: f64, tck: f64) -> (f64, f64, f64, f64) {
+    let c = |a: u64, b: u64| b.saturating_sub(a) as f64 / tck / seconds;
+    let (bridge, broker, bench) = (c(from.bridge, to.bridge), c(from.broker, to.broker), c(from.bench, to.bench));
+    let others = (c(from.machine, to.machine) - bridge - broker - bench).max(0.0);
+    (bridge, broker, bench, others)
+}
+
+fn cores_text((bridge, broker, bench, others): (f64, f64, f64, f64)) -> String {
+    format!("CPU cores: bridge {bridge:.2}, broker {broker:.2}, bench {bench:.2}, other processes {others:.2}")
+}
+
+/// What a throughput phase measured.
+struct Throughput {
+    rate: f64,
+    sent: u64,
+    measured: u64,
+    seconds: f64,
+    from: Cpu,
+    to: Cpu,
+    lost: u64,
+}
+
+/// Sends as fast as the pipeline takes, keeping at most [`WINDOW`] in flight; measures after the warm-up.
+async fn closed_loop(target: &Target<'_>, sub: &Subscriber, seq: &mut u64, base: Instant, pids: &Pids) -> Throughput {
+    let first_received = sub.received();
+    let mut sent = 0u64;
+    let start = Instant::now();
+    let end = start + THROUGHPUT_WARMUP + THROUGHPUT_MEASURE;
+    let mut mark: Option<(Instant, u64, Cpu)> = None;
+    while Instant::now() < end {
+        if mark.is_none() && Instant::now() >= start + THROUGHPUT_WARMUP {
+            mark = Some((Instant::now(), sub.received(), pids.cpu()));
+        }
+        let outstanding = sent - (sub.received() - first_received);
+        if outstanding < WINDOW {
+            target.send(*seq, base).await;
+            *seq += 1;
+            sent += 1;
+            if sent % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        } else {
+            let _ = tokio::time::timeout(Duration::from_millis(1), sub.counter.progress.notified()).await;
+        }
+    }
+    let (t0, r0, from) = mark.expect("the warm-up is shorter than the phase");
+    let (t1, r1, to) = (Instant::now(), sub.received(), pids.cpu());
+    let all = sub.wait_for(first_received + sent, Duration::from_secs(5)).await;
+    let seconds = (t1 - t0).as_secs_f64();
+    Throughput {
+        rate: (r1 - r0) as f64 / seconds,
+        sent,
+        measured: r1 - r0,
+        seconds,
+        from,
+        to,
+        lost: first_received + sent - all,
+    }
+}
+
+/// What a latency phase measured.
+struct Latency {
+    /// Sorted, ns.
+    samples: Vec<u64>,
+    lost: u64,
+    cores: (f64, f64, f64, f64),
+}
+
+/// Sends at [`LATENCY_RATE`]; measures the delay of every message sent after the warm-up.
+async fn paced(
+    target: &Target<'_>,
+    name: &str,
+    sub: &Subscriber,
+    seq: &mut u64,
+    base: Instant,
+    pids: &Pids,
+) -> Latency {
+    let tck = clock_ticks_per_second() as f64;
+    let first_received = sub.received();
+    let interval = Duration::from_secs(1) / LATENCY_RATE as u32;
+    let warmup = LATENCY_RATE * LATENCY_WARMUP.as_secs();
+    let total = warmup + LATENCY_RATE * LATENCY_MEASURE.as_secs();
+    let start = tokio::time::Instant::now();
+    let mut mark = None;
+    for i in 0..total {
+        if i == warmup {
+            sub.counter.clear_latencies();
+            sub.counter.recording.store(true, Ordering::SeqCst);
+            mark = Some((Instant::now(), pids.cpu()));
+        }
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        target.send(*seq, base).await;
+        *seq += 1;
+    }
+    let (t0, from) = mark.expect("the warm-up is shorter than the phase");
+    let cores = cores(from, pids.cpu(), t0.elapsed().as_secs_f64(), tck);
+    let all = sub.wait_for(first_received + total, Duration::from_secs(5)).await;
+    sub.counter.recording.store(false, Ordering::SeqCst);
+    let series = sub.counter.latencies();
+    if let Ok(dir) = std::env::var("PIPELINE_DUMP") {
+        let text: String =
+            series.iter().map(|(t, l)| format!("{:.3} {:.3}\n", *t as f64 / 1e6, *l as f64 / 1e6)).collect();
+        let _ = std::fs::write(format!("{dir}/latency-{name}.txt"), text);
+    }
+    let mut samples: Vec<u64> = series.into_iter().map(|(_, l)| l).collect();
+    samples.sort_unstable();
+    Latency { samples, lost: first_received + total - all, cores }
+}
+
+/// Samples the bridge's VmRSS every 50 ms and keeps the largest value (KiB) until taken.
+struct RssSampler {
+    max: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let (max, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (m, s) = (max.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(rss) = proc_status_kib(pid, "VmRSS") {
+                    m.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        RssSampler { max, stop }
+    }
+
+    fn take(&self) -> u64 {
+        self.max.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The broker's count of packets received, once it has stopped changing (`sys_interval` is 1 s).
+async fn broker_messages_received(sub: &Subscriber) -> u64 {
+    let read = || {
+        sub.counter
+            .other(SYS_MESSAGES_RECEIVED)
+            .and_then(|(payload, _, _)| String::from_utf8(payload).ok()?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut last = read();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// PUBLISHes the broker received per notification sent, from its packet count over a phase (minus one PUBACK
+/// from the subscriber per delivered message).
+fn publishes_per(packets: u64, t: &Throughput) -> f64 {
+    let delivered = t.sent - t.lost;
+    packets.saturating_sub(delivered) as f64 / t.sent.max(1) as f64
+}
+
+/// Sets TCP_NODELAY on this process's connected sockets whose local port is `port` (the fake PMS's side of the
+/// bridge's WebSocket): the harness leaves Nagle's algorithm on there, which holds back small frames until the
+/// bridge's delayed ACK (up to 40 ms). Returns how many sockets were changed.
+fn set_nodelay_on_local_port(port: u16) -> usize {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let mut changed = 0;
+    for entry in fds.filter_map(Result::ok) {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
+            continue;
+        }
+        // SAFETY: `fd` is a socket this process holds open (the fake PMS's tasks own it and keep it open while
+        // its connection lives); the TcpStream is turned back into the raw fd below, so it is never closed here.
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+        let ours = stream.local_addr().is_ok_and(|a| a.port() == port) && stream.peer_addr().is_ok();
+        if ours && stream.set_nodelay(true).is_ok() {
+            changed += 1;
+        }
+        let _ = stream.into_raw_fd();
+    }
+    changed
+}
+
+fn bridge_config(mqtt_url: &str, pms_url: &str, token_file: &std::path::Path) -> String {
+    // Production settings (the defaults) except the names; warnings only, plus the start and stop lines of the
+    // app (the stop line carries `dropped_live_events`).
+    format!(
+        r#"[mqtt]
+url = {mqtt}
+client_id = "bench-bridge-{pid}"
+topic_prefix = "plex"
+qos = 1
+
+[[servers]]
+url = {pms}
+token_file = {token}
+name = {name}
+
+[logging]
+level = "warn,plex_mqtt_bridge::app=info"
+format = "text"
+"#,
+        mqtt = toml_string(mqtt_url),
+        pid = std::process::id(),
+        pms = toml_string(pms_url),
+        token = toml_string(&token_file.to_string_lossy()),
+        name = toml_string(loadgen::SERVER),
+    )
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name"))?.split(':').nth(1).map(|m| m.trim().to_owned()))
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!(
+        "{cores} cores, {cpu}, {mem_gib:.1} GiB, Linux {}; load average before the run: {}",
+        kernel.trim(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let started = Instant::now();
+    let base = Instant::now();
+    let tck = clock_ticks_per_second() as f64;
+    println!("plex-mqtt-bridge pipeline benchmark");
+    println!("machine: {}", machine());
+    println!("bridge binary: {}", support::bridge::BIN);
+
+    let broker = Mosquitto::start_with_extra_config(BROKER_CONFIG);
+    let broker_pid = find_pid(&broker.dir().join("mosquitto.conf").to_string_lossy()).expect("mosquitto's pid");
+    let pms = FakePms::start_default().await;
+    pms.set_canned("/status/sessions", CannedResponse::json(loadgen::sessions_body()));
+    pms.set_canned("/activities", CannedResponse::json(loadgen::activities_body()));
+    let token = TokenFile::new(&pms.token());
+    let sub = Subscriber::start(broker.port(), base, &[SYS_MESSAGES_RECEIVED], false).await;
+    let mut state = Probe::subscribe(broker.port(), &["plex/test/state"]).await;
+    let mut bridge = Bridge::start(&bridge_config(&broker.url(), &pms.url(), token.path()));
+    state.expect_payload("plex/test/state", "connected", Duration::from_secs(15)).await;
+    drop(state);
+    assert!(pms.wait_for_ws_connection_count(1, Duration::from_secs(5)).await, "no WebSocket open");
+    let pids = Pids { bridge: bridge.pid(), broker: broker_pid };
+    let sizes: Vec<String> = (0..4)
+        .map(|s| {
+            let item = loadgen::item(s, 1_000_000_000_000, 1_000_000);
+            format!("{} {} B", item.kind.plex_type(), item.json.len())
+        })
+        .collect();
+    println!("items (mix 1:1:1:1, one per frame): {}", sizes.join(", "));
+
+    // 1. Idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss = proc_status_kib(pids.bridge, "VmRSS").unwrap_or(0);
+    let idle_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
+    let (ticks0, switches0) = (cpu_ticks(pids.bridge).unwrap_or(0), context_switches(pids.bridge));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ticks1, switches1) = (cpu_ticks(pids.bridge).unwrap_or(0), context_switches(pids.bridge));
+    let idle_cpu = (ticks1 - ticks0) as f64 / tck;
+    let idle_wakeups = switches1 - switches0;
+
+    // 2. Latency at 1,000/s.
+    let mut seq = 0u64;
+    let raw = RawPublisher::connect(broker.port(), RAW_INFLIGHT).await;
+    let broker_lat = paced(&Target::Broker(&raw), "broker", &sub, &mut seq, base, &pids).await;
+    let nagle_lat = paced(&Target::Bridge(&pms), "bridge-nagle", &sub, &mut seq, base, &pids).await;
+    let nodelay_sockets = set_nodelay_on_local_port(pms.port());
+    let bridge_lat = paced(&Target::Bridge(&pms), "bridge", &sub, &mut seq, base, &pids).await;
+
+    // 3. Throughput.
+    let packets0 = broker_messages_received(&sub).await;
+    let ceiling = closed_loop(&Target::Broker(&raw), &sub, &mut seq, base, &pids).await;
+    let packets1 = broker_messages_received(&sub).await;
+    drop(raw);
+    let rss = RssSampler::start(pids.bridge);
+    let through = closed_loop(&Target::Bridge(&pms), &sub, &mut seq, base, &pids).await;
+    let load_rss = rss.take();
+    let load_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
+    let packets2 = broker_messages_received(&sub).await;
+
+    // 4. Burst.
+    let burst_received0 = sub.received();
+    let burst_start = Instant::now();
+    for i in 0..BURST {
+        Target::Bridge(&pms).send(seq, base).await;
+        seq += 1;
+        if i % 256 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let push_seconds = burst_start.elapsed().as_secs_f64();
+    let quiet = Duration::from_secs(2);
+    let burst_delivered = sub.wait_for(burst_received0 + BURST, quiet).await - burst_received0;
+    let burst_seconds =
+        (burst_start.elapsed() - if burst_delivered < BURST { quiet } else { Duration::ZERO }).as_secs_f64();
+    let burst_rss = rss.take();
+    let burst_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
+    drop(rss);
+
+    // Shutdown: SIGTERM, exit 0 within 5 s, and the bridge's own count of dropped live events.
+    bridge.sigterm();
+    let status = bridge.wait_exit(Duration::from_secs(5)).await;
+    let log = bridge.logs();
+    let dropped = log
+        .lines()
+        .filter(|l| l.contains(" stopped"))
+        .find_map(|l| loadgen::field_u64(l.as_bytes(), b"dropped_live_events="));
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+
+    // Report.
+    println!();
+    println!(
+        "== throughput (QoS 1, window {WINDOW}, {:.0} s measured after {:.0} s warm-up)",
+        THROUGHPUT_MEASURE.as_secs_f64(),
+        THROUGHPUT_WARMUP.as_secs_f64()
+    );
+    let phase_cores = |t: &Throughput| cores(t.from, t.to, t.seconds, tck);
+    println!(
+        "  broker ceiling (raw rumqttc, {RAW_INFLIGHT} in flight): {:>7.0} msg/s  ({} sent, {} lost; {})",
+        ceiling.rate,
+        ceiling.sent,
+        ceiling.lost,
+        cores_text(phase_cores(&ceiling))
+    );
+    println!(
+        "  through the bridge:                      {:>7.0} notifications/s  ({} sent, {} lost; {})",
+        through.rate,
+        through.sent,
+        through.lost,
+        cores_text(phase_cores(&through))
+    );
+    println!("  ratio bridge / ceiling: {:.1} %   (target >= 80 %)", 100.0 * through.rate / ceiling.rate);
+    println!(
+        "  broker PUBLISHes per notification: raw {:.2}, bridge {:.2} (the bridge adds retained session/activity state)",
+        publishes_per(packets1 - packets0, &ceiling),
+        publishes_per(packets2 - packets1, &through)
+    );
+    println!(
+        "  bridge CPU per 100k notifications: {:.2} s   ({} ticks for {} notifications)",
+        (through.to.bridge - through.from.bridge) as f64 / tck / through.measured.max(1) as f64 * 100_000.0,
+        through.to.bridge - through.from.bridge,
+        through.measured
+    );
+    println!();
+    println!("== latency, frame sent -> message received, at {LATENCY_RATE}/s");
+    let lat_row = |name: &str, l: &Latency| {
+        let s = &l.samples;
+        println!(
+            "  {name:<28} p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>7.3} ms  ({} samples, {} lost; {})",
+            ms(percentile(s, 50.0)),
+            ms(percentile(s, 99.0)),
+            ms(percentile(s, 99.9)),
+            ms(s.last().copied().unwrap_or(0)),
+            s.len(),
+            l.lost,
+            cores_text(l.cores)
+        )
+    };
+    lat_row("broker only (raw rumqttc)", &broker_lat);
+    lat_row("via bridge, fake PMS Nagle", &nagle_lat);
+    lat_row("via bridge, fake PMS nodelay", &bridge_lat);
+    let added = |l: &Latency, p: f64| ms(percentile(&l.samples, p)) - ms(percentile(&broker_lat.samples, p));
+    println!(
+        "  added by the bridge (nodelay): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms   (target p99 < 2 ms)",
+        added(&bridge_lat, 50.0),
+        added(&bridge_lat, 99.0),
+        added(&bridge_lat, 99.9)
+    );
+    println!(
+        "  added by the bridge (Nagle):   p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms   (TCP_NODELAY set on {} fake-PMS socket(s) in between)",
+        added(&nagle_lat, 50.0),
+        added(&nagle_lat, 99.0),
+        added(&nagle_lat, 99.9),
+        nodelay_sockets
+    );
+    println!();
+    println!("== memory and idle");
+    println!(
+        "  RSS idle (3 s after connect):   {:.1} MiB (VmHWM {:.1} MiB)   (target < 16 MiB)",
+        mib(idle_rss),
+        mib(idle_hwm)
+    );
+    println!(
+        "  RSS at full load (max sampled): {:.1} MiB (VmHWM {:.1} MiB)   (target < 32 MiB)",
+        mib(load_rss),
+        mib(load_hwm)
+    );
+    println!(
+        "  CPU idle over 5 s:              {idle_cpu:.2} s, {idle_wakeups} context switches (wake-ups)   (target 0)"
+    );
+    println!();
+    println!("== burst: {BURST} frames pushed with no window");
+    println!(
+        "  pushed in {:.2} s; delivered {} ({:.0}/s over {:.2} s); dropped by the bridge (whole run, from its log): {}",
+        push_seconds,
+        burst_delivered,
+        burst_delivered as f64 / burst_seconds.max(0.001),
+        burst_seconds,
+        dropped.map(|d| d.to_string()).unwrap_or_else(|| "?".into())
+    );
+    println!("  RSS with the queue full: {:.1} MiB (VmHWM {:.1} MiB)", mib(burst_rss), mib(burst_hwm));
+    println!();
+    println!(
+        "bridge exit: {}; warnings logged: {}; bench took {:.0} s",
+        status.map(|s| s.to_string()).unwrap_or_else(|| "still running after 5 s".into()),
+        warnings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for w in &warnings {
+        let message = w.split(": ").nth(2).unwrap_or(w).split(" error=").next().unwrap_or(w);
+        let message: String = message.split(" dropped_total=").next().unwrap_or(message).chars().take(100).collect();
+        match kinds.iter_mut().find(|(m, _)| *m == message) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((message, 1)),
+        }
+    }
+    for (message, n) in kinds {
+        println!("  {n} x WARN {message}");
+    }
+}
