@@ -77,15 +77,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
     for (index, server) in config.servers.iter().enumerate() {
-        let tls = if server.url.scheme() == "https" {
-            if server.tls.insecure_skip_verify {
-                tracing::warn!(server = %server.url, "TLS certificate checks are OFF for this server (insecure_skip_verify): \
-                    anyone on the network path can impersonate it and read the token");
-            }
-            Some(crate::tls::client_config(&server.tls)?)
-        } else {
-            None
-        };
+        let tls = server.tls_config()?;
+        if tls.is_some() && server.tls.insecure_skip_verify {
+            tracing::warn!(server = %server.url, "TLS certificate checks are OFF for this server (insecure_skip_verify): \
+                anyone on the network path can impersonate it and read the token");
+        }
         let client = build_client(headers.clone(), config.plex.connect_timeout, tls.clone())?;
         let span =
             tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);

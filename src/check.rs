@@ -6,7 +6,7 @@ use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
 
 use crate::config::Config;
 use crate::plex::http::{build_client, PlexHttp};
-use crate::plex::{client_headers, PlexError};
+use crate::plex::{client_headers, read_token, PlexError};
 
 /// Runs every check, printing a line for each; true when all passed.
 pub async fn run(config: &Config) -> bool {
@@ -26,17 +26,13 @@ pub async fn run(config: &Config) -> bool {
 
 async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> (bool, String) {
     let what = format!("plex {} ({})", server.key, server.url.as_str().trim_end_matches('/'));
-    let token = match server.token.read() {
+    let token = match read_token(&server.token) {
         Ok(token) => token,
-        Err(e) => return (false, format!("FAIL {what}: cannot read the token file: {e} — fix: check token_file")),
+        Err(e) => return (false, format!("FAIL {what}: {e} — fix: check token_file")),
     };
-    let tls = if server.url.scheme() == "https" {
-        match crate::tls::client_config(&server.tls) {
-            Ok(tls) => Some(tls),
-            Err(e) => return (false, format!("FAIL {what}: {e} — fix: check ca_file")),
-        }
-    } else {
-        None
+    let tls = match server.tls_config() {
+        Ok(tls) => tls,
+        Err(e) => return (false, format!("FAIL {what}: {e} — fix: check ca_file")),
     };
     let client = match build_client(client_headers(&config.plex), config.plex.connect_timeout, tls) {
         Ok(client) => client,
@@ -89,10 +85,6 @@ async fn check_broker(config: &Config) -> (bool, String) {
         Err(e) => return (false, format!("FAIL {what}: {e}")),
     };
     options.set_keep_alive(Duration::from_secs(5));
-    if let Some(username) = &config.mqtt.username {
-        let password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
-        options.set_credentials(username.clone(), password);
-    }
     let (client, mut eventloop) = AsyncClient::new(options, 4);
     let result = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -162,6 +162,18 @@ pub struct ServerConfig {
     pub key: String,
 }
 
+impl ServerConfig {
+    /// The rustls configuration for an `https://` server (`None` for `http://`), shared by its REST calls and
+    /// its notification socket.
+    pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
+        if self.url.scheme() == "https" {
+            crate::tls::client_config(&self.tls).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 /// The notification transport of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

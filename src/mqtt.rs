@@ -188,10 +188,6 @@ pub fn start(
         .set_clean_session(true)
         .set_max_packet_size(config.max_packet_size, config.max_packet_size)
         .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
-    if let Some(username) = &config.username {
-        let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
-        options.set_credentials(username.clone(), password);
-    }
     let (client, eventloop) = AsyncClient::new(options, 64);
     let shared = Arc::new(Shared {
         outbox: Mutex::new(Outbox::new(config.queue_size)),
@@ -224,22 +220,27 @@ pub fn start(
     Ok((publisher, connection))
 }
 
-/// Options to reach the broker as `client_id`: directly for `mqtt://`, through a [`Tunnel`] for `mqtts://`
-/// (keep the tunnel alive as long as the client).
+/// Options to reach the broker as `client_id` with the configured credentials: directly for `mqtt://`, through a
+/// [`Tunnel`] for `mqtts://` (keep the tunnel alive as long as the client).
 pub fn connect_options(
     config: &MqttConfig,
     client_id: &str,
 ) -> Result<(MqttOptions, Option<Tunnel>), crate::app::BridgeError> {
-    match &config.tls {
-        None => Ok((MqttOptions::new(client_id, config.host.clone(), config.port), None)),
+    let (mut options, tunnel) = match &config.tls {
+        None => (MqttOptions::new(client_id, config.host.clone(), config.port), None),
         Some(tls) => {
             let tls_config = crate::tls::client_config(tls)?;
             let tunnel = Tunnel::start(config.host.clone(), config.port, tls_config)?;
             let mut options = MqttOptions::new(client_id, tunnel.socket().to_string_lossy(), 0);
             options.set_transport(rumqttc::Transport::Unix);
-            Ok((options, Some(tunnel)))
+            (options, Some(tunnel))
         }
+    };
+    if let Some(username) = &config.username {
+        let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        options.set_credentials(username.clone(), password);
     }
+    Ok((options, tunnel))
 }
 
 impl MqttConnection {

@@ -21,7 +21,7 @@ use crate::playback::{Effect, Tracker};
 use crate::plex::http::PlexHttp;
 use crate::plex::notification::Notification;
 use crate::plex::sessions::{parse_sessions, text, PlayingItem};
-use crate::plex::PlexError;
+use crate::plex::{read_token, PlexError};
 use crate::router::Action;
 use crate::topic::{fold_segment_or, ServerTopics};
 
@@ -361,6 +361,5 @@ impl RunningActivities {
 }
 
 async fn fetch(http: &PlexHttp, token: &TokenSource, path: &str) -> Result<Bytes, PlexError> {
-    let token = token.read().map_err(|source| PlexError::TokenFile { path: "(token file)".into(), source })?;
-    http.get_bytes(path, &token).await
+    http.get_bytes(path, &read_token(token)?).await
 }

@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::bridge_info::BridgeInfo;
-use crate::config::{PlexConfig, ServerConfig, TokenSource, Transport};
+use crate::config::{PlexConfig, ServerConfig, Transport};
 use crate::discovery::Discovery;
 use crate::mqtt::Publisher;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
 use crate::plex::ws::{self, WsEndpoint, WsStream};
-use crate::plex::{Incoming, PlexError, SessionEnd, SessionStats};
+use crate::plex::{read_token, Incoming, PlexError, SessionEnd, SessionStats};
 use crate::router::route;
 use crate::server_state::{StateInput, StateTask, QUEUE};
 use crate::telemetry::telemetry;
@@ -194,15 +194,9 @@ impl Supervisor {
     }
 
     async fn attempt(&self, session: &mut Session, cancel: &CancellationToken) -> Attempt {
-        let token = match self.server.token.read() {
+        let token = match read_token(&self.server.token) {
             Ok(token) => token,
-            Err(source) => {
-                let path = match &self.server.token {
-                    TokenSource::File(path) => path.display().to_string(),
-                    TokenSource::Inline(_) => String::new(),
-                };
-                return Attempt::Failed(PlexError::TokenFile { path, source });
-            }
+            Err(error) => return Attempt::Failed(error),
         };
         let identity = tokio::select! {
             identity = self.http.identity(&token) => identity,

@@ -9,7 +9,7 @@ pub mod ws;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 
-use crate::config::PlexConfig;
+use crate::config::{PlexConfig, TokenSource};
 use crate::secret::Secret;
 
 /// Why talking to PMS failed. Texts never contain the token: it travels only in a header.
@@ -71,6 +71,18 @@ pub fn client_headers(config: &PlexConfig) -> HeaderMap {
     }
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     headers
+}
+
+/// Reads the token now (a token file is read every time, so a rotated token is picked up); a file that cannot be
+/// read becomes [`PlexError::TokenFile`] naming the file.
+pub fn read_token(source: &TokenSource) -> Result<Secret, PlexError> {
+    source.read().map_err(|error| {
+        let path = match source {
+            TokenSource::File(path) => path.display().to_string(),
+            TokenSource::Inline(_) => String::new(),
+        };
+        PlexError::TokenFile { path, source: error }
+    })
 }
 
 /// The token as a header value marked sensitive, so `Debug` output of a request never shows it.
