@@ -35,7 +35,6 @@ struct Shared {
     scan_done: watch::Sender<bool>,
     wake: Notify,
     max_packet_size: usize,
-    oversized: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -138,7 +137,7 @@ impl Publisher {
         let fits = topic.len() <= usize::from(u16::MAX)
             && topic.len() + payload.len() + PACKET_OVERHEAD <= self.shared.max_packet_size;
         if !fits {
-            self.shared.oversized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::telemetry::telemetry().dropped(1);
             tracing::warn!(
                 topic,
                 bytes = payload.len(),
@@ -193,7 +192,6 @@ pub fn start(
         outbox: Mutex::new(Outbox::new(config.queue_size)),
         wake: Notify::new(),
         max_packet_size: config.max_packet_size,
-        oversized: Default::default(),
         stale: Default::default(),
         scan_done: watch::channel(false).0,
     });

@@ -201,11 +201,6 @@ impl Outbox {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
-
-    /// Nothing is waiting to be handed over.
-    pub fn is_drained(&self) -> bool {
-        self.live.is_empty() && self.dirty.iter().all(|t| self.retained.get(t).is_none_or(|e| !e.dirty))
-    }
 }
 
 #[cfg(test)]

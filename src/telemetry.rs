@@ -84,7 +84,7 @@ impl Telemetry {
         registry.register("messages_published", "MQTT messages handed to the broker connection", published.clone());
         registry.register(
             "messages_dropped",
-            "Live MQTT messages dropped (queue overflow or lost with a broker connection)",
+            "MQTT messages dropped: live events over the queue or lost with a broker connection, and messages over mqtt.max_packet_size",
             dropped.clone(),
         );
         registry.register("reconnects", "Connection losses and failed attempts, by leg and reason", reconnects.clone());
