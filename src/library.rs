@@ -6,11 +6,14 @@
 //! `metadataState` for such an item means it is processed (`item_added`, once); state 9 with `metadataState`
 //! `deleted` means it was removed. Scans are activities of type `library.update.section`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::plex::sessions::{number, text};
+use crate::plex::fields::{text, Fields};
+use crate::plex::sessions::{number, text as value_text};
 
 const LIBRARY_IDENTIFIER: &str = "com.plexapp.plugins.library";
 /// New items remembered while they are processed; a bound so a huge import cannot grow memory without end.
@@ -39,28 +42,28 @@ impl Library {
 
     /// Applies one timeline entry.
     pub fn on_timeline(&mut self, raw: &[u8]) -> Option<LibraryChange> {
-        let entry: Value = serde_json::from_slice(raw).ok()?;
-        if text(entry.get("identifier")).as_deref() != Some(LIBRARY_IDENTIFIER) {
+        let entry = Fields::parse(raw)?;
+        if entry.text("identifier").as_deref() != Some(LIBRARY_IDENTIFIER) {
             return None;
         }
-        let item_id = text(entry.get("itemID")).filter(|id| !id.is_empty())?;
-        let state = number(entry.get("state"));
-        let metadata_state = text(entry.get("metadataState"));
-        let section = entry.get("sectionID").and_then(|v| text(Some(v))).and_then(|s| s.parse::<i64>().ok());
+        let item_id = entry.text("itemID").filter(|id| !id.is_empty())?;
+        let state = entry.number("state");
+        let metadata_state = entry.text("metadataState");
+        let section = entry.text("sectionID").and_then(|s| s.parse::<i64>().ok());
         match (state, metadata_state.as_deref()) {
             (Some(0), Some("created")) if section.is_some_and(|s| s > 0) => {
-                if !self.created.contains(&item_id) {
+                if !self.created.iter().any(|id| *id == item_id) {
                     if self.created.len() >= MAX_PENDING_ITEMS {
                         self.created.pop_front();
                     }
-                    self.created.push_back(item_id);
+                    self.created.push_back(item_id.into_owned());
                 }
                 None
             }
             (Some(5), None) => {
                 let position = self.created.iter().position(|id| *id == item_id)?;
                 self.created.remove(position);
-                Some(LibraryChange::Added { item_id: item_id.clone(), fallback: item_summary(&entry, &item_id) })
+                Some(LibraryChange::Added { item_id: item_id.to_string(), fallback: item_summary(&entry, &item_id) })
             }
             (Some(9), Some("deleted")) => {
                 self.created.retain(|id| *id != item_id);
@@ -75,12 +78,12 @@ impl Library {
 
     /// Applies one activity item: the start and end of library scans.
     pub fn on_activity(&self, raw: &[u8]) -> Option<LibraryChange> {
-        let item: Value = serde_json::from_slice(raw).ok()?;
-        let activity = item.get("Activity")?;
-        if text(activity.get("type")).as_deref() != Some("library.update.section") {
+        let item = Fields::parse(raw)?;
+        let activity = item.object("Activity")?;
+        if activity.text("type").as_deref() != Some("library.update.section") {
             return None;
         }
-        let event_type = match text(item.get("event")).as_deref() {
+        let event_type = match item.text("event").as_deref() {
             Some("started") => "scan_started",
             Some("ended") => "scan_finished",
             _ => return None,
@@ -88,22 +91,22 @@ impl Library {
         Some(LibraryChange::Event(json!({
             "event_type": event_type,
             "activity": {
-                "uuid": text(activity.get("uuid")).or_else(|| text(item.get("uuid"))),
-                "title": text(activity.get("title")),
-                "subtitle": text(activity.get("subtitle")),
-                "library_section_id": text(activity.get("Context").and_then(|c| c.get("librarySectionID"))),
+                "uuid": activity.text("uuid").or_else(|| item.text("uuid")),
+                "title": activity.text("title"),
+                "subtitle": activity.text("subtitle"),
+                "library_section_id": activity.object("Context").and_then(|c| c.text("librarySectionID").map(Cow::into_owned)),
             },
         })))
     }
 }
 
 /// What a timeline entry says about an item (used when `/library/metadata` cannot be read).
-fn item_summary(entry: &Value, item_id: &str) -> Value {
+fn item_summary(entry: &Fields<'_>, item_id: &str) -> Value {
     json!({
         "rating_key": item_id,
-        "title": text(entry.get("title")),
-        "type": type_name(entry.get("type")),
-        "library_section_id": text(entry.get("sectionID")),
+        "title": entry.text("title"),
+        "type": type_name(entry.raw("type")),
+        "library_section_id": entry.text("sectionID"),
         "library_section_title": Value::Null,
     })
 }
@@ -114,12 +117,12 @@ pub fn item_from_metadata(body: &[u8], item_id: &str) -> Option<Value> {
     let meta = value.get("MediaContainer")?.get("Metadata")?.get(0)?;
     let container = value.get("MediaContainer");
     Some(json!({
-        "rating_key": text(meta.get("ratingKey")).unwrap_or_else(|| item_id.to_owned()),
-        "title": text(meta.get("title")),
-        "type": text(meta.get("type")),
-        "library_section_id": text(meta.get("librarySectionID")).or_else(|| text(container.and_then(|c| c.get("librarySectionID")))),
-        "library_section_title": text(meta.get("librarySectionTitle")).or_else(|| text(container.and_then(|c| c.get("librarySectionTitle")))),
-        "grandparent_title": text(meta.get("grandparentTitle")),
+        "rating_key": value_text(meta.get("ratingKey")).unwrap_or_else(|| item_id.to_owned()),
+        "title": value_text(meta.get("title")),
+        "type": value_text(meta.get("type")),
+        "library_section_id": value_text(meta.get("librarySectionID")).or_else(|| value_text(container.and_then(|c| c.get("librarySectionID")))),
+        "library_section_title": value_text(meta.get("librarySectionTitle")).or_else(|| value_text(container.and_then(|c| c.get("librarySectionTitle")))),
+        "grandparent_title": value_text(meta.get("grandparentTitle")),
         "parent_index": number(meta.get("parentIndex")),
         "index": number(meta.get("index")),
         "year": number(meta.get("year")),
@@ -131,9 +134,10 @@ pub fn added_event(item: Value) -> Value {
     json!({ "event_type": "item_added", "item": item })
 }
 
-/// Plex's numeric metadata types by name.
-fn type_name(value: Option<&Value>) -> Value {
-    let name = match value.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) {
+/// Plex's numeric metadata types by name; anything else as sent.
+fn type_name(value: Option<&RawValue>) -> Value {
+    let number = value.and_then(text).and_then(|t| t.parse::<i64>().ok());
+    let name = match number {
         Some(1) => "movie",
         Some(2) => "show",
         Some(3) => "season",
@@ -144,7 +148,7 @@ fn type_name(value: Option<&Value>) -> Value {
         Some(12) => "clip",
         Some(15) => "playlist",
         Some(18) => "collection",
-        _ => return value.cloned().unwrap_or(Value::Null),
+        _ => return value.and_then(|v| serde_json::from_str(v.get()).ok()).unwrap_or(Value::Null),
     };
     json!(name)
 }

@@ -4,10 +4,9 @@
 //! supervisor hands the result to the publisher.
 
 use bytes::Bytes;
-use serde_json::Value;
 
+use crate::plex::fields::Fields;
 use crate::plex::notification::Notification;
-use crate::plex::sessions::text;
 use crate::topic::ServerTopics;
 
 /// One thing the publisher must do.
@@ -42,13 +41,14 @@ pub fn route(topics: &ServerTopics, notification: &Notification) -> Vec<Action> 
 /// uuid cannot be tracked and only produce the live message. `uuid` and `event` are read leniently (a number is
 /// as good as a string), like everywhere else PMS data is read.
 fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
-    let parsed: Value = serde_json::from_slice(item).ok()?;
-    let uuid = text(parsed.get("uuid"))
+    let fields = Fields::parse(item)?;
+    let uuid = fields
+        .text("uuid")
         .filter(|u| !u.is_empty())
-        .or_else(|| text(parsed.get("Activity").and_then(|a| a.get("uuid"))))
+        .or_else(|| fields.object("Activity").and_then(|a| a.text("uuid")))
         .filter(|u| !u.is_empty())?;
     let topic = topics.activity(&uuid);
-    Some(match text(parsed.get("event")).as_deref() {
+    Some(match fields.text("event").as_deref() {
         Some("ended") => Action::Clear { topic },
         _ => Action::Retain { topic, payload: item.clone() },
     })

@@ -1,5 +1,6 @@
 //! Everything that talks to a Plex Media Server: REST look-ups, the notification transports, and decoding.
 
+pub mod fields;
 pub mod http;
 pub mod notification;
 pub mod sessions;
@@ -105,8 +106,8 @@ impl PlexError {
 /// One message from either transport, before decoding.
 #[derive(Debug, Clone, Copy)]
 pub enum Incoming<'a> {
-    /// A WebSocket text frame.
-    Frame(&'a str),
+    /// A WebSocket text frame and the buffer that holds it (the same bytes), which the items share.
+    Frame { text: &'a str, buffer: &'a bytes::Bytes },
     /// An EventSource event (not `ping`).
     Event { event: &'a str, data: &'a str },
 }
@@ -115,7 +116,7 @@ impl Incoming<'_> {
     /// Decodes into the transport-neutral notification.
     pub fn decode(&self) -> Result<notification::Notification, notification::DecodeError> {
         match self {
-            Incoming::Frame(text) => notification::decode_websocket(text),
+            Incoming::Frame { text, buffer } => notification::decode_websocket_shared(text, buffer),
             Incoming::Event { event, data } => notification::decode_eventsource(event, data),
         }
     }
@@ -123,7 +124,7 @@ impl Incoming<'_> {
     /// The raw text, for log lines about a message that could not be decoded.
     pub fn text(&self) -> &str {
         match self {
-            Incoming::Frame(text) => text,
+            Incoming::Frame { text, .. } => text,
             Incoming::Event { data, .. } => data,
         }
     }

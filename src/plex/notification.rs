@@ -6,11 +6,11 @@
 //! with [`RawValue`] and never re-serialised, which also keeps the hot path cheap.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::fields::{text, Fields};
 
 /// One notification: its type (`playing`, `activity`, … or anything new) and its items, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,17 +38,24 @@ const CONTAINER_KEY: &str = "NotificationContainer";
 ///
 /// Also accepted: the container without its envelope, and the pre-1.3 `_elementType`/`_children` envelope.
 pub fn decode_websocket(frame: &str) -> Result<Notification, DecodeError> {
-    let top = object_entries(frame)?;
-    if let Some(container) = last_value(&top, CONTAINER_KEY) {
-        return decode_container(container.get(), None);
+    decode_websocket_shared(frame, &Bytes::copy_from_slice(frame.as_bytes()))
+}
+
+/// [`decode_websocket`] for a frame already held in `buffer` (the same bytes as `frame`): every item shares
+/// the buffer instead of being copied out of it.
+pub fn decode_websocket_shared(frame: &str, buffer: &Bytes) -> Result<Notification, DecodeError> {
+    let cut = Cutter { text: frame, buffer };
+    let top = Fields::parse_str(frame)?;
+    if let Some(container) = top.raw(CONTAINER_KEY) {
+        return decode_container(&cut, container.get(), None);
     }
-    if let Some(element_type) = last_value(&top, "_elementType") {
+    if let Some(element_type) = top.raw("_elementType") {
         if string_value(element_type).as_deref() == Some(CONTAINER_KEY) {
-            return decode_legacy(&top);
+            return decode_legacy(&cut, &top);
         }
     }
-    if last_value(&top, "type").is_some() {
-        return decode_container(frame, None);
+    if top.raw("type").is_some() {
+        return decode_container(&cut, frame, None);
     }
     Err(DecodeError::Shape("no NotificationContainer object"))
 }
@@ -57,102 +64,101 @@ pub fn decode_websocket(frame: &str) -> Result<Notification, DecodeError> {
 /// an array, or a whole WebSocket envelope. `event` is the SSE event name, used as the type unless the data
 /// carries its own.
 pub fn decode_eventsource(event: &str, data: &str) -> Result<Notification, DecodeError> {
-    let top = object_entries(data)?;
-    if let Some(container) = last_value(&top, CONTAINER_KEY) {
-        return decode_container(container.get(), Some(event));
+    let buffer = Bytes::copy_from_slice(data.as_bytes());
+    let cut = Cutter { text: data, buffer: &buffer };
+    let top = Fields::parse_str(data)?;
+    if let Some(container) = top.raw(CONTAINER_KEY) {
+        return decode_container(&cut, container.get(), Some(event));
     }
     let mut items = Vec::new();
-    for (_, value) in &top {
-        push_items(value, &mut items)?;
+    for (_, value) in top.entries() {
+        push_items(&cut, value, &mut items)?;
     }
     // An empty array is an empty notification, as on the WebSocket; only data without any object or array
     // under a key is not a notification at all.
-    let holds_items = top.iter().any(|(_, v)| matches!(v.get().as_bytes().first(), Some(b'[' | b'{')));
-    if !holds_items && !top.is_empty() {
+    let holds_items = top.entries().iter().any(|(_, v)| matches!(v.get().as_bytes().first(), Some(b'[' | b'{')));
+    if !holds_items && !top.entries().is_empty() {
         return Err(DecodeError::Shape("no object or array of items in the event data"));
     }
     Ok(Notification { kind: event.to_owned(), items })
 }
 
-fn decode_container(container: &str, fallback_kind: Option<&str>) -> Result<Notification, DecodeError> {
-    let entries = object_entries(container)?;
-    let kind = match last_value(&entries, "type").and_then(string_value) {
-        Some(kind) => kind,
+/// Cuts items out of the buffer that holds the decoded text, so they share it.
+struct Cutter<'a> {
+    text: &'a str,
+    buffer: &'a Bytes,
+}
+
+impl Cutter<'_> {
+    /// The bytes of `part`, a slice of `self.text` (anything else is copied, so this cannot panic).
+    fn cut(&self, part: &str) -> Bytes {
+        let offset = (part.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        let end = offset.checked_add(part.len());
+        match end {
+            Some(end) if self.buffer.len() == self.text.len() && end <= self.text.len() => {
+                self.buffer.slice(offset..end)
+            }
+            _ => Bytes::copy_from_slice(part.as_bytes()),
+        }
+    }
+}
+
+fn decode_container(
+    cut: &Cutter<'_>,
+    container: &str,
+    fallback_kind: Option<&str>,
+) -> Result<Notification, DecodeError> {
+    let entries = Fields::parse_str(container)?;
+    let kind = match entries.raw("type").and_then(string_value) {
+        Some(kind) => kind.into_owned(),
         None => match fallback_kind {
             Some(kind) => kind.to_owned(),
             None => return Err(DecodeError::Shape("NotificationContainer has no `type`")),
         },
     };
     let mut items = Vec::new();
-    for (key, value) in &entries {
+    for (key, value) in entries.entries() {
         if key != "type" && key != "size" {
-            push_items(value, &mut items)?;
+            push_items(cut, value, &mut items)?;
         }
     }
     Ok(Notification { kind, items })
 }
 
-fn decode_legacy(top: &[(Cow<'_, str>, &RawValue)]) -> Result<Notification, DecodeError> {
-    let kind = last_value(top, "type")
+/// A JSON string's value, or a number's text (PMS is inconsistent about which it sends); not a boolean.
+fn string_value(value: &RawValue) -> Option<Cow<'_, str>> {
+    match value.get().as_bytes().first() {
+        Some(b'"' | b'-' | b'0'..=b'9') => text(value),
+        _ => None,
+    }
+}
+
+fn decode_legacy(cut: &Cutter<'_>, top: &Fields<'_>) -> Result<Notification, DecodeError> {
+    let kind = top
+        .raw("type")
         .and_then(string_value)
-        .ok_or(DecodeError::Shape("legacy NotificationContainer has no `type`"))?;
+        .ok_or(DecodeError::Shape("legacy NotificationContainer has no `type`"))?
+        .into_owned();
     let mut items = Vec::new();
-    if let Some(children) = last_value(top, "_children") {
-        push_items(children, &mut items)?;
+    if let Some(children) = top.raw("_children") {
+        push_items(cut, children, &mut items)?;
     }
     Ok(Notification { kind, items })
 }
 
 /// Adds the items a value holds: each element of an array (whatever it is: the bridge forwards what PMS sent),
 /// or the value itself when it is an object. A scalar under a key (e.g. a stray `"title"`) is not an item.
-fn push_items(value: &RawValue, items: &mut Vec<Bytes>) -> Result<(), DecodeError> {
+fn push_items(cut: &Cutter<'_>, value: &RawValue, items: &mut Vec<Bytes>) -> Result<(), DecodeError> {
     let text = value.get();
     match text.as_bytes().first() {
         Some(b'[') => {
             let elements: Vec<&RawValue> = serde_json::from_str(text)?;
-            items.extend(elements.into_iter().map(|item| Bytes::copy_from_slice(item.get().as_bytes())));
+            items.extend(elements.into_iter().map(|item| cut.cut(item.get())));
         }
-        Some(b'{') => items.push(Bytes::copy_from_slice(text.as_bytes())),
+        Some(b'{') => items.push(cut.cut(text)),
         _ => {}
     }
     Ok(())
-}
-
-fn last_value<'a>(entries: &[(Cow<'_, str>, &'a RawValue)], key: &str) -> Option<&'a RawValue> {
-    entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
-}
-
-/// A JSON string's value, or a number's text (PMS is inconsistent about which it sends).
-fn string_value(value: &RawValue) -> Option<String> {
-    match value.get().as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(value.get()).ok(),
-        Some(b'-' | b'0'..=b'9') => Some(value.get().to_owned()),
-        _ => None,
-    }
-}
-
-/// The entries of a JSON object in document order, duplicates included (later ones win in [`last_value`]),
-/// each value still raw. Unlike a struct, this never fails on duplicate or unknown keys.
-fn object_entries(json: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, DecodeError> {
-    struct EntriesVisitor;
-    impl<'de> Visitor<'de> for EntriesVisitor {
-        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut entries = Vec::new();
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                let value: &'de RawValue = map.next_value()?;
-                entries.push((key, value));
-            }
-            Ok(entries)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(json);
-    let entries = de.deserialize_map(EntriesVisitor)?;
-    de.end()?;
-    Ok(entries)
 }
 
 #[cfg(test)]

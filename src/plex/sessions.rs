@@ -1,8 +1,12 @@
 //! Reading `/status/sessions` (what is playing now) and `playing` notification items, leniently: PMS sends
 //! numbers as strings on some servers, omits fields for some players, and `ratingKey` is not always numeric.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
+
+use super::fields::Fields;
 
 /// One `playing` notification item: the few fields a notification carries.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -16,13 +20,12 @@ pub struct PlayingItem {
 impl PlayingItem {
     /// Reads an item; `None` if it is not a JSON object.
     pub fn parse(raw: &[u8]) -> Option<PlayingItem> {
-        let value: Value = serde_json::from_slice(raw).ok()?;
-        let object = value.as_object()?;
+        let fields = Fields::parse(raw)?;
         Some(PlayingItem {
-            session_key: text(object.get("sessionKey")),
-            rating_key: text(object.get("ratingKey")),
-            state: text(object.get("state")).unwrap_or_default(),
-            view_offset_ms: number(object.get("viewOffset")),
+            session_key: fields.text("sessionKey").map(Cow::into_owned),
+            rating_key: fields.text("ratingKey").map(Cow::into_owned),
+            state: fields.text("state").map(Cow::into_owned).unwrap_or_default(),
+            view_offset_ms: fields.number("viewOffset"),
         })
     }
 }

@@ -184,7 +184,7 @@ pub async fn run_session(
                 match frame {
                     Some(Ok(Message::Text(text))) => {
                         stats.messages += 1;
-                        on_message(Incoming::Frame(text.as_str()));
+                        on_message(Incoming::Frame { text: text.as_str(), buffer: text.as_ref() });
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         stats.ignored += 1;
