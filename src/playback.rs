@@ -30,6 +30,11 @@ const ABSENCE_GRACE_MS: u64 = 2_000;
 const STOPPED_MEMORY_MS: u64 = 60_000;
 /// Events wait at most this long for the session's details before going out without them.
 pub const ENRICHMENT_WAIT_MS: u64 = 5_000;
+/// A session's retained document is re-published for a change of `viewOffset` alone (steady playback) at most
+/// this often; every other change (state, item, details, an event) goes out at once, and the last progress is
+/// always published within this time. Subscribers (a Home Assistant sensor, its recorder) gain nothing from
+/// more, and a busy server would otherwise cost one retained message per `playing` notification.
+pub const PROGRESS_REFRESH_MS: u64 = 1_000;
 
 /// What the tracker asks the publisher to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +94,9 @@ struct Tracked {
     scrobbled: bool,
     pending: Vec<&'static str>,
     pending_since_ms: u64,
+    /// When the retained document was last published, and whether it has changed since (progress only).
+    document_sent_ms: Option<u64>,
+    document_stale: bool,
 }
 
 /// All sessions of one server.
@@ -156,7 +164,11 @@ impl Tracker {
             scrobbled: false,
             pending: vec!["play"],
             pending_since_ms: now_ms,
+            document_sent_ms: None,
+            document_stale: false,
         });
+        let state_before = tracked.state;
+        let rating_key_before = tracked.rating_key.clone();
         let is_new = tracked.pending.first() == Some(&"play") && tracked.settled.is_none();
         if tracked.rating_key.is_some() && item.rating_key.is_some() && tracked.rating_key != item.rating_key && !is_new
         {
@@ -202,9 +214,15 @@ impl Tracker {
         tracked.updated_at_ms = now_ms;
         tracked.last_heard_ms = now_ms;
         tracked.first_hand = true;
+        // What the summary shows (count, states, titles) changes only with these; `viewOffset` alone does not.
+        let summary_changed = tracked.document_sent_ms.is_none()
+            || tracked.state != state_before
+            || tracked.rating_key != rating_key_before;
         self.check_scrobble(&key, now_ms);
-        self.emit_session(&key, &mut effects);
-        effects.push(Effect::Summary(self.summary()));
+        self.emit_session(&key, &mut effects, now_ms, summary_changed);
+        if summary_changed {
+            effects.push(Effect::Summary(self.summary()));
+        }
         effects
     }
 
@@ -234,6 +252,8 @@ impl Tracker {
                 scrobbled: false,
                 pending: Vec::new(),
                 pending_since_ms: now_ms,
+                document_sent_ms: None,
+                document_stale: false,
             });
             if !tracked.first_hand {
                 if let Some(state) = info.state.as_deref().and_then(PlayState::parse) {
@@ -254,7 +274,7 @@ impl Tracker {
                 self.flush(&mut tracked, &mut effects);
                 self.sessions.insert(key.clone(), tracked);
             }
-            self.emit_session(&key, &mut effects);
+            self.emit_session(&key, &mut effects, now_ms, true);
         }
         let gone: Vec<String> = self
             .sessions
@@ -299,6 +319,32 @@ impl Tracker {
             }
         }
         effects
+    }
+
+    /// Publishes the documents whose progress-only changes were held back for [`PROGRESS_REFRESH_MS`] and are
+    /// due now.
+    pub fn refresh_documents(&mut self, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for tracked in self.sessions.values_mut() {
+            if tracked.document_stale && document_due(tracked, now_ms) {
+                send_document(tracked, &mut effects, now_ms);
+            }
+        }
+        effects
+    }
+
+    /// When [`Tracker::flush_waiting`] or [`Tracker::refresh_documents`] next has something to do (ms since the
+    /// epoch), so the state task sleeps until then instead of polling.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.sessions
+            .values()
+            .flat_map(|t| {
+                let refresh = t.document_stale.then(|| t.document_sent_ms.map_or(0, |at| at + PROGRESS_REFRESH_MS));
+                let events = (!t.pending.is_empty()).then_some(t.pending_since_ms + ENRICHMENT_WAIT_MS);
+                [refresh, events]
+            })
+            .flatten()
+            .min()
     }
 
     /// Whether some session still lacks its details (a `/status/sessions` look-up is wanted).
@@ -356,12 +402,20 @@ impl Tracker {
         }
     }
 
-    fn emit_session(&mut self, key: &str, effects: &mut Vec<Effect>) {
+    /// Sends the session's waiting events (once its details are known) and its document: at once when
+    /// `changed` or an event went out, otherwise (progress only) at most every [`PROGRESS_REFRESH_MS`].
+    fn emit_session(&mut self, key: &str, effects: &mut Vec<Effect>, now_ms: u64, changed: bool) {
         if let Some(mut tracked) = self.sessions.remove(key) {
-            if tracked.info.is_some() {
+            let mut changed = changed;
+            if tracked.info.is_some() && !tracked.pending.is_empty() {
                 self.flush(&mut tracked, effects);
+                changed = true;
             }
-            effects.push(Effect::Session { key: key.to_owned(), doc: document(&tracked) });
+            if changed || !tracked.pending.is_empty() || document_due(&tracked, now_ms) {
+                send_document(&mut tracked, effects, now_ms);
+            } else {
+                tracked.document_stale = true;
+            }
             self.sessions.insert(key.to_owned(), tracked);
         }
     }
@@ -379,6 +433,16 @@ impl Tracker {
             effects.push(Effect::Event(json!({ "event_type": event, "action": event, "session": session })));
         }
     }
+}
+
+fn document_due(tracked: &Tracked, now_ms: u64) -> bool {
+    tracked.document_sent_ms.is_none_or(|at| at + PROGRESS_REFRESH_MS <= now_ms)
+}
+
+fn send_document(tracked: &mut Tracked, effects: &mut Vec<Effect>, now_ms: u64) {
+    effects.push(Effect::Session { key: tracked.key.clone(), doc: document(tracked) });
+    tracked.document_sent_ms = Some(now_ms);
+    tracked.document_stale = false;
 }
 
 fn queue(tracked: &mut Tracked, event: &'static str, now_ms: u64) {

@@ -6,9 +6,11 @@
 //! every REST call runs in its own task whose result comes back as a message. At most one `/status/sessions`
 //! request is in flight, and `playing` bursts within [`COALESCE`] share one request.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -18,9 +20,10 @@ use crate::config::TokenSource;
 use crate::library::{added_event, item_from_metadata, Library, LibraryChange};
 use crate::mqtt::Publisher;
 use crate::playback::{Effect, Tracker};
+use crate::plex::fields::Fields;
 use crate::plex::http::PlexHttp;
 use crate::plex::notification::Notification;
-use crate::plex::sessions::{parse_sessions, text, PlayingItem};
+use crate::plex::sessions::{parse_sessions, PlayingItem};
 use crate::plex::{read_token, PlexError};
 use crate::router::Action;
 use crate::topic::{fold_segment_or, ServerTopics};
@@ -31,6 +34,9 @@ pub const COALESCE: Duration = Duration::from_millis(250);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
+/// The activities summary is re-published for progress, title or subtitle changes at most this often (a scan
+/// reports every file it looks at); an activity that starts or ends is published at once.
+pub const ACTIVITIES_REFRESH: Duration = Duration::from_millis(crate::playback::PROGRESS_REFRESH_MS);
 
 /// What the session (and the supervisor) tell the state task.
 #[derive(Debug)]
@@ -57,6 +63,9 @@ pub struct StateTask {
     pub resync_interval: Duration,
 }
 
+/// The shortest sleep for a deadline (so a deadline in the past cannot make the loop spin).
+const MIN_TIMER_MS: u64 = 5;
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -75,10 +84,16 @@ impl StateTask {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let resync = tokio::time::sleep(self.resync_interval);
         tokio::pin!(resync);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the activities summary held back by ACTIVITIES_REFRESH is due, and when it was last published.
+        let mut activities_due: Option<Instant> = None;
+        let mut activities_sent = Instant::now() - ACTIVITIES_REFRESH;
         loop {
             let fetch_due = sessions_at.filter(|_| !sessions_in_flight).unwrap_or(far);
+            // No periodic tick: the task sleeps until the tracker or the activities summary has something due.
+            let tracker_due = tracker
+                .next_deadline_ms()
+                .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()).max(MIN_TIMER_MS)));
+            let state_due = tracker_due.into_iter().chain(activities_due).min().unwrap_or(far);
             tokio::select! {
                 () = cancel.cancelled() => return,
                 input = inputs.recv() => match input {
@@ -112,9 +127,17 @@ impl StateTask {
                                 }
                             }
                             "activity" => {
-                                let changed = notification.items.iter().filter(|raw| activities.apply(raw)).count();
-                                if changed > 0 {
-                                    self.publish_activities(topics, &activities);
+                                let change = notification.items.iter().map(|raw| activities.apply(raw)).max();
+                                match change {
+                                    Some(ActivityChange::StartedOrEnded) => {
+                                        self.publish_activities(topics, &activities);
+                                        activities_sent = Instant::now();
+                                        activities_due = None;
+                                    }
+                                    Some(ActivityChange::Progress) if activities_due.is_none() => {
+                                        activities_due = Some(activities_sent + ACTIVITIES_REFRESH);
+                                    }
+                                    _ => {}
                                 }
                                 for raw in &notification.items {
                                     if let Some(LibraryChange::Event(event)) = library.on_activity(raw) {
@@ -179,12 +202,19 @@ impl StateTask {
                         }
                     }
                 }
-                _ = tick.tick() => {
-                    if let Some(topics) = &topics {
-                        let effects = tracker.flush_waiting(now_ms(), false);
-                        if !effects.is_empty() {
-                            self.apply(topics, effects);
+                () = sleep_until(state_due) => {
+                    let now = now_ms();
+                    let mut effects = tracker.flush_waiting(now, false);
+                    effects.extend(tracker.refresh_documents(now));
+                    if activities_due.is_some_and(|due| due <= Instant::now()) {
+                        activities_due = None;
+                        if let Some(topics) = &topics {
+                            self.publish_activities(topics, &activities);
+                            activities_sent = Instant::now();
                         }
+                    }
+                    if let Some(topics) = topics.as_ref().filter(|_| !effects.is_empty()) {
+                        self.apply(topics, effects);
                     }
                 }
                 () = &mut resync => {
@@ -221,29 +251,28 @@ impl StateTask {
 
     /// Publishes activities PMS reports that the bridge does not hold (started while disconnected) and clears
     /// held ones PMS no longer reports (ended while disconnected), including leftovers of an earlier run.
-    fn reconcile_activities(&self, topics: &ServerTopics, body: &[u8]) -> Option<Vec<Value>> {
-        let Ok(value) = serde_json::from_slice::<Value>(body) else {
-            tracing::warn!("/activities is not JSON; skipped");
+    fn reconcile_activities(&self, topics: &ServerTopics, body: &[u8]) -> Option<Vec<(String, RunningActivity)>> {
+        let Some(container) = Fields::parse(body).and_then(|top| top.object("MediaContainer")) else {
+            tracing::warn!("/activities is not a JSON MediaContainer; skipped");
             return None;
         };
-        let running: Vec<Value> = value
-            .get("MediaContainer")
-            .and_then(|c| c.get("Activity"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let listed: Vec<&RawValue> =
+            container.raw("Activity").and_then(|list| serde_json::from_str(list.get()).ok()).unwrap_or_default();
+        let mut running = Vec::new();
         let mut current = Vec::new();
         let mut actions = Vec::new();
-        for activity in &running {
-            let Some(uuid) = text(activity.get("uuid")).filter(|u| !u.is_empty()) else {
+        for raw in listed {
+            let Some(activity) = Fields::parse_str(raw.get()).ok() else { continue };
+            let Some(uuid) = activity.text("uuid").filter(|u| !u.is_empty()) else {
                 continue;
             };
             let topic = topics.activity(&uuid);
             if self.publisher.retained_payload(&topic).is_none() {
-                let item = json!({ "event": "updated", "uuid": uuid, "Activity": activity });
+                let item = json!({ "event": "updated", "uuid": uuid, "Activity": raw });
                 actions.push(Action::Retain { topic: topic.clone(), payload: Bytes::from(item.to_string()) });
             }
             current.push(topic);
+            running.push((uuid.into_owned(), RunningActivity::read(&activity)));
         }
         let prefix = topics.activities_prefix();
         let mut held = self.publisher.retained_topics(&prefix);
@@ -303,34 +332,75 @@ impl StateTask {
     }
 }
 
+/// What one activity item changed in [`RunningActivities`] (ordered: the largest change of a notification counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ActivityChange {
+    Nothing,
+    /// Progress, title or subtitle of a running activity.
+    Progress,
+    /// An activity started or ended.
+    StartedOrEnded,
+}
+
+/// What the summary shows of one running activity.
+#[derive(Debug, Clone, PartialEq)]
+struct RunningActivity {
+    kind: Option<String>,
+    title: Option<String>,
+    subtitle: Option<String>,
+    /// As PMS sent it (a number, normally).
+    progress: Value,
+}
+
+impl RunningActivity {
+    fn read(activity: &Fields<'_>) -> RunningActivity {
+        RunningActivity {
+            kind: activity.text("type").map(Cow::into_owned),
+            title: activity.text("title").map(Cow::into_owned),
+            subtitle: activity.text("subtitle").map(Cow::into_owned),
+            progress: activity.raw("progress").and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// The activities running now, for the retained summary at `<p>/<server>/activities` (what the "Library
 /// activity" and "Library scan" entities show).
 #[derive(Debug, Default)]
 struct RunningActivities {
-    by_uuid: std::collections::BTreeMap<String, Value>,
+    by_uuid: std::collections::BTreeMap<String, RunningActivity>,
 }
 
 impl RunningActivities {
-    /// Applies one `ActivityNotification` item; returns whether the set changed.
-    fn apply(&mut self, raw: &[u8]) -> bool {
-        let Ok(item) = serde_json::from_slice::<Value>(raw) else { return false };
-        let Some(activity) = item.get("Activity").filter(|a| a.is_object()) else { return false };
-        let Some(uuid) = text(item.get("uuid")).or_else(|| text(activity.get("uuid"))).filter(|u| !u.is_empty()) else {
-            return false;
+    /// Applies one `ActivityNotification` item.
+    fn apply(&mut self, raw: &[u8]) -> ActivityChange {
+        let Some(item) = Fields::parse(raw) else { return ActivityChange::Nothing };
+        let Some(activity) = item.object("Activity") else { return ActivityChange::Nothing };
+        let Some(uuid) = item.text("uuid").or_else(|| activity.text("uuid")).filter(|u| !u.is_empty()) else {
+            return ActivityChange::Nothing;
         };
-        if text(item.get("event")).as_deref() == Some("ended") {
-            self.by_uuid.remove(&uuid).is_some()
-        } else {
-            self.by_uuid.insert(uuid, activity.clone()).as_ref() != Some(activity)
+        if item.text("event").as_deref() == Some("ended") {
+            return match self.by_uuid.remove(uuid.as_ref()) {
+                Some(_) => ActivityChange::StartedOrEnded,
+                None => ActivityChange::Nothing,
+            };
+        }
+        let running = RunningActivity::read(&activity);
+        match self.by_uuid.get_mut(uuid.as_ref()) {
+            Some(known) if *known == running => ActivityChange::Nothing,
+            Some(known) => {
+                *known = running;
+                ActivityChange::Progress
+            }
+            None => {
+                self.by_uuid.insert(uuid.into_owned(), running);
+                ActivityChange::StartedOrEnded
+            }
         }
     }
 
     /// Replaces the set with what `/activities` reports.
-    fn replace(&mut self, running: Vec<Value>) {
-        self.by_uuid = running
-            .into_iter()
-            .filter_map(|activity| text(activity.get("uuid")).filter(|u| !u.is_empty()).map(|uuid| (uuid, activity)))
-            .collect();
+    fn replace(&mut self, running: Vec<(String, RunningActivity)>) {
+        self.by_uuid = running.into_iter().collect();
     }
 
     fn summary(&self) -> Value {
@@ -340,14 +410,14 @@ impl RunningActivities {
             .map(|(uuid, a)| {
                 json!({
                     "uuid": uuid,
-                    "type": text(a.get("type")),
-                    "title": text(a.get("title")),
-                    "subtitle": text(a.get("subtitle")),
-                    "progress": a.get("progress").cloned().unwrap_or(Value::Null),
+                    "type": a.kind,
+                    "title": a.title,
+                    "subtitle": a.subtitle,
+                    "progress": a.progress,
                 })
             })
             .collect();
-        let scanning = self.by_uuid.values().any(|a| text(a.get("type")).as_deref() == Some("library.update.section"));
+        let scanning = self.by_uuid.values().any(|a| a.kind.as_deref() == Some("library.update.section"));
         let first = list.first();
         json!({
             "count": list.len(),
