@@ -241,9 +241,10 @@ impl Supervisor {
         let malformed = &mut session.malformed;
         let state_inputs = &session.state_inputs;
         let state_dropped = &mut session.state_dropped;
+        let mut counts = telemetry().notification_counts(&label);
         let mut on_message = |incoming: Incoming<'_>| match incoming.decode() {
             Ok(notification) => {
-                telemetry().notification(&label, &notification.kind);
+                counts.count(&notification.kind);
                 publisher.apply(route(&topics, &notification));
                 if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
                     if let Err(error) = state_inputs.try_send(StateInput::Notification(notification)) {

@@ -3,7 +3,7 @@
 //! One process-wide instance (see [`telemetry`]): every part of the bridge records into it without the value
 //! having to be threaded through each constructor, and the HTTP endpoint reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,41 @@ pub struct Telemetry {
     broker_connected: Mutex<bool>,
 }
 
+/// Notification types counted as their own series per server; further types (PMS data decides them, so a
+/// broken or hostile server could send endless new ones) are counted as `other`.
+const MAX_NOTIFICATION_TYPES: usize = 64;
+
+/// Counts one server's notifications by type. Holds each type's counter, so counting a notification costs a map
+/// look-up instead of building the metric's label strings every time.
+pub struct NotificationCounts {
+    telemetry: &'static Telemetry,
+    server: String,
+    by_kind: HashMap<String, Counter>,
+}
+
+impl NotificationCounts {
+    /// A notification of type `kind` arrived.
+    pub fn count(&mut self, kind: &str) {
+        match self.by_kind.get(kind) {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                let label = if self.by_kind.len() < MAX_NOTIFICATION_TYPES { kind } else { "other" };
+                let labels = ServerType { server: self.server.clone(), r#type: label.to_owned() };
+                let counter = self.telemetry.notifications.get_or_create(&labels).clone();
+                counter.inc();
+                if self.by_kind.len() < MAX_NOTIFICATION_TYPES {
+                    self.by_kind.insert(kind.to_owned(), counter);
+                }
+            }
+        }
+        if let Some(entry) = self.telemetry.servers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&self.server) {
+            entry.last_event = Some(Instant::now());
+        }
+    }
+}
+
 /// The process-wide telemetry.
 pub fn telemetry() -> &'static Telemetry {
     static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
@@ -103,12 +138,9 @@ impl Telemetry {
         }
     }
 
-    /// A notification arrived from `server`.
-    pub fn notification(&self, server: &str, kind: &str) {
-        self.notifications.get_or_create(&ServerType { server: server.to_owned(), r#type: kind.to_owned() }).inc();
-        if let Some(entry) = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(server) {
-            entry.last_event = Some(Instant::now());
-        }
+    /// The notification counters of one server (see [`NotificationCounts`]).
+    pub fn notification_counts(&'static self, server: &str) -> NotificationCounts {
+        NotificationCounts { telemetry: self, server: server.to_owned(), by_kind: HashMap::new() }
     }
 
     /// A message was handed to the broker connection.
