@@ -101,6 +101,9 @@ pub struct MqttConfig {
     pub queue_size: usize,
     /// Largest MQTT packet sent or accepted, in bytes.
     pub max_packet_size: usize,
+    /// QoS 1/2 messages sent but not yet acknowledged, at most. rumqttc's default (100) caps throughput at
+    /// 100 messages per broker round trip; the bridge keeps its own bounded queue in front, so more costs little.
+    pub max_inflight: u16,
     /// Longest wait between broker reconnection attempts.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
@@ -275,6 +278,8 @@ struct RawMqtt {
     queue_size: Option<usize>,
     #[serde(default)]
     max_packet_size: Option<usize>,
+    #[serde(default)]
+    max_inflight: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     reconnect_max: Option<Duration>,
     #[serde(default)]
@@ -485,6 +490,7 @@ const PARSED_KEYS: &[&str] = &[
     "qos",
     "queue_size",
     "max_packet_size",
+    "max_inflight",
     "max_message_size",
     "scrobble_threshold",
     "enabled",
@@ -732,6 +738,12 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if max_packet_size < 1024 {
         return Err(ConfigError::new("mqtt.max_packet_size", "is below 1024 bytes", "use the default 4194304 or more"));
     }
+    let max_inflight = match raw.max_inflight.unwrap_or(1_000) {
+        inflight @ 1..=65_535 => inflight as u16,
+        other => {
+            return Err(ConfigError::new("mqtt.max_inflight", format!("is {other}"), "use 1 to 65535 (default 1000)"))
+        }
+    };
     let reconnect_max = positive(raw.reconnect_max, Duration::from_secs(30), "mqtt.reconnect_max")?;
     Ok(MqttConfig {
         url: printable_mqtt_url(&url),
@@ -745,6 +757,7 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         keep_alive,
         queue_size,
         max_packet_size,
+        max_inflight,
         reconnect_max,
         tls: secure.then_some(tls),
     })

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_printable_toml());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");

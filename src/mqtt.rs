@@ -186,8 +186,14 @@ pub fn start(
         .set_keep_alive(config.keep_alive)
         .set_clean_session(true)
         .set_max_packet_size(config.max_packet_size, config.max_packet_size)
+        .set_inflight(config.max_inflight)
         .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
-    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // Every message is a notification someone waits for: send it now rather than let Nagle's algorithm hold it
+    // until the previous one is acknowledged. (For `mqtts://` the tunnel's own socket is set the same way.)
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let shared = Arc::new(Shared {
         outbox: Mutex::new(Outbox::new(config.queue_size)),
         wake: Notify::new(),
