@@ -12,7 +12,7 @@
 //!    carries its send time; the subscriber (in this process, same clock) computes the delay;
 //! 3. throughput: as many notifications as the pipeline takes with at most `WINDOW` sent but not yet received
 //!    (below the bridge's live-event queue of 10,000, so nothing is dropped): first the raw publisher (the
-//!    broker's ceiling, with the bridge's client settings: QoS 1, at most 100 in flight), then the bridge. CPU
+//!    broker's ceiling, with the bridge's client settings: QoS 1, at most 1,000 in flight), then the bridge. CPU
 //!    time of the bridge, the broker, this process and everything else on the machine, and the PUBLISHes the
 //!    broker received per notification (the bridge adds retained session/activity state);
 //! 4. burst: frames pushed with no window at all, as fast as the fake PMS writes them: what the bridge delivers
@@ -45,8 +45,19 @@ use support::{Bridge, FakePms, Mosquitto, Probe, TokenFile};
 
 /// Sent but not yet received, at most (the bridge's live-event queue holds 10,000 by default).
 const WINDOW: u64 = 2_000;
-/// Unacknowledged messages of the raw publisher, as rumqttc's default that the bridge uses.
-const RAW_INFLIGHT: u16 = 100;
+
+/// [`RAW_INFLIGHT`], or `PIPELINE_RAW_INFLIGHT` from the environment.
+fn raw_inflight() -> u16 {
+    std::env::var("PIPELINE_RAW_INFLIGHT").ok().and_then(|w| w.parse().ok()).unwrap_or(RAW_INFLIGHT)
+}
+
+/// [`WINDOW`], or `PIPELINE_WINDOW` from the environment (to see how the figures depend on it).
+fn window() -> u64 {
+    std::env::var("PIPELINE_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(WINDOW)
+}
+/// Unacknowledged messages of the raw publisher: the bridge's default `mqtt.max_inflight`, so both publish with
+/// the same client settings.
+const RAW_INFLIGHT: u16 = 1_000;
 /// Throughput phases: warm-up, then the measured part.
 const THROUGHPUT_WARMUP: Duration = Duration::from_secs(2);
 const THROUGHPUT_MEASURE: Duration = Duration::from_secs(10);
@@ -157,7 +168,7 @@ async fn closed_loop(target: &Target<'_>, sub: &Subscriber, seq: &mut u64, base:
             mark = Some((Instant::now(), sub.received(), pids.cpu()));
         }
         let outstanding = sent - (sub.received() - first_received);
-        if outstanding < WINDOW {
+        if outstanding < window() {
             target.send(*seq, base).await;
             *seq += 1;
             sent += 1;
@@ -321,13 +332,15 @@ fn set_nodelay_on_local_port(port: u16) -> usize {
 
 fn bridge_config(mqtt_url: &str, pms_url: &str, token_file: &std::path::Path) -> String {
     // Production settings (the defaults) except the names; warnings only, plus the start and stop lines of the
-    // app (the stop line carries `dropped_live_events`).
+    // app (the stop line carries `dropped_live_events`). `PIPELINE_MQTT_EXTRA` adds lines to `[mqtt]` (for
+    // experiments, e.g. `max_inflight = 100`).
     format!(
         r#"[mqtt]
 url = {mqtt}
 client_id = "bench-bridge-{pid}"
 topic_prefix = "plex"
 qos = 1
+{extra}
 
 [[servers]]
 url = {pms}
@@ -343,6 +356,7 @@ format = "text"
         pms = toml_string(pms_url),
         token = toml_string(&token_file.to_string_lossy()),
         name = toml_string(loadgen::SERVER),
+        extra = std::env::var("PIPELINE_MQTT_EXTRA").unwrap_or_default(),
     )
 }
 
@@ -421,7 +435,7 @@ async fn run() {
 
     // 2. Latency at 1,000/s.
     let mut seq = 0u64;
-    let raw = RawPublisher::connect(broker.port(), RAW_INFLIGHT).await;
+    let raw = RawPublisher::connect(broker.port(), raw_inflight()).await;
     let broker_lat = paced(&Target::Broker(&raw), "broker", &sub, &mut seq, base, &pids).await;
     let nagle_lat = paced(&Target::Bridge(&pms), "bridge-nagle", &sub, &mut seq, base, &pids).await;
     let nodelay_sockets = set_nodelay_on_local_port(pms.port());
@@ -470,13 +484,15 @@ async fn run() {
     // Report.
     println!();
     println!(
-        "== throughput (QoS 1, window {WINDOW}, {:.0} s measured after {:.0} s warm-up)",
+        "== throughput (QoS 1, window {}, {:.0} s measured after {:.0} s warm-up)",
+        window(),
         THROUGHPUT_MEASURE.as_secs_f64(),
         THROUGHPUT_WARMUP.as_secs_f64()
     );
     let phase_cores = |t: &Throughput| cores(t.from, t.to, t.seconds, tck);
     println!(
-        "  broker ceiling (raw rumqttc, {RAW_INFLIGHT} in flight): {:>7.0} msg/s  ({} sent, {} lost; {})",
+        "  broker ceiling (raw rumqttc, {} in flight): {:>7.0} msg/s  ({} sent, {} lost; {})",
+        raw_inflight(),
         ceiling.rate,
         ceiling.sent,
         ceiling.lost,

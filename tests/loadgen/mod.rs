@@ -446,7 +446,7 @@ async fn run_subscriber(
 }
 
 /// A raw rumqttc publisher (the broker-only baseline) with `inflight` unacknowledged messages at most (the
-/// bridge's client uses rumqttc's default, 100), Nagle off.
+/// benchmark gives it the bridge's default `mqtt.max_inflight`), Nagle off.
 pub struct RawPublisher {
     pub client: AsyncClient,
     task: JoinHandle<()>,

@@ -171,6 +171,9 @@ struct Connection {
     kind: Kind,
 }
 
+/// Frames written with one flush at most.
+const BURST_FRAMES: usize = 64;
+
 enum Command {
     Text(String),
     Binary(Vec<u8>),
@@ -765,10 +768,16 @@ async fn serve_websocket(
 ) {
     let mut stalled = false;
     let mut queued: Vec<Message> = Vec::new();
+    // A command taken from the channel while writing a burst of frames, handled next.
+    let mut pending: Option<Command> = None;
     loop {
         if stalled {
             // Neither read nor write: only listen to the test.
-            match rx.recv().await {
+            let cmd = match pending.take() {
+                Some(cmd) => Some(cmd),
+                None => rx.recv().await,
+            };
+            match cmd {
                 Some(Command::Text(text)) => queued.push(Message::text(text)),
                 Some(Command::Binary(bytes)) => queued.push(Message::binary(bytes)),
                 Some(Command::Stall(s)) => stalled = s,
@@ -782,36 +791,66 @@ async fn serve_websocket(
                 return;
             }
         }
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Command::Text(text)) => {
-                    if ws.send(Message::text(text)).await.is_err() {
-                        return;
+        let cmd = match pending.take() {
+            Some(cmd) => Some(cmd),
+            None => tokio::select! {
+                cmd = rx.recv() => cmd,
+                // Reading lets tungstenite answer pings (and a Close) by itself on the next poll.
+                frame = ws.next() => {
+                    match frame {
+                        Some(Ok(Message::Ping(_))) => {
+                            shared.pings.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some(Ok(Message::Close(_))) => {
+                            shared.closes.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return,
                     }
+                    continue;
                 }
-                Some(Command::Binary(bytes)) => {
-                    if ws.send(Message::binary(bytes)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Command::Stall(s)) => stalled = s,
-                Some(Command::Sse(_)) => {}
-                // Dropping the stream closes the socket: no Close frame.
-                Some(Command::Drop) | None => return,
             },
-            // Reading lets tungstenite answer pings (and a Close) by itself on the next poll.
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Ping(_))) => {
-                    shared.pings.fetch_add(1, Ordering::SeqCst);
-                }
-                Some(Ok(Message::Close(_))) => {
-                    shared.closes.fetch_add(1, Ordering::SeqCst);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
-            },
+        };
+        let first = match cmd {
+            Some(Command::Text(text)) => Message::text(text),
+            Some(Command::Binary(bytes)) => Message::binary(bytes),
+            Some(Command::Stall(s)) => {
+                stalled = s;
+                continue;
+            }
+            Some(Command::Sse(_)) => continue,
+            // Dropping the stream closes the socket: no Close frame.
+            Some(Command::Drop) | None => return,
+        };
+        match write_burst(&mut ws, first, &mut rx).await {
+            Ok(next) => pending = next,
+            Err(()) => return,
         }
     }
+}
+
+/// Writes `first` and the frames queued behind it (at most [`BURST_FRAMES`]) with one flush, as a server
+/// writing a burst of notifications does; returns a non-frame command met on the way, to be handled next.
+async fn write_burst(
+    ws: &mut WebSocketStream<TcpStream>,
+    first: Message,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+) -> Result<Option<Command>, ()> {
+    ws.feed(first).await.map_err(|_| ())?;
+    let mut next = None;
+    for _ in 1..BURST_FRAMES {
+        match rx.try_recv() {
+            Ok(Command::Text(text)) => ws.feed(Message::text(text)).await.map_err(|_| ())?,
+            Ok(Command::Binary(bytes)) => ws.feed(Message::binary(bytes)).await.map_err(|_| ())?,
+            Ok(other) => {
+                next = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    ws.flush().await.map_err(|_| ())?;
+    Ok(next)
 }
 
 /// Reads until CRLFCRLF; returns the head (without the blank line) and any bytes read past it.
