@@ -619,6 +619,46 @@ mod tests {
         assert_eq!(events(&t.on_playing(&item("playing", 0), 10)), ["resume"]);
     }
 
+    fn documents(effects: &[Effect]) -> Vec<(String, u64)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Session { doc, .. } => {
+                    Some((doc["state"].as_str().unwrap_or_default().to_owned(), doc["view_offset_ms"].as_u64()?))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has_summary(effects: &[Effect]) -> bool {
+        effects.iter().any(|e| matches!(e, Effect::Summary(_)))
+    }
+
+    #[test]
+    fn progress_alone_is_published_at_most_once_per_interval_and_never_lost() {
+        let mut t = Tracker::new(90.0);
+        t.on_playing(&item("playing", 0), 0);
+        t.on_snapshot(vec![info("playing")], 0, 10);
+        assert_eq!(t.next_deadline_ms(), None, "nothing waits");
+        let held = t.on_playing(&item("playing", 300), 300);
+        assert!(documents(&held).is_empty() && !has_summary(&held), "{held:?}");
+        assert_eq!(t.next_deadline_ms(), Some(10 + PROGRESS_REFRESH_MS));
+        assert!(t.refresh_documents(500).is_empty(), "not due yet");
+        assert_eq!(documents(&t.refresh_documents(10 + PROGRESS_REFRESH_MS)), [("playing".into(), 300)]);
+        assert_eq!(t.next_deadline_ms(), None);
+        // Within the interval of that refresh, held again; once it has passed, progress goes out at once.
+        assert!(documents(&t.on_playing(&item("playing", 1_300), 1_300)).is_empty());
+        assert_eq!(documents(&t.on_playing(&item("playing", 2_010), 2_010)), [("playing".into(), 2_010)]);
+        // A state change goes out at once, with the summary, however recent the last document.
+        let paused = t.on_playing(&item("paused", 2_100), 2_100);
+        assert_eq!(documents(&paused), [("paused".into(), 2_100)]);
+        assert!(has_summary(&paused));
+        assert_eq!(events(&paused), ["pause"]);
+        let unchanged = t.on_playing(&item("paused", 2_100), 2_200);
+        assert!(!has_summary(&unchanged), "the summary is not rebuilt when nothing it shows changed");
+    }
+
     #[test]
     fn events_go_out_without_details_when_the_look_up_fails() {
         let mut t = Tracker::new(90.0);

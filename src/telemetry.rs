@@ -212,3 +212,29 @@ impl Telemetry {
         (healthy, doc)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_types_are_counted_with_a_bound_on_series() {
+        let mut counts = telemetry().notification_counts("bounded-test");
+        for i in 0..MAX_NOTIFICATION_TYPES + 10 {
+            counts.count(&format!("type{i}"));
+        }
+        counts.count("type0");
+        counts.count("unseen-after-the-cap");
+        let metrics = telemetry().render_metrics();
+        let series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("plex_mqtt_bridge_notifications_received_total{") && l.contains("bounded-test"))
+            .collect();
+        assert_eq!(series.len(), MAX_NOTIFICATION_TYPES + 1, "{series:#?}");
+        let value = |label: &str| {
+            series.iter().find(|l| l.contains(&format!("type=\"{label}\""))).and_then(|l| l.rsplit(' ').next())
+        };
+        assert_eq!(value("type0"), Some("2"));
+        assert_eq!(value("other"), Some("11"));
+    }
+}

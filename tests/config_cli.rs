@@ -89,6 +89,10 @@ fn unknown_keys_are_rejected_wherever_they_are() {
 #[test]
 fn other_invalid_values_name_their_key() {
     assert_config_error(&run(Some(&format!("[mqtt]\nqos = 3\n{}", server(""))), &[], &[]), "mqtt.qos");
+    for inflight in ["0", "70000"] {
+        let config = format!("[mqtt]\nmax_inflight = {inflight}\n{}", server(""));
+        assert_config_error(&run(Some(&config), &[], &[]), "mqtt.max_inflight");
+    }
     assert_config_error(
         &run(Some(&format!("[logging]\nformat = \"xml\"\n{}", server(""))), &[], &[]),
         "logging.format",

@@ -318,3 +318,64 @@ async fn library_item_added_and_scan_events() {
     assert_eq!(added_count, 1, "one item_added per item");
     assert_eq!(f.pms.count_requests("/library/metadata/5"), 1);
 }
+
+fn activity_progress(event: &str, progress: u64) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"scan-9","Activity":{{"uuid":"scan-9","type":"library.update.section","title":"Scanning Movies","subtitle":"file {progress}","progress":{progress}}}}}]}}}}"#
+    )
+}
+
+/// A busy server reports progress many times a second: the retained session document and activities summary
+/// follow it at most about once per second (state changes at once), and always end on the latest value; the
+/// live topics still carry every notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_progress_is_republished_at_most_once_a_second_and_ends_on_the_latest() {
+    let mut f =
+        start(|pms| set_sessions(pms, &[("45", "alice", "TV", "Arrival", "playing", 10_000_000, false)]), "").await;
+    f.pms.push_text(&playing("45", "playing", 0));
+    assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "play");
+    f.pms.push_text(&activity_progress("started", 0));
+    f.probe.expect(SOON, "the activity started", |m: &Msg| m.topic == "plex/test/activities/scan-9").await;
+    f.probe.expect(SOON, "the activities summary", |m: &Msg| m.topic == "plex/test/activities").await;
+    let documents_before = f.probe.history_on("plex/test/sessions/45").len();
+    let summaries_before = f.probe.history_on("plex/test/activities").len();
+
+    // 20 updates of each in 0.4 s.
+    for i in 1..=20u64 {
+        f.pms.push_text(&playing("45", "playing", i * 20));
+        f.pms.push_text(&activity_progress("updated", i));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_document = f
+        .probe
+        .expect(SOON, "the session document with the last offset", |m: &Msg| {
+            m.topic == "plex/test/sessions/45" && m.json()["view_offset_ms"] == 400
+        })
+        .await;
+    assert_eq!(last_document.json()["state"], "playing");
+    f.probe
+        .expect(SOON, "the activities summary with the last progress", |m: &Msg| {
+            m.topic == "plex/test/activities" && m.json()["progress"] == 20
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let documents = f.probe.history_on("plex/test/sessions/45").len() - documents_before;
+    let summaries = f.probe.history_on("plex/test/activities").len() - summaries_before;
+    assert!((1..=3).contains(&documents), "20 progress-only updates in 0.4 s gave {documents} session documents");
+    assert!((1..=3).contains(&summaries), "20 activity updates in 0.4 s gave {summaries} summaries");
+    assert_eq!(f.probe.history_on("plex/test/playing").len(), 21, "every notification is forwarded live");
+    assert_eq!(f.probe.history_on("plex/test/activity").len(), 21);
+    assert_eq!(retained_json(&f, "plex/test/activities/scan-9").await.expect("activity")["Activity"]["progress"], 20);
+
+    // A state change is not held back.
+    f.pms.push_text(&playing("45", "paused", 420));
+    assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "pause");
+    let paused = f.probe.history_on("plex/test/sessions/45").last().map(Msg::json).expect("document");
+    assert_eq!(paused["state"], "paused", "the document went out with the event");
+    f.pms.push_text(&activity_progress("ended", 20));
+    f.probe
+        .expect(SOON, "the summary without the activity", |m: &Msg| {
+            m.topic == "plex/test/activities" && m.json()["count"] == 0
+        })
+        .await;
+}
