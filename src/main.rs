@@ -75,6 +75,10 @@ fn main() -> ExitCode {
         print!("{}", config.to_printable_toml());
         return ExitCode::SUCCESS;
     }
+    // One thread: the bridge waits on sockets almost all the time and its work per notification is a few
+    // microseconds, so a second worker only adds cross-thread wake-ups (measured: no throughput gained, see
+    // BENCHMARKS.md) and competes with the broker for the CPUs of a small NAS. DNS look-ups still run on
+    // tokio's blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
