@@ -12,7 +12,7 @@
 //!    carries its send time; the subscriber (in this process, same clock) computes the delay;
 //! 3. throughput: as many notifications as the pipeline takes with at most `WINDOW` sent but not yet received
 //!    (below the bridge's live-event queue of 10,000, so nothing is dropped): first the raw publisher (the
-//!    broker's ceiling, with the bridge's client settings: QoS 1, at most 1,000 in flight), then the bridge. CPU
+//!    broker's ceiling, with the bridge's client settings: QoS 1, at most 10,000 in flight), then the bridge. CPU
 //!    time of the bridge, the broker, this process and everything else on the machine, and the PUBLISHes the
 //!    broker received per notification (the bridge adds retained session/activity state);
 //! 4. burst: frames pushed with no window at all, as fast as the fake PMS writes them: what the bridge delivers
@@ -44,7 +44,7 @@ use support::fake_pms::CannedResponse;
 use support::{Bridge, FakePms, Mosquitto, Probe, TokenFile};
 
 /// Sent but not yet received, at most (the bridge's live-event queue holds 10,000 by default).
-const WINDOW: u64 = 2_000;
+const WINDOW: u64 = 8_000;
 
 /// [`RAW_INFLIGHT`], or `PIPELINE_RAW_INFLIGHT` from the environment.
 fn raw_inflight() -> u16 {
@@ -57,7 +57,7 @@ fn window() -> u64 {
 }
 /// Unacknowledged messages of the raw publisher: the bridge's default `mqtt.max_inflight`, so both publish with
 /// the same client settings.
-const RAW_INFLIGHT: u16 = 1_000;
+const RAW_INFLIGHT: u16 = 10_000;
 /// Throughput phases: warm-up, then the measured part.
 const THROUGHPUT_WARMUP: Duration = Duration::from_secs(2);
 const THROUGHPUT_MEASURE: Duration = Duration::from_secs(10);

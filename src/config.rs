@@ -102,7 +102,8 @@ pub struct MqttConfig {
     /// Largest MQTT packet sent or accepted, in bytes.
     pub max_packet_size: usize,
     /// QoS 1/2 messages sent but not yet acknowledged, at most. rumqttc's default (100) caps throughput at
-    /// 100 messages per broker round trip; the bridge keeps its own bounded queue in front, so more costs little.
+    /// 100 messages per broker round trip, and round trips grow with the broker's load, so the broker, not the
+    /// window, should set the pace; memory stays bounded by this plus `queue_size` messages.
     pub max_inflight: u16,
     /// Longest wait between broker reconnection attempts.
     #[serde(with = "humantime_serde")]
@@ -738,10 +739,10 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if max_packet_size < 1024 {
         return Err(ConfigError::new("mqtt.max_packet_size", "is below 1024 bytes", "use the default 4194304 or more"));
     }
-    let max_inflight = match raw.max_inflight.unwrap_or(1_000) {
+    let max_inflight = match raw.max_inflight.unwrap_or(10_000) {
         inflight @ 1..=65_535 => inflight as u16,
         other => {
-            return Err(ConfigError::new("mqtt.max_inflight", format!("is {other}"), "use 1 to 65535 (default 1000)"))
+            return Err(ConfigError::new("mqtt.max_inflight", format!("is {other}"), "use 1 to 65535 (default 10000)"))
         }
     };
     let reconnect_max = positive(raw.reconnect_max, Duration::from_secs(30), "mqtt.reconnect_max")?;
