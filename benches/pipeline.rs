@@ -330,7 +330,7 @@ fn set_nodelay_on_local_port(port: u16) -> usize {
     changed
 }
 
-fn bridge_config(mqtt_url: &str, pms_url: &str, token_file: &std::path::Path) -> String {
+fn bridge_config(mqtt_url: &str, pms_url: &str, token_file: &std::path::Path, http_port: u16) -> String {
     // Production settings (the defaults) except the names; warnings only, plus the start and stop lines of the
     // app (the stop line carries `dropped_live_events`). `PIPELINE_MQTT_EXTRA` adds lines to `[mqtt]` (for
     // experiments, e.g. `max_inflight = 100`).
@@ -350,6 +350,9 @@ name = {name}
 [logging]
 level = "warn,plex_mqtt_bridge::app=info"
 format = "text"
+
+[http]
+listen = "127.0.0.1:{http_port}"
 "#,
         mqtt = toml_string(mqtt_url),
         pid = std::process::id(),
@@ -410,7 +413,8 @@ async fn run() {
     let token = TokenFile::new(&pms.token());
     let sub = Subscriber::start(broker.port(), base, &[SYS_MESSAGES_RECEIVED], false).await;
     let mut state = Probe::subscribe(broker.port(), &["plex/test/state"]).await;
-    let mut bridge = Bridge::start(&bridge_config(&broker.url(), &pms.url(), token.path()));
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], support::mosquitto::free_port()));
+    let mut bridge = Bridge::start(&bridge_config(&broker.url(), &pms.url(), token.path(), http.port()));
     state.expect_payload("plex/test/state", "connected", Duration::from_secs(15)).await;
     drop(state);
     assert!(pms.wait_for_ws_connection_count(1, Duration::from_secs(5)).await, "no WebSocket open");
@@ -447,7 +451,9 @@ async fn run() {
     let packets1 = broker_messages_received(&sub).await;
     drop(raw);
     let rss = RssSampler::start(pids.bridge);
+    let untracked0 = untracked(http).await;
     let through = closed_loop(&Target::Bridge(&pms), &sub, &mut seq, base, &pids).await;
+    let untracked_through = untracked(http).await - untracked0;
     let load_rss = rss.take();
     let load_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
     let packets2 = broker_messages_received(&sub).await;
@@ -468,6 +474,7 @@ async fn run() {
     let burst_seconds =
         (burst_start.elapsed() - if burst_delivered < BURST { quiet } else { Duration::ZERO }).as_secs_f64();
     let burst_rss = rss.take();
+    let untracked_burst = untracked(http).await - untracked0 - untracked_through;
     let burst_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
     drop(rss);
 
@@ -506,6 +513,7 @@ async fn run() {
         cores_text(phase_cores(&through))
     );
     println!("  ratio bridge / ceiling: {:.1} %   (target >= 80 %)", 100.0 * through.rate / ceiling.rate);
+    println!("  notifications the bridge forwarded raw only (session/library tracking behind): {untracked_through}");
     println!(
         "  broker PUBLISHes per notification: raw {:.2}, bridge {:.2} (the bridge adds retained session/activity state)",
         publishes_per(packets1 - packets0, &ceiling),
@@ -575,6 +583,7 @@ async fn run() {
         dropped.map(|d| d.to_string()).unwrap_or_else(|| "?".into())
     );
     println!("  RSS with the queue full: {:.1} MiB (VmHWM {:.1} MiB)", mib(burst_rss), mib(burst_hwm));
+    println!("  notifications forwarded raw only (session/library tracking behind): {untracked_burst}");
     println!();
     println!(
         "bridge exit: {}; warnings logged: {}; bench took {:.0} s",
@@ -594,4 +603,15 @@ async fn run() {
     for (message, n) in kinds {
         println!("  {n} x WARN {message}");
     }
+}
+
+/// The bridge's `notifications_untracked` counter, read from its `/metrics`.
+async fn untracked(http: std::net::SocketAddr) -> u64 {
+    let (status, metrics) = plex_mqtt_bridge::http_server::get(http, "/metrics").await.expect("the bridge's /metrics");
+    assert_eq!(status, 200, "/metrics: {metrics}");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("plex_mqtt_bridge_notifications_untracked_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("plex_mqtt_bridge_notifications_untracked_total in /metrics")
 }

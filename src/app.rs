@@ -112,7 +112,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
         supervisors.abort_all();
     }
     connection.shutdown(PUBLISHER_STOP).await;
-    tracing::info!(dropped_live_events = publisher.dropped(), "stopped");
+    let untracked_notifications = crate::telemetry::telemetry().untracked_total();
+    tracing::info!(dropped_live_events = publisher.dropped(), untracked_notifications, "stopped");
     Ok(())
 }
 

@@ -75,9 +75,14 @@ async fn respond(mut stream: TcpStream) {
 
 /// `GET /healthz` on `addr`: the status code and body (for the `health` command).
 pub async fn query_health(addr: SocketAddr) -> Result<(u16, String), String> {
+    get(addr, "/healthz").await
+}
+
+/// GETs `path` from the endpoint at `addr`: status and body (also what the benchmark reads `/metrics` with).
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;

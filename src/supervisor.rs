@@ -249,6 +249,7 @@ impl Supervisor {
                 if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
                     if let Err(error) = state_inputs.try_send(StateInput::Notification(notification)) {
                         *state_dropped += 1;
+                        telemetry().untracked();
                         if state_dropped.is_power_of_two() {
                             tracing::warn!(%error, dropped_total = *state_dropped,
                                 "session/library tracking is behind; a notification was forwarded raw only");

@@ -53,6 +53,7 @@ pub struct Telemetry {
     notifications: Family<ServerType, Counter>,
     published: Counter,
     dropped: Counter,
+    untracked: Counter,
     reconnects: Family<LegReason, Counter>,
     connected: Family<LegServer, Gauge>,
     rest_latency: Family<ServerPath, Histogram>,
@@ -111,6 +112,7 @@ impl Telemetry {
         let notifications = Family::<ServerType, Counter>::default();
         let published = Counter::default();
         let dropped = Counter::default();
+        let untracked = Counter::default();
         let reconnects = Family::<LegReason, Counter>::default();
         let connected = Family::<LegServer, Gauge>::default();
         let rest_latency =
@@ -122,6 +124,11 @@ impl Telemetry {
             "MQTT messages dropped: live events over the queue or lost with a broker connection, and messages over mqtt.max_packet_size",
             dropped.clone(),
         );
+        registry.register(
+            "notifications_untracked",
+            "Notifications forwarded raw only, because session/library tracking was too far behind to take them",
+            untracked.clone(),
+        );
         registry.register("reconnects", "Connection losses and failed attempts, by leg and reason", reconnects.clone());
         registry.register("connected", "1 while the connection is up", connected.clone());
         registry.register("rest_request_duration_seconds", "Plex REST call latency", rest_latency.clone());
@@ -130,6 +137,7 @@ impl Telemetry {
             notifications,
             published,
             dropped,
+            untracked,
             reconnects,
             connected,
             rest_latency,
@@ -151,6 +159,16 @@ impl Telemetry {
     /// Live messages were dropped.
     pub fn dropped(&self, count: u64) {
         self.dropped.inc_by(count);
+    }
+
+    /// A notification was forwarded raw only (session/library tracking was behind).
+    pub fn untracked(&self) {
+        self.untracked.inc();
+    }
+
+    /// Notifications forwarded raw only so far.
+    pub fn untracked_total(&self) -> u64 {
+        self.untracked.get()
     }
 
     /// A connection was lost or an attempt failed. `leg` is `plex` or `mqtt`.

@@ -125,6 +125,8 @@ pub async fn run_session(
                     }
                     stats.messages += 1;
                     on_message(Incoming::Event { event: &event.event, data: &event.data });
+                    // Yield now and then to the tasks this one feeds (see `ws::run_session`).
+                    tokio::task::consume_budget().await;
                 }
             }
             () = &mut idle => {

@@ -185,6 +185,9 @@ pub async fn run_session(
                     Some(Ok(Message::Text(text))) => {
                         stats.messages += 1;
                         on_message(Incoming::Frame { text: text.as_str(), buffer: text.as_ref() });
+                        // Frames already in tungstenite's buffer cost no I/O, so without this a fast server
+                        // could keep this task busy long enough to overflow the state task's queue.
+                        tokio::task::consume_budget().await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         stats.ignored += 1;
