@@ -309,7 +309,9 @@ impl Tracker {
         let keys: Vec<String> = self
             .sessions
             .values()
-            .filter(|t| !t.pending.is_empty() && (all || t.pending_since_ms + ENRICHMENT_WAIT_MS <= now_ms))
+            .filter(|t| {
+                !t.pending.is_empty() && (all || due_ms(t.pending_since_ms, ENRICHMENT_WAIT_MS, now_ms) <= now_ms)
+            })
             .map(|t| t.key.clone())
             .collect();
         for key in keys {
@@ -335,12 +337,14 @@ impl Tracker {
 
     /// When [`Tracker::flush_waiting`] or [`Tracker::refresh_documents`] next has something to do (ms since the
     /// epoch), so the state task sleeps until then instead of polling.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
+    pub fn next_deadline_ms(&self, now_ms: u64) -> Option<u64> {
         self.sessions
             .values()
             .flat_map(|t| {
-                let refresh = t.document_stale.then(|| t.document_sent_ms.map_or(0, |at| at + PROGRESS_REFRESH_MS));
-                let events = (!t.pending.is_empty()).then_some(t.pending_since_ms + ENRICHMENT_WAIT_MS);
+                let refresh = t
+                    .document_stale
+                    .then(|| t.document_sent_ms.map_or(0, |at| due_ms(at, PROGRESS_REFRESH_MS, now_ms)));
+                let events = (!t.pending.is_empty()).then(|| due_ms(t.pending_since_ms, ENRICHMENT_WAIT_MS, now_ms));
                 [refresh, events]
             })
             .flatten()
@@ -436,7 +440,17 @@ impl Tracker {
 }
 
 fn document_due(tracked: &Tracked, now_ms: u64) -> bool {
-    tracked.document_sent_ms.is_none_or(|at| at + PROGRESS_REFRESH_MS <= now_ms)
+    tracked.document_sent_ms.is_none_or(|at| due_ms(at, PROGRESS_REFRESH_MS, now_ms) <= now_ms)
+}
+
+/// When something that started at `since` is due after `wait` (ms since the epoch). The times are wall-clock
+/// (they go into documents), so a clock stepped back past `since` makes it due now rather than after the step.
+fn due_ms(since: u64, wait: u64, now_ms: u64) -> u64 {
+    if since > now_ms {
+        now_ms
+    } else {
+        since + wait
+    }
 }
 
 fn send_document(tracked: &mut Tracked, effects: &mut Vec<Effect>, now_ms: u64) {
@@ -640,13 +654,13 @@ mod tests {
         let mut t = Tracker::new(90.0);
         t.on_playing(&item("playing", 0), 0);
         t.on_snapshot(vec![info("playing")], 0, 10);
-        assert_eq!(t.next_deadline_ms(), None, "nothing waits");
+        assert_eq!(t.next_deadline_ms(20), None, "nothing waits");
         let held = t.on_playing(&item("playing", 300), 300);
         assert!(documents(&held).is_empty() && !has_summary(&held), "{held:?}");
-        assert_eq!(t.next_deadline_ms(), Some(10 + PROGRESS_REFRESH_MS));
+        assert_eq!(t.next_deadline_ms(300), Some(10 + PROGRESS_REFRESH_MS));
         assert!(t.refresh_documents(500).is_empty(), "not due yet");
         assert_eq!(documents(&t.refresh_documents(10 + PROGRESS_REFRESH_MS)), [("playing".into(), 300)]);
-        assert_eq!(t.next_deadline_ms(), None);
+        assert_eq!(t.next_deadline_ms(1_010), None);
         // Within the interval of that refresh, held again; once it has passed, progress goes out at once.
         assert!(documents(&t.on_playing(&item("playing", 1_300), 1_300)).is_empty());
         assert_eq!(documents(&t.on_playing(&item("playing", 2_010), 2_010)), [("playing".into(), 2_010)]);
@@ -657,6 +671,20 @@ mod tests {
         assert_eq!(events(&paused), ["pause"]);
         let unchanged = t.on_playing(&item("paused", 2_100), 2_200);
         assert!(!has_summary(&unchanged), "the summary is not rebuilt when nothing it shows changed");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_documents_back() {
+        let mut t = Tracker::new(90.0);
+        t.on_playing(&item("playing", 0), 10_000);
+        t.on_snapshot(vec![info("playing")], 10_000, 10_000);
+        // The wall clock is stepped back by 5 s (NTP after boot): held progress is due at once, not in 5 s.
+        let after_step = t.on_playing(&item("playing", 500), 5_000);
+        assert_eq!(documents(&after_step), [("playing".into(), 500)]);
+        t.on_playing(&item("playing", 600), 5_100);
+        assert_eq!(t.next_deadline_ms(5_100), Some(5_000 + PROGRESS_REFRESH_MS));
+        assert_eq!(t.next_deadline_ms(4_000), Some(4_000), "stepped back again: due now");
+        assert_eq!(documents(&t.refresh_documents(4_000)), [("playing".into(), 600)]);
     }
 
     #[test]

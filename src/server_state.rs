@@ -63,9 +63,6 @@ pub struct StateTask {
     pub resync_interval: Duration,
 }
 
-/// The shortest sleep for a deadline (so a deadline in the past cannot make the loop spin).
-const MIN_TIMER_MS: u64 = 5;
-
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -86,13 +83,16 @@ impl StateTask {
         tokio::pin!(resync);
         // When the activities summary held back by ACTIVITIES_REFRESH is due, and when it was last published.
         let mut activities_due: Option<Instant> = None;
-        let mut activities_sent = Instant::now() - ACTIVITIES_REFRESH;
+        let mut activities_sent = Instant::now().checked_sub(ACTIVITIES_REFRESH).unwrap_or_else(Instant::now);
         loop {
             let fetch_due = sessions_at.filter(|_| !sessions_in_flight).unwrap_or(far);
             // No periodic tick: the task sleeps until the tracker or the activities summary has something due.
+            // The deadline is absolute (now + what remains), so a steady stream of inputs cannot push it back; a
+            // deadline already passed fires at once, and firing clears whatever made it due.
+            let now = now_ms();
             let tracker_due = tracker
-                .next_deadline_ms()
-                .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()).max(MIN_TIMER_MS)));
+                .next_deadline_ms(now)
+                .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
             let state_due = tracker_due.into_iter().chain(activities_due).min().unwrap_or(far);
             tokio::select! {
                 () = cancel.cancelled() => return,
