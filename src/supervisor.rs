@@ -24,7 +24,7 @@ use crate::plex::ws::{self, WsEndpoint, WsStream};
 use crate::plex::{read_token, Incoming, PlexError, SessionEnd, SessionStats};
 use crate::router::route;
 use crate::server_state::{StateInput, StateTask, QUEUE};
-use crate::telemetry::telemetry;
+use crate::telemetry::{telemetry, NotificationCounts};
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// The values of `<p>/<server>/state`.
@@ -88,6 +88,8 @@ struct Session {
     malformed: u64,
     state_inputs: mpsc::Sender<StateInput>,
     state_dropped: u64,
+    /// Kept across reconnects, so its bound on type series holds for the server, not per connection.
+    counts: Option<NotificationCounts>,
 }
 
 /// An open notification session on either transport.
@@ -132,6 +134,7 @@ impl Supervisor {
             malformed: 0,
             state_inputs,
             state_dropped: 0,
+            counts: None,
         };
         if let Some(name) = session.name.clone() {
             self.adopt_name(&mut session, name);
@@ -241,7 +244,10 @@ impl Supervisor {
         let malformed = &mut session.malformed;
         let state_inputs = &session.state_inputs;
         let state_dropped = &mut session.state_dropped;
-        let mut counts = telemetry().notification_counts(&label);
+        let counts = match &mut session.counts {
+            Some(counts) if counts.server() == label => counts,
+            slot => slot.insert(telemetry().notification_counts(&label)),
+        };
         let mut on_message = |incoming: Incoming<'_>| match incoming.decode() {
             Ok(notification) => {
                 counts.count(&notification.kind);

@@ -74,6 +74,11 @@ pub struct NotificationCounts {
 }
 
 impl NotificationCounts {
+    /// The server these count for (its label in the metrics).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// A notification of type `kind` arrived.
     pub fn count(&mut self, kind: &str) {
         match self.by_kind.get(kind) {
