@@ -50,7 +50,8 @@ fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
     let topic = topics.activity(&uuid);
     Some(match fields.text("event").as_deref() {
         Some("ended") => Action::Clear { topic },
-        _ => Action::Retain { topic, payload: item.clone() },
+        // A copy: the item shares its frame's buffer, which a long-lived retained payload should not keep alive.
+        _ => Action::Retain { topic, payload: Bytes::copy_from_slice(item) },
     })
 }
 

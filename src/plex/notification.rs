@@ -42,7 +42,8 @@ pub fn decode_websocket(frame: &str) -> Result<Notification, DecodeError> {
 }
 
 /// [`decode_websocket`] for a frame already held in `buffer` (the same bytes as `frame`): every item shares
-/// the buffer instead of being copied out of it.
+/// the buffer instead of being copied out of it (so an item kept for long, like retained state, should be
+/// copied by whoever keeps it, or it keeps the whole frame alive).
 pub fn decode_websocket_shared(frame: &str, buffer: &Bytes) -> Result<Notification, DecodeError> {
     let cut = Cutter { text: frame, buffer };
     let top = Fields::parse_str(frame)?;
