@@ -62,9 +62,15 @@ impl<'a> Fields<'a> {
             b'-' | b'0'..=b'9' => Cow::Borrowed(raw.get()),
             _ => return None,
         };
-        let digits = digits.trim();
-        digits.parse::<u64>().ok().or_else(|| digits.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
+        whole_number(&digits)
     }
+}
+
+/// A non-negative whole number written as text (surrounding spaces allowed, fractions truncated), as PMS sends
+/// numbers inside strings; also how a JSON number's own text is read.
+pub fn whole_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    text.parse::<u64>().ok().or_else(|| text.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 /// Whether a raw value is an object.

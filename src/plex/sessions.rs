@@ -144,10 +144,7 @@ pub fn text(value: Option<&Value>) -> Option<String> {
 pub fn number(value: Option<&Value>) -> Option<u64> {
     match value? {
         Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => {
-            let s = s.trim();
-            s.parse::<u64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
-        }
+        Value::String(s) => super::fields::whole_number(s),
         _ => None,
     }
 }
