@@ -71,6 +71,8 @@ pub struct NotificationCounts {
     telemetry: &'static Telemetry,
     server: String,
     by_kind: HashMap<String, Counter>,
+    /// The counter of types beyond [`MAX_NOTIFICATION_TYPES`], once one was seen.
+    other: Option<Counter>,
 }
 
 impl NotificationCounts {
@@ -81,18 +83,22 @@ impl NotificationCounts {
 
     /// A notification of type `kind` arrived.
     pub fn count(&mut self, kind: &str) {
+        let (telemetry, server) = (self.telemetry, &self.server);
+        let series = |label: &str| {
+            let labels = ServerType { server: server.clone(), r#type: label.to_owned() };
+            telemetry.notifications.get_or_create(&labels).clone()
+        };
         match self.by_kind.get(kind) {
             Some(counter) => {
                 counter.inc();
             }
-            None => {
-                let label = if self.by_kind.len() < MAX_NOTIFICATION_TYPES { kind } else { "other" };
-                let labels = ServerType { server: self.server.clone(), r#type: label.to_owned() };
-                let counter = self.telemetry.notifications.get_or_create(&labels).clone();
+            None if self.by_kind.len() < MAX_NOTIFICATION_TYPES => {
+                let counter = series(kind);
                 counter.inc();
-                if self.by_kind.len() < MAX_NOTIFICATION_TYPES {
-                    self.by_kind.insert(kind.to_owned(), counter);
-                }
+                self.by_kind.insert(kind.to_owned(), counter);
+            }
+            None => {
+                self.other.get_or_insert_with(|| series("other")).inc();
             }
         }
         if let Some(entry) = self.telemetry.servers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&self.server) {
@@ -153,7 +159,7 @@ impl Telemetry {
 
     /// The notification counters of one server (see [`NotificationCounts`]).
     pub fn notification_counts(&'static self, server: &str) -> NotificationCounts {
-        NotificationCounts { telemetry: self, server: server.to_owned(), by_kind: HashMap::new() }
+        NotificationCounts { telemetry: self, server: server.to_owned(), by_kind: HashMap::new(), other: None }
     }
 
     /// A message was handed to the broker connection.
