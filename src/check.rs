@@ -58,6 +58,9 @@ async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> 
                 PlexError::Decode(_) | PlexError::NotFound | PlexError::Status(_) => {
                     "check that the URL points at Plex Media Server (port 32400), not a proxy page"
                 }
+                PlexError::RedirectRefused(_) => {
+                    "set url to the address Plex itself answers on (not a proxy or portal that redirects elsewhere)"
+                }
                 _ => "see the error",
             };
             (false, format!("FAIL {what}: {error} — fix: {fix}"))

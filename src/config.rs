@@ -1181,3 +1181,25 @@ pub(crate) mod lenient {
         deserializer.deserialize_any(ListLike).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host the bridge connects to, and names in TLS (SNI and certificate check), is the URL's host, never
+    /// something in its user-info, and the printable URL carries neither user name nor password.
+    #[test]
+    fn mqtt_host_comes_from_the_authority_not_the_user_info() {
+        let cases = [
+            ("mqtts://broker.example@127.0.0.1:8883", "127.0.0.1", 8883),
+            ("mqtts://user:secret%40broker.example@10.0.0.2", "10.0.0.2", 8883),
+            ("mqtts://user:secret@[::1]:8884", "::1", 8884),
+            ("mqtt://user:secret@broker.example:1884", "broker.example", 1884),
+        ];
+        for (url, host, port) in cases {
+            let mqtt = validate_mqtt(RawMqtt { url: Some(url.into()), ..RawMqtt::default() }).unwrap();
+            assert_eq!((mqtt.host.as_str(), mqtt.port), (host, port), "{url}");
+            assert!(!mqtt.url.contains("secret") && !mqtt.url.contains('@'), "{url} printed as {}", mqtt.url);
+        }
+    }
+}

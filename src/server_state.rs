@@ -43,8 +43,9 @@ pub const ACTIVITIES_REFRESH: Duration = Duration::from_millis(crate::playback::
 pub enum StateInput {
     /// A notification of a type the state task follows (`playing`, `timeline`, `activity`).
     Notification(Notification),
-    /// The notification session is (re)connected: reconcile everything with the server.
-    Connected(ServerTopics),
+    /// The notification session is (re)connected: reconcile everything with the server, known in metrics and
+    /// `/healthz` as `server`.
+    Connected { topics: ServerTopics, server: String },
 }
 
 /// Results of REST calls, sent back to the state task.
@@ -52,6 +53,17 @@ enum Fetched {
     Sessions { requested_at_ms: u64, result: Result<Bytes, PlexError> },
     Activities { result: Result<Bytes, PlexError> },
     Metadata { item_id: String, fallback: Value, result: Result<Bytes, PlexError> },
+}
+
+impl Fetched {
+    /// Why the look-up failed, if it did.
+    fn error(&self) -> Option<&PlexError> {
+        match self {
+            Fetched::Sessions { result, .. } | Fetched::Activities { result } | Fetched::Metadata { result, .. } => {
+                result.as_ref().err()
+            }
+        }
+    }
 }
 
 /// Everything the state task needs.
@@ -75,6 +87,8 @@ impl StateTask {
         let mut library = Library::new();
         let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
+        // The server's name in `/healthz`, where failed look-ups are reported.
+        let mut label = String::new();
         let mut sessions_at: Option<Instant> = None;
         let mut sessions_in_flight = false;
         let mut failure_reported = false;
@@ -98,7 +112,8 @@ impl StateTask {
                 () = cancel.cancelled() => return,
                 input = inputs.recv() => match input {
                     None => return,
-                    Some(StateInput::Connected(server_topics)) => {
+                    Some(StateInput::Connected { topics: server_topics, server }) => {
+                        label = server;
                         self.publish_activities(&server_topics, &activities);
                         topics = Some(server_topics);
                         tracker.on_reconnect();
@@ -155,6 +170,8 @@ impl StateTask {
                     self.spawn_sessions(&fetched_tx);
                 }
                 Some(result) = fetched.recv() => {
+                    let problem = result.error().map(|e| (e.reason(), e.to_string()));
+                    crate::telemetry::telemetry().rest_problem(&label, problem);
                     let Some(topics) = &topics else { continue };
                     match result {
                         Fetched::Sessions { requested_at_ms, result } => {

@@ -150,6 +150,7 @@ impl Supervisor {
                 Attempt::Shutdown => break,
                 Attempt::Unauthorized(error) => {
                     telemetry().reconnect("plex", &self.label(&session), "unauthorized");
+                    telemetry().server_problem(&self.label(&session), Some((error.reason(), error.to_string())));
                     if !unauthorized_reported {
                         tracing::error!(%error, retry_every = ?backoff.max(),
                             "token rejected by the Plex server; fix the token (or its file), the bridge retries by itself");
@@ -162,6 +163,7 @@ impl Supervisor {
                 }
                 Attempt::Failed(error) => {
                     telemetry().reconnect("plex", &self.label(&session), "connect_failed");
+                    telemetry().server_problem(&self.label(&session), Some((error.reason(), error.to_string())));
                     self.set_state(&mut session, ServerState::Disconnected);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, retry_in = ?delay, "cannot connect to the Plex server");
@@ -235,7 +237,10 @@ impl Supervisor {
         self.publish_info(session, &identity, transport.as_str());
         self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
-        let _ = session.state_inputs.try_send(StateInput::Connected(topics.clone()));
+        telemetry().server_problem(&self.label(session), None);
+        let _ = session
+            .state_inputs
+            .try_send(StateInput::Connected { topics: topics.clone(), server: self.label(session) });
         tracing::info!(version = %identity.version, transport = transport.as_str(), "connected to Plex notifications");
         let started = Instant::now();
         let mut stats = SessionStats::default();

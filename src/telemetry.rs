@@ -41,10 +41,27 @@ struct ServerPath {
 }
 
 /// One Plex server as `/healthz` reports it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct ServerHealth {
     state: &'static str,
     last_event: Option<Instant>,
+    /// Why the last connection attempt failed (cleared once connected).
+    problem: Option<Problem>,
+    /// Why the last REST look-up (sessions, activities, metadata) failed (cleared by the next success).
+    rest_problem: Option<Problem>,
+}
+
+/// A failure as `/healthz` shows it: a short word and the readable sentence (never holding the token).
+#[derive(Debug, Clone)]
+struct Problem {
+    reason: &'static str,
+    error: String,
+}
+
+impl Problem {
+    fn json(problem: &Option<Problem>) -> Value {
+        problem.as_ref().map_or(Value::Null, |p| json!({ "reason": p.reason, "error": p.error }))
+    }
 }
 
 /// Metrics and health of this process.
@@ -193,7 +210,22 @@ impl Telemetry {
         let labels = LegServer { leg: "plex".into(), server: server.to_owned() };
         self.connected.get_or_create(&labels).set(i64::from(state == "connected"));
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers.entry(server.to_owned()).or_insert(ServerHealth { state, last_event: None }).state = state;
+        servers.entry(server.to_owned()).or_default().state = state;
+    }
+
+    /// Why connecting to a Plex server failed (`None` once it is connected), for `/healthz`.
+    pub fn server_problem(&self, server: &str, problem: Option<(&'static str, String)>) {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.entry(server.to_owned()).or_default().problem =
+            problem.map(|(reason, error)| Problem { reason, error });
+    }
+
+    /// Why the last REST look-up of a Plex server failed (`None` after one succeeded), for `/healthz`.
+    pub fn rest_problem(&self, server: &str, problem: Option<(&'static str, String)>) {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = servers.get_mut(server) {
+            entry.rest_problem = problem.map(|(reason, error)| Problem { reason, error });
+        }
     }
 
     /// The broker connection went up or down.
@@ -230,7 +262,13 @@ impl Telemetry {
             .iter()
             .map(|(name, s)| {
                 let age = s.last_event.map(|at| now.duration_since(at).as_secs_f64());
-                (name.clone(), json!({ "state": s.state, "last_event_age_seconds": age }))
+                let doc = json!({
+                    "state": s.state,
+                    "last_event_age_seconds": age,
+                    "problem": Problem::json(&s.problem),
+                    "rest_problem": Problem::json(&s.rest_problem),
+                });
+                (name.clone(), doc)
             })
             .collect();
         let doc = json!({

@@ -7,21 +7,12 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use support::fake_pms::FakePmsConfig;
+use support::http::{get, metric};
 use support::mosquitto::free_port;
 use support::tls::TestPki;
 use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SOON: Duration = Duration::from_secs(10);
-
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to the http endpoint");
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
-}
 
 async fn wait_status(port: u16, want: u16) -> String {
     let deadline = Instant::now() + SOON;
@@ -33,13 +24,6 @@ async fn wait_status(port: u16, want: u16) -> String {
         assert!(Instant::now() < deadline, "/healthz stayed {status}: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

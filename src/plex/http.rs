@@ -106,22 +106,37 @@ impl PlexHttp {
     }
 }
 
-/// The shared HTTP client: client headers on every request and a connect timeout. There is no overall timeout
-/// here because the EventSource stream lasts as long as the session; REST calls set their own.
+/// The shared HTTP client: client headers on every request, a connect timeout, and redirects followed only within
+/// the origin a request was sent to (see [`super::redirect`]). There is no overall timeout here because the
+/// EventSource stream lasts as long as the session; REST calls set their own.
 pub fn build_client(
     headers: reqwest::header::HeaderMap,
     connect_timeout: Duration,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<Client, PlexError> {
-    let mut builder = Client::builder().default_headers(headers).connect_timeout(connect_timeout);
+    let mut builder =
+        Client::builder().default_headers(headers).connect_timeout(connect_timeout).redirect(super::redirect::policy());
     if let Some(tls) = tls {
         builder = builder.use_preconfigured_tls((*tls).clone());
     }
     builder.build().map_err(|e| PlexError::Transport(format!("cannot build the HTTP client: {e}")))
 }
 
-/// A readable transport error. reqwest's text names the URL, which never holds the token.
+/// A readable transport error. reqwest's text names the URL, which never holds the token; a refused redirect
+/// becomes [`PlexError::RedirectRefused`], which names only the target's origin.
 pub(crate) fn transport_error(error: reqwest::Error) -> PlexError {
+    if error.is_redirect() {
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            if let Some(refused) = cause.downcast_ref::<super::redirect::RedirectRefused>() {
+                return PlexError::RedirectRefused(refused.clone());
+            }
+            if let Some(too_many) = cause.downcast_ref::<super::redirect::TooManyRedirects>() {
+                return PlexError::Transport(too_many.to_string());
+            }
+            source = cause.source();
+        }
+    }
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

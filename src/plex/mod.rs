@@ -3,6 +3,7 @@
 pub mod fields;
 pub mod http;
 pub mod notification;
+pub mod redirect;
 pub mod sessions;
 pub mod sse;
 pub mod sse_parser;
@@ -34,12 +35,28 @@ pub enum PlexError {
     /// The server answered something that is not what PMS sends.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// A redirect to another origin was not followed, so the token did not go there.
+    #[error(transparent)]
+    RedirectRefused(#[from] redirect::RedirectRefused),
     /// The token file could not be read.
     #[error("cannot read the token file {path}: {source}")]
     TokenFile { path: String, source: std::io::Error },
 }
 
 impl PlexError {
+    /// A short word for what went wrong, for `/healthz` (`reason`) and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlexError::Unauthorized(_) => "unauthorized",
+            PlexError::NotFound | PlexError::Status(_) => "http_status",
+            PlexError::UpgradeRefused(_) => "upgrade_refused",
+            PlexError::Transport(_) => "connection_failed",
+            PlexError::Decode(_) => "bad_response",
+            PlexError::RedirectRefused(_) => "redirect_refused",
+            PlexError::TokenFile { .. } => "token_file",
+        }
+    }
+
     /// Maps an HTTP status that is not a success.
     pub fn from_status(status: u16) -> Self {
         match status {

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::redirect::MAX_REDIRECTS;
 use super::{token_header, Incoming, PlexError, SessionEnd, SessionStats};
 use crate::secret::Secret;
 
@@ -100,8 +101,25 @@ impl WsEndpoint {
         Ok(url)
     }
 
+    /// Opens the socket on `path`, following same-origin redirects of the upgrade (see [`super::redirect`]);
+    /// a redirect to another origin is refused before anything is sent there.
     async fn connect_path(&self, path: &str, headers: &HeaderMap, token: &Secret) -> Result<WsStream, PlexError> {
-        let url = self.url(path)?;
+        let mut url = self.url(path)?;
+        for _ in 0..=MAX_REDIRECTS {
+            match self.handshake(&url, headers, token).await? {
+                Handshake::Open(stream) => return Ok(*stream),
+                Handshake::Redirect(location) => {
+                    let next = super::redirect::next_hop(&url, &location)?;
+                    tracing::debug!(path = next.path(), "following a same-origin redirect of the WebSocket upgrade");
+                    url = next;
+                }
+            }
+        }
+        Err(PlexError::Transport(super::redirect::TooManyRedirects.to_string()))
+    }
+
+    /// One upgrade request to `url`.
+    async fn handshake(&self, url: &Url, headers: &HeaderMap, token: &Secret) -> Result<Handshake, PlexError> {
         let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = url.port_or_known_default().unwrap_or(32400);
         let secure = url.scheme() == "wss";
@@ -129,13 +147,22 @@ impl WsEndpoint {
             } else {
                 Box::new(tcp)
             };
-            tokio_tungstenite::client_async_with_config(request, io, Some(config)).await.map_err(handshake_error)
+            match tokio_tungstenite::client_async_with_config(request, io, Some(config)).await {
+                Ok((stream, _response)) => Ok(Handshake::Open(Box::new(stream))),
+                Err(error) => handshake_error(error),
+            }
         };
-        let (stream, _response) = timeout(self.connect_timeout, handshake).await.map_err(|_| {
+        timeout(self.connect_timeout, handshake).await.map_err(|_| {
             PlexError::Transport(format!("WebSocket handshake timed out after {:?}", self.connect_timeout))
-        })??;
-        Ok(stream)
+        })?
     }
+}
+
+/// What one upgrade request came to, short of an error.
+enum Handshake {
+    Open(Box<WsStream>),
+    /// A 3xx answer and its `Location`, for [`super::redirect::next_hop`] to judge.
+    Redirect(String),
 }
 
 /// The `filters` value: entries percent-encoded one by one and joined with literal commas, as PMS expects.
@@ -145,9 +172,17 @@ pub fn encode_filters(filters: &[String]) -> String {
     encoded.join(",")
 }
 
-fn handshake_error(error: tungstenite::Error) -> PlexError {
-    match error {
-        tungstenite::Error::Http(response) => PlexError::from_status(response.status().as_u16()),
+fn handshake_error(error: tungstenite::Error) -> Result<Handshake, PlexError> {
+    Err(match error {
+        tungstenite::Error::Http(response) => {
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            match location {
+                Some(location) if response.status().is_redirection() => {
+                    return Ok(Handshake::Redirect(location.into()))
+                }
+                _ => PlexError::from_status(response.status().as_u16()),
+            }
+        }
         // The server accepted the TCP connection but would not (or could not) speak WebSocket: a proxy or
         // firewall in between, or a server without the endpoint. `transport = "auto"` falls back on this.
         other @ (tungstenite::Error::Protocol(_)
@@ -155,7 +190,7 @@ fn handshake_error(error: tungstenite::Error) -> PlexError {
         | tungstenite::Error::AlreadyClosed
         | tungstenite::Error::Io(_)) => PlexError::UpgradeRefused(format!("WebSocket handshake failed: {other}")),
         other => PlexError::Transport(format!("WebSocket handshake failed: {other}")),
-    }
+    })
 }
 
 /// Reads frames until the socket ends, handing each text frame to `on_message`. Pings every `ping_interval`;

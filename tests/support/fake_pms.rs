@@ -187,6 +187,8 @@ enum Command {
 struct Shared {
     config: Mutex<FakePmsConfig>,
     canned: Mutex<HashMap<String, CannedResponse>>,
+    /// Paths answered with `302 Found` and this `Location`, before any other route.
+    redirects: Mutex<HashMap<String, String>>,
     requests: Mutex<Vec<RecordedRequest>>,
     requests_seen: watch::Sender<usize>,
     /// Every connection being served, by id; `websocket` once upgraded.
@@ -272,6 +274,7 @@ impl FakePms {
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
             canned: Mutex::new(HashMap::new()),
+            redirects: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             requests_seen: watch::channel(0).0,
             connections: Mutex::new(HashMap::new()),
@@ -331,6 +334,18 @@ impl FakePms {
     /// the fake does not implement itself; the built-in routes take precedence.
     pub fn set_canned(&self, path: &str, response: CannedResponse) {
         self.shared.canned.lock().expect("fake pms canned lock").insert(path.to_owned(), response);
+    }
+
+    /// Answers every request on `path` (exact, decoded, any query or method) with `302 Found` and `Location:
+    /// location`, before any built-in route: a proxy, a captive portal or a hostile device at the server's
+    /// address. [`FakePms::clear_redirect`] serves the path normally again.
+    pub fn set_redirect(&self, path: &str, location: &str) {
+        self.shared.redirects.lock().expect("fake pms redirects lock").insert(path.to_owned(), location.to_owned());
+    }
+
+    /// Stops redirecting `path`.
+    pub fn clear_redirect(&self, path: &str) {
+        self.shared.redirects.lock().expect("fake pms redirects lock").remove(path);
     }
 
     /// Queues a text frame to every open WebSocket connection; returns how many it was queued to.
@@ -557,6 +572,16 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
+
+    let redirect = shared.redirects.lock().expect("fake pms redirects lock").get(&request.path).cloned();
+    if let Some(location) = redirect {
+        let mut recorded = request;
+        recorded.status = 302;
+        shared.record(recorded);
+        let extra = format!("Location: {location}\r\n");
+        respond_with(&mut stream, 302, "text/html", &extra, b"<html><body>Found</body></html>").await;
+        return;
+    }
 
     let config = shared.config.lock().expect("fake pms config lock").clone();
     // The token is accepted as a header or as a query parameter.
@@ -965,6 +990,7 @@ fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -978,9 +1004,14 @@ fn reason(status: u16) -> &'static str {
 
 /// Writes a complete response with `Connection: close`, then closes the connection gracefully.
 async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
+    respond_with(stream, status, content_type, "", body).await;
+}
+
+/// [`respond`] with `extra` header lines (each ending in CRLF) after the standard ones.
+async fn respond_with(stream: &mut TcpStream, status: u16, content_type: &str, extra: &str, body: &[u8]) {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nX-Plex-Protocol: 1.0\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
+         Cache-Control: no-cache\r\nConnection: close\r\n{extra}\r\n",
         reason(status),
         body.len()
     );
@@ -1018,7 +1049,7 @@ fn identity_json(config: &FakePmsConfig) -> String {
 }
 
 /// `/` (the root), with the fields the bridge may use and a few it must ignore.
-fn root_json(config: &FakePmsConfig) -> String {
+pub fn root_json(config: &FakePmsConfig) -> String {
     format!(
         concat!(
             r#"{{"MediaContainer":{{"size":2,"allowCameraUpload":false,"allowChannelAccess":true,"#,

@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod fake_pms;
 pub mod fixture;
+pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod samples;
