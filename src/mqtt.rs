@@ -55,14 +55,15 @@ pub struct Publisher {
 impl Publisher {
     /// Applies the router's actions in order.
     pub fn apply(&self, actions: impl IntoIterator<Item = Action>) {
-        let mut dropped = false;
         {
             let mut outbox = self.shared.outbox();
+            let episode_before = outbox.overflow_episode();
+            let mut dropped = 0u64;
             for action in actions {
                 match action {
                     Action::Live { topic, payload } => {
                         if self.fits(&topic, &payload) {
-                            dropped |= outbox.push_live(topic, payload);
+                            dropped += u64::from(outbox.push_live(topic, payload));
                         }
                     }
                     Action::Retain { topic, payload } => {
@@ -73,14 +74,16 @@ impl Publisher {
                     Action::Clear { topic } => outbox.clear(topic),
                 }
             }
-            if dropped {
-                crate::telemetry::telemetry().dropped(1);
-            }
-            if dropped && outbox.dropped().is_power_of_two() {
-                tracing::warn!(
-                    dropped_total = outbox.dropped(),
-                    "live-event queue full (broker slow or unreachable): dropping the oldest live events"
-                );
+            if dropped > 0 {
+                crate::telemetry::telemetry().dropped(dropped);
+                // One warning per overflow episode; the sender logs its total when the queue has drained.
+                if episode_before == 0 {
+                    tracing::warn!(
+                        dropped,
+                        dropped_total = outbox.dropped(),
+                        "live-event queue full (broker slow or unreachable): dropping the oldest live events"
+                    );
+                }
             }
         }
         self.shared.wake.notify_one();
@@ -293,6 +296,13 @@ async fn send(
             let next = outbox.pop();
             if let Some(message) = &next {
                 outbox.handed_over(message);
+            }
+            if let Some(dropped) = outbox.end_overflow_episode() {
+                tracing::warn!(
+                    dropped,
+                    dropped_total = outbox.dropped(),
+                    "live-event queue has room again; this many live events were dropped while it was full"
+                );
             }
             next
         };

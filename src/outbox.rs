@@ -46,6 +46,8 @@ pub struct Outbox {
     handed: VecDeque<Sent>,
     inflight: HashMap<u16, Sent>,
     dropped: u64,
+    /// Live events dropped by overflow since the queue was last empty (0: no overflow episode under way).
+    episode_dropped: u64,
 }
 
 impl Outbox {
@@ -59,6 +61,7 @@ impl Outbox {
             handed: VecDeque::new(),
             inflight: HashMap::new(),
             dropped: 0,
+            episode_dropped: 0,
         }
     }
 
@@ -105,9 +108,24 @@ impl Outbox {
         if overflow {
             self.live.pop_front();
             self.dropped += 1;
+            self.episode_dropped += 1;
         }
         self.live.push_back((topic, payload));
         overflow
+    }
+
+    /// Live events dropped by overflow in the episode under way (since the live queue was last empty).
+    pub fn overflow_episode(&self) -> u64 {
+        self.episode_dropped
+    }
+
+    /// Ends the overflow episode once the live queue has drained: returns how many it dropped (None while the
+    /// queue still holds events, or when nothing was dropped).
+    pub fn end_overflow_episode(&mut self) -> Option<u64> {
+        if self.episode_dropped == 0 || !self.live.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.episode_dropped))
     }
 
     /// The next message to send: changed retained state first (it is the truth users act on), then live events
@@ -235,8 +253,13 @@ mod tests {
             o.push_live("live".into(), Bytes::from(i.to_string()));
         }
         assert_eq!(o.dropped(), 3);
+        assert_eq!(o.overflow_episode(), 3);
+        assert_eq!(o.end_overflow_episode(), None, "the episode lasts while the queue holds events");
         let sent = drain(&mut o);
         assert_eq!(sent.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(), ["x", "3", "4"]);
+        assert_eq!(o.end_overflow_episode(), Some(3));
+        assert_eq!((o.overflow_episode(), o.end_overflow_episode()), (0, None));
+        assert_eq!(o.dropped(), 3, "the total stays");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! - sessions discovered by a snapshot (playing before the bridge connected) get their retained document but no
 //!   `play` event, so a bridge restart does not replay automations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -45,8 +45,9 @@ pub enum Effect {
     ClearSession { key: String },
     /// A derived playback event (not retained).
     Event(Value),
-    /// The retained summary changed.
-    Summary(Value),
+    /// The retained summary changed: the caller builds it ([`Tracker::summary`]) once for a whole batch of
+    /// effects, so a frame announcing n sessions costs O(n), not n summaries of up to n sessions each.
+    SummaryChanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +107,36 @@ pub struct Tracker {
     /// Recently stopped session keys and when they stopped.
     stopped: BTreeMap<String, u64>,
     scrobble_threshold: f64,
+    /// Sessions tracked at most; new ones beyond it are left untracked (their raw notifications still flow).
+    max_sessions: usize,
+    /// New sessions left untracked because of `max_sessions`, in all.
+    untracked: u64,
 }
 
 impl Tracker {
-    /// `scrobble_percent`: progress (0–100) at which `scrobble` fires.
-    pub fn new(scrobble_percent: f64) -> Self {
-        Tracker { sessions: BTreeMap::new(), stopped: BTreeMap::new(), scrobble_threshold: scrobble_percent / 100.0 }
+    /// `scrobble_percent`: progress (0–100) at which `scrobble` fires; at most `max_sessions` are tracked.
+    pub fn new(scrobble_percent: f64, max_sessions: usize) -> Self {
+        Tracker {
+            sessions: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            scrobble_threshold: scrobble_percent / 100.0,
+            max_sessions: max_sessions.max(1),
+            untracked: 0,
+        }
+    }
+
+    /// New sessions not tracked so far because [`Tracker::new`]'s `max_sessions` were tracked already.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
+    /// Whether a session `key` not tracked yet may be added; counts it when it may not.
+    fn admits(&mut self, key: &str) -> bool {
+        if self.sessions.len() < self.max_sessions || self.sessions.contains_key(key) {
+            return true;
+        }
+        self.untracked += 1;
+        false
     }
 
     /// Sessions tracked now.
@@ -142,13 +167,16 @@ impl Tracker {
                 self.flush(&mut tracked, &mut effects);
             }
             effects.push(Effect::ClearSession { key });
-            effects.push(Effect::Summary(self.summary()));
+            effects.push(Effect::SummaryChanged);
             return effects;
         }
         let Some(state) = PlayState::parse(&item.state) else {
             return effects;
         };
         self.stopped.remove(&key);
+        if !self.admits(&key) {
+            return effects;
+        }
         let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
             key: key.clone(),
             state,
@@ -221,7 +249,7 @@ impl Tracker {
         self.check_scrobble(&key, now_ms);
         self.emit_session(&key, &mut effects, now_ms, summary_changed);
         if summary_changed {
-            effects.push(Effect::Summary(self.summary()));
+            effects.push(Effect::SummaryChanged);
         }
         effects
     }
@@ -229,11 +257,11 @@ impl Tracker {
     /// Applies a `/status/sessions` snapshot that was requested at `requested_at_ms`.
     pub fn on_snapshot(&mut self, sessions: Vec<SessionInfo>, requested_at_ms: u64, now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let listed: Vec<String> = sessions.iter().map(|s| s.session_key.clone()).collect();
+        let listed: HashSet<String> = sessions.iter().map(|s| s.session_key.clone()).collect();
         self.stopped.retain(|_, at| *at + STOPPED_MEMORY_MS > now_ms);
         for info in sessions {
             let key = info.session_key.clone();
-            if self.stopped.contains_key(&key) {
+            if self.stopped.contains_key(&key) || !self.admits(&key) {
                 continue;
             }
             let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
@@ -290,7 +318,7 @@ impl Tracker {
                 effects.push(Effect::ClearSession { key });
             }
         }
-        effects.push(Effect::Summary(self.summary()));
+        effects.push(Effect::SummaryChanged);
         effects
     }
 
@@ -563,7 +591,7 @@ mod tests {
 
     #[test]
     fn play_waits_for_details_then_transitions_follow() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         let first = t.on_playing(&item("playing", 0), 1_000);
         assert!(events(&first).is_empty(), "play waits for the session details");
         let enriched = t.on_snapshot(vec![info("playing")], 1_000, 1_300);
@@ -587,7 +615,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_does_not_bring_back_a_session_that_just_stopped() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         t.on_playing(&item("playing", 0), 0);
         t.on_snapshot(vec![info("playing")], 0, 10);
         t.on_playing(&item("stopped", 0), 1_000);
@@ -601,7 +629,7 @@ mod tests {
 
     #[test]
     fn normal_progress_is_not_a_seek() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         t.on_playing(&item("playing", 0), 0);
         t.on_snapshot(vec![info("playing")], 0, 10);
         assert!(events(&t.on_playing(&item("playing", 10_000), 10_000)).is_empty());
@@ -610,7 +638,7 @@ mod tests {
 
     #[test]
     fn a_session_missing_from_a_later_snapshot_is_stopped() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         t.on_playing(&item("playing", 0), 0);
         t.on_snapshot(vec![info("playing")], 0, 10);
         let effects = t.on_snapshot(Vec::new(), 60_000, 60_100);
@@ -624,7 +652,7 @@ mod tests {
 
     #[test]
     fn discovered_sessions_get_a_document_but_no_play_event() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         let effects = t.on_snapshot(vec![info("paused")], 0, 5);
         assert!(events(&effects).is_empty());
         assert!(effects
@@ -646,12 +674,12 @@ mod tests {
     }
 
     fn has_summary(effects: &[Effect]) -> bool {
-        effects.iter().any(|e| matches!(e, Effect::Summary(_)))
+        effects.iter().any(|e| matches!(e, Effect::SummaryChanged))
     }
 
     #[test]
     fn progress_alone_is_published_at_most_once_per_interval_and_never_lost() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         t.on_playing(&item("playing", 0), 0);
         t.on_snapshot(vec![info("playing")], 0, 10);
         assert_eq!(t.next_deadline_ms(20), None, "nothing waits");
@@ -675,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_clock_stepped_back_does_not_hold_documents_back() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         t.on_playing(&item("playing", 0), 10_000);
         t.on_snapshot(vec![info("playing")], 10_000, 10_000);
         // The wall clock is stepped back by 5 s (NTP after boot): held progress is due at once, not in 5 s.
@@ -689,7 +717,7 @@ mod tests {
 
     #[test]
     fn events_go_out_without_details_when_the_look_up_fails() {
-        let mut t = Tracker::new(90.0);
+        let mut t = Tracker::new(90.0, 1000);
         t.on_playing(&item("playing", 0), 0);
         assert!(t.flush_waiting(1_000, false).is_empty());
         assert_eq!(events(&t.flush_waiting(ENRICHMENT_WAIT_MS, false)), ["play"]);

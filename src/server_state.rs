@@ -72,6 +72,8 @@ pub struct StateTask {
     pub token: TokenSource,
     pub publisher: Publisher,
     pub scrobble_percent: f64,
+    /// Sessions tracked at most (`plex.max_sessions`).
+    pub max_sessions: usize,
     pub resync_interval: Duration,
 }
 
@@ -83,7 +85,7 @@ impl StateTask {
     /// Runs until `cancel`; `inputs` come from the supervisor.
     pub async fn run(self, mut inputs: mpsc::Receiver<StateInput>, cancel: CancellationToken) {
         let (fetched_tx, mut fetched) = mpsc::channel::<Fetched>(16);
-        let mut tracker = Tracker::new(self.scrobble_percent);
+        let mut tracker = Tracker::new(self.scrobble_percent, self.max_sessions);
         let mut library = Library::new();
         let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
@@ -92,6 +94,8 @@ impl StateTask {
         let mut sessions_at: Option<Instant> = None;
         let mut sessions_in_flight = false;
         let mut failure_reported = false;
+        // Whether the session cap's overflow has been logged since the tracker last had room.
+        let mut untracked_reported = false;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let resync = tokio::time::sleep(self.resync_interval);
         tokio::pin!(resync);
@@ -124,10 +128,14 @@ impl StateTask {
                         let Some(topics) = &topics else { continue };
                         match notification.kind.as_str() {
                             "playing" => {
+                                let untracked_before = tracker.untracked();
+                                let mut effects = Vec::new();
+                                let now = now_ms();
                                 for item in notification.items.iter().filter_map(|raw| PlayingItem::parse(raw)) {
-                                    let effects = tracker.on_playing(&item, now_ms());
-                                    self.apply(topics, effects);
+                                    effects.extend(tracker.on_playing(&item, now));
                                 }
+                                self.apply(topics, effects, &tracker);
+                                self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
                                 sessions_at.get_or_insert_with(|| Instant::now() + COALESCE);
                             }
                             "timeline" => {
@@ -180,8 +188,10 @@ impl StateTask {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
                                     failure_reported = false;
+                                    let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
-                                    self.apply(topics, effects);
+                                    self.apply(topics, effects, &tracker);
+                                    self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
                                     self.clear_stale_sessions(topics);
                                 }
                                 Err(error) => {
@@ -191,7 +201,7 @@ impl StateTask {
                                         failure_reported = true;
                                     }
                                     let effects = tracker.flush_waiting(now_ms(), true);
-                                    self.apply(topics, effects);
+                                    self.apply(topics, effects, &tracker);
                                     if sessions_at.is_none() && tracker.wants_details() {
                                         sessions_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
                                     }
@@ -231,7 +241,7 @@ impl StateTask {
                         }
                     }
                     if let Some(topics) = topics.as_ref().filter(|_| !effects.is_empty()) {
-                        self.apply(topics, effects);
+                        self.apply(topics, effects, &tracker);
                     }
                 }
                 () = &mut resync => {
@@ -245,20 +255,52 @@ impl StateTask {
         }
     }
 
-    fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>) {
-        let actions = effects.into_iter().map(|effect| match effect {
-            Effect::Session { key, doc } => {
-                Action::Retain { topic: topics.session(&key), payload: Bytes::from(doc.to_string()) }
-            }
-            Effect::ClearSession { key } => Action::Clear { topic: topics.session(&key) },
-            Effect::Event(event) => {
-                Action::Live { topic: topics.events("playback"), payload: Bytes::from(event.to_string()) }
-            }
-            Effect::Summary(summary) => {
-                Action::Retain { topic: topics.sessions_summary(), payload: Bytes::from(summary.to_string()) }
-            }
-        });
-        self.publisher.apply(actions.collect::<Vec<_>>());
+    /// Publishes the tracker's effects in order; the sessions summary, if any effect changed it, is built once
+    /// for the whole batch and goes last.
+    fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>, tracker: &Tracker) {
+        let mut summary_changed = false;
+        let mut actions: Vec<Action> = effects
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Session { key, doc } => {
+                    Some(Action::Retain { topic: topics.session(&key), payload: Bytes::from(doc.to_string()) })
+                }
+                Effect::ClearSession { key } => Some(Action::Clear { topic: topics.session(&key) }),
+                Effect::Event(event) => {
+                    Some(Action::Live { topic: topics.events("playback"), payload: Bytes::from(event.to_string()) })
+                }
+                Effect::SummaryChanged => {
+                    summary_changed = true;
+                    None
+                }
+            })
+            .collect();
+        if summary_changed {
+            let summary = tracker.summary().to_string();
+            actions.push(Action::Retain { topic: topics.sessions_summary(), payload: Bytes::from(summary) });
+        }
+        self.publisher.apply(actions);
+    }
+
+    /// Counts the sessions the cap left untracked in the last batch, and logs the first batch of an overflow
+    /// episode (which lasts until a batch fits again).
+    fn report_untracked(&self, reported: &mut bool, before: u64, tracker: &Tracker) {
+        let untracked = tracker.untracked() - before;
+        if untracked == 0 {
+            *reported = false;
+            return;
+        }
+        crate::telemetry::telemetry().sessions_untracked(untracked);
+        if !*reported {
+            *reported = true;
+            tracing::warn!(
+                untracked,
+                tracked = tracker.len(),
+                limit = self.max_sessions,
+                "more playback sessions than plex.max_sessions: the new ones are forwarded raw only (no retained \
+                 session document, summary entry or playback events)"
+            );
+        }
     }
 
     fn library_event(&self, topics: &ServerTopics, event: Value) {

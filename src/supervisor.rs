@@ -107,6 +107,7 @@ impl Supervisor {
             token: self.server.token.clone(),
             publisher: self.publisher.clone(),
             scrobble_percent: self.plex.scrobble_threshold,
+            max_sessions: self.plex.max_sessions,
             resync_interval: self.plex.resync_interval,
         };
         let state_cancel = cancel.child_token();

@@ -71,6 +71,7 @@ pub struct Telemetry {
     published: Counter,
     dropped: Counter,
     untracked: Counter,
+    sessions_untracked: Counter,
     reconnects: Family<LegReason, Counter>,
     connected: Family<LegServer, Gauge>,
     rest_latency: Family<ServerPath, Histogram>,
@@ -141,6 +142,7 @@ impl Telemetry {
         let published = Counter::default();
         let dropped = Counter::default();
         let untracked = Counter::default();
+        let sessions_untracked = Counter::default();
         let reconnects = Family::<LegReason, Counter>::default();
         let connected = Family::<LegServer, Gauge>::default();
         let rest_latency =
@@ -157,6 +159,11 @@ impl Telemetry {
             "Notifications forwarded raw only, because session/library tracking was too far behind to take them",
             untracked.clone(),
         );
+        registry.register(
+            "sessions_untracked",
+            "New playback sessions forwarded raw only, because plex.max_sessions sessions were tracked already",
+            sessions_untracked.clone(),
+        );
         registry.register("reconnects", "Connection losses and failed attempts, by leg and reason", reconnects.clone());
         registry.register("connected", "1 while the connection is up", connected.clone());
         registry.register("rest_request_duration_seconds", "Plex REST call latency", rest_latency.clone());
@@ -166,6 +173,7 @@ impl Telemetry {
             published,
             dropped,
             untracked,
+            sessions_untracked,
             reconnects,
             connected,
             rest_latency,
@@ -192,6 +200,11 @@ impl Telemetry {
     /// A notification was forwarded raw only (session/library tracking was behind).
     pub fn untracked(&self) {
         self.untracked.inc();
+    }
+
+    /// New playback sessions left untracked because `plex.max_sessions` were tracked already.
+    pub fn sessions_untracked(&self, count: u64) {
+        self.sessions_untracked.inc_by(count);
     }
 
     /// Notifications forwarded raw only so far.

@@ -782,3 +782,203 @@ async fn overlong_type_and_uuid_do_not_corrupt_the_mqtt_session() {
     assert!(f.bridge.is_running());
     f.assert_same_session();
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hostile input (issue 17): secrets in config errors and URLs, drop counting, a frame announcing thousands of
+// sessions, and server-supplied strings that try to forge log lines.
+
+/// A secret that must never be printed.
+const SECRET: &str = "SECRETvalue0123456789";
+
+/// Runs `--print-config` on `config`: the exit code and stderr (stdout must be empty on an error).
+async fn config_error(config: &str) -> (Option<i32>, String) {
+    let out = Bridge::run_to_exit_split(&["--print-config"], &[], Some(config), SOON).await;
+    assert!(out.stdout.is_empty(), "nothing on stdout for a bad config: {}", out.stdout);
+    (out.code, out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toml_syntax_errors_name_key_line_and_column_and_never_print_the_secret() {
+    let cases = [
+        (
+            "an unquoted token",
+            format!("[[servers]]\nurl = \"http://127.0.0.1:32400\"\ntoken = {SECRET}\n"),
+            "servers[0].token",
+            3,
+        ),
+        (
+            "an unterminated token",
+            format!("[[servers]]\nurl = \"http://127.0.0.1:32400\"\ntoken = \"{SECRET}\nname = \"x\"\n"),
+            "servers[0].token",
+            3,
+        ),
+        (
+            "an unquoted MQTT password",
+            format!("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"u\"\npassword = {SECRET}\n"),
+            "mqtt.password",
+            4,
+        ),
+    ];
+    for (what, config, key, line) in cases {
+        let (code, stderr) = config_error(&config).await;
+        assert_eq!(code, Some(78), "{what}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{what}: names the key: {stderr}");
+        assert!(stderr.contains(&format!("line {line}, column")), "{what}: names line and column: {stderr}");
+        assert!(stderr.contains("put the value in quotes"), "{what}: says the fix: {stderr}");
+        assert!(!stderr.contains(&SECRET[..10]), "{what}: the secret is printed: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_urls_with_a_path_query_fragment_or_credentials_are_refused_without_echoing_them() {
+    let urls = [
+        format!("http://127.0.0.1:32400/#X-Plex-Token={SECRET}"),
+        format!("http://127.0.0.1:32400/?X-Plex-Token={SECRET}"),
+        format!("http://127.0.0.1:32400/{SECRET}"),
+        format!("http://user:{SECRET}@127.0.0.1:32400"),
+        format!("http://{SECRET}@127.0.0.1:32400/"),
+    ];
+    for url in urls {
+        let config = format!("[[servers]]\nurl = \"{url}\"\ntoken = \"t\"\n");
+        let (code, stderr) = config_error(&config).await;
+        assert_eq!(code, Some(78), "{url}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{url}: one line: {stderr}");
+        assert!(stderr.contains("`servers[0].url`"), "{url}: names the key: {stderr}");
+        assert!(!stderr.contains(&SECRET[..10]), "{url}: the secret part is printed: {stderr}");
+    }
+    // Only scheme, host and port (with or without the trailing slash) are accepted.
+    for url in ["http://127.0.0.1:32400", "http://127.0.0.1:32400/"] {
+        let config = format!("[[servers]]\nurl = \"{url}\"\ntoken = \"t\"\n");
+        let out = Bridge::run_to_exit_split(&["--print-config"], &[], Some(&config), SOON).await;
+        assert_eq!(out.code, Some(0), "{url}: {}", out.stderr);
+    }
+}
+
+/// A bridge on a WebSocket with its config edited by `edit` and its health endpoint on; the broker, probe and
+/// fake PMS beside it.
+async fn bridge_with(edit: impl FnOnce(String) -> String) -> (Mosquitto, FakePms, TokenFile, Probe, u16, Bridge) {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    let token = TokenFile::new(&pms.token());
+    let probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let http = support::mosquitto::free_port();
+    let config = format!(
+        "{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+        edit(test_config(&broker.url(), &pms.url(), token.path()))
+    );
+    let bridge = Bridge::start(&config);
+    (broker, pms, token, probe, http, bridge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dropped_live_event_is_counted_and_an_overflow_is_logged_once() {
+    let (_broker, pms, _token, mut probe, http, bridge) = bridge_with(|config| config).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // One frame of 20,000 items: twice the live queue (mqtt.queue_size, 10,000) in one go.
+    let items: Vec<String> = (0..20_000).map(|i| format!(r#"{{"title":"s{i}"}}"#)).collect();
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
+    pms.push_text(&ws_frame("\"status\"", "StatusNotification", &items));
+    // The newest 10,000 are kept and delivered, in order; the oldest 10,000 are dropped.
+    let last = probe.expect_payload("plex/test/status", r#"{"title":"s19999"}"#, Duration::from_secs(30)).await;
+    drop(last);
+    let delivered = probe.history_on("plex/test/status").len() as f64;
+    assert!(bridge.wait_for_log("live-event queue has room again", SOON).await, "{}", bridge.logs());
+    let (_, metrics) = support::http::get(http, "/metrics").await;
+    let dropped = support::http::metric(&metrics, "plex_mqtt_bridge_messages_dropped_total", &[]);
+    assert_eq!(dropped + delivered, 20_000.0, "every event is delivered or counted as dropped: {metrics}");
+    assert_eq!(dropped, 10_000.0, "{metrics}");
+    let logs = bridge.logs();
+    let full: Vec<&str> = logs.lines().filter(|l| l.contains("live-event queue full")).collect();
+    assert_eq!(full.len(), 1, "one warning per overflow episode: {full:?}");
+    assert!(full[0].contains("dropped=10000"), "the warning says how many: {}", full[0]);
+    let ended: Vec<&str> = logs.lines().filter(|l| l.contains("live-event queue has room again")).collect();
+    assert!(ended.len() == 1 && ended[0].contains("dropped=10000"), "the episode's total is logged: {ended:?}");
+}
+
+/// A `playing` frame announcing `n` new sessions (keys 1..=n).
+fn many_sessions_frame(n: usize) -> String {
+    let items: Vec<String> = (1..=n)
+        .map(|k| format!(r#"{{"sessionKey":"{k}","ratingKey":"{k}","key":"/library/metadata/{k}","viewOffset":0,"state":"playing"}}"#))
+        .collect();
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
+    ws_frame("\"playing\"", "PlaySessionStateNotification", &items)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_of_thousands_of_new_sessions_is_capped_and_never_stalls_the_bridge() {
+    let (_broker, pms, _token, mut probe, http, mut bridge) =
+        bridge_with(|config| config.replace("[plex]\n", "[plex]\nmax_sessions = 1000\n")).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // /healthz is asked all the while; each answer must come (the runtime is never blocked for long). The
+    // benchmark measures how fast; this bound only catches a stall.
+    let poller = tokio::spawn(async move {
+        let (mut answers, mut slowest) = (0, Duration::ZERO);
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            let started = std::time::Instant::now();
+            let answer = tokio::time::timeout(SOON, support::http::get(http, "/healthz")).await;
+            assert!(answer.is_ok_and(|(status, _)| status == 200), "/healthz did not answer 200 within {SOON:?}");
+            slowest = slowest.max(started.elapsed());
+            answers += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (answers, slowest)
+    });
+    pms.push_text(&many_sessions_frame(4_000));
+    let capped = |m: &Msg| m.topic == "plex/test/sessions" && m.json()["count"] == 1000;
+    if !probe.history().iter().any(capped) {
+        probe.expect(Duration::from_secs(30), "a sessions summary of the 1000 tracked sessions", capped).await;
+    }
+    let (answers, slowest) = poller.await.expect("the health poller");
+    assert!(answers > 10 && slowest < Duration::from_secs(5), "{answers} answers, slowest {slowest:?}");
+    let summaries = probe.history_on("plex/test/sessions");
+    let summary = summaries.last().expect("a summary").json();
+    assert_eq!(summary["count"], 1000, "never more than the cap: {}", summary["count"]);
+    assert_eq!(summary["sessions"].as_array().map(Vec::len), Some(1000), "the summary lists the tracked sessions");
+    assert!(summaries.len() <= 3, "the summary is built once per batch, not per session: {}", summaries.len());
+    let logs = bridge.logs();
+    let warnings: Vec<&str> =
+        logs.lines().filter(|l| l.contains("more playback sessions than plex.max_sessions")).collect();
+    assert_eq!(warnings.len(), 1, "the overflow is logged once: {warnings:?}");
+    assert!(warnings[0].contains("untracked=3000"), "with how many: {}", warnings[0]);
+    let (_, metrics) = support::http::get(http, "/metrics").await;
+    assert_eq!(support::http::metric(&metrics, "plex_mqtt_bridge_sessions_untracked_total", &[]), 3000.0);
+    // Every raw notification still went out.
+    let raw = |p: &mut Probe| p.history_on("plex/test/playing").len();
+    if raw(&mut probe) < 4000 {
+        probe.wait_for(SOON, |_| false).await;
+    }
+    assert_eq!(raw(&mut probe), 4000);
+    assert!(bridge.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_supplied_strings_cannot_forge_log_lines_in_text_or_json() {
+    let forged = "Fake\nWARN plex_mqtt_bridge: forged line\r\x1b[31mred\u{9b}";
+    for format in ["text", "json"] {
+        let pms_config = FakePmsConfig { friendly_name: forged.to_owned(), ..FakePmsConfig::default() };
+        let broker = Mosquitto::start();
+        let pms = FakePms::start(pms_config).await;
+        let token = TokenFile::new(&pms.token());
+        let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+        // No configured name: the topic name comes from the friendlyName, which is logged.
+        let config = test_config(&broker.url(), &pms.url(), token.path())
+            .replace("name = \"test\"\n", "")
+            .replace("format = \"text\"", &format!("format = \"{format}\""));
+        let bridge = Bridge::start(&config);
+        probe.expect(SOON, "connected", |m| m.topic.ends_with("/state") && m.payload == b"connected").await;
+        assert!(bridge.wait_for_log("friendlyName", SOON).await, "{}", bridge.logs());
+        let logs = bridge.logs();
+        for line in logs.lines() {
+            assert!(!line.contains("forged line") || line.contains("friendly"), "{format}: a forged line: {line:?}");
+            assert!(!line.contains(['\r', '\x1b', '\u{9b}']), "{format}: a raw control character: {line:?}");
+            if format == "json" {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("json: every line is one JSON object ({e}): {line:?}"));
+            }
+        }
+        let named = logs.lines().find(|l| l.contains("friendlyName")).expect("the friendlyName line");
+        assert!(named.contains("forged line"), "{format}: the name is shown, escaped: {named}");
+    }
+}

@@ -5,6 +5,8 @@
 //! and says how to fix it, and the process exits with 78 (EX_CONFIG). Secrets are [`Secret`]s, so printing the
 //! effective config (`--print-config`) shows `***` in their place.
 
+mod syntax;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -141,6 +143,9 @@ pub struct PlexConfig {
     pub resync_interval: Duration,
     /// Progress (percent) at which a session is scrobbled.
     pub scrobble_threshold: f64,
+    /// Playback sessions tracked per server at most; further new sessions are forwarded raw only (counted,
+    /// logged), so no frame, however many sessions it announces, can stall the bridge.
+    pub max_sessions: usize,
 }
 
 /// One Plex Media Server.
@@ -318,6 +323,8 @@ struct RawPlex {
     resync_interval: Option<Duration>,
     #[serde(default)]
     scrobble_threshold: Option<f64>,
+    #[serde(default)]
+    max_sessions: Option<usize>,
     /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
     #[serde(flatten)]
     server: RawServer,
@@ -387,6 +394,14 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
                 "pass the path of an existing TOML file (see config/plex-mqtt-bridge.toml)",
             ));
         }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "--config",
+                format!("names {}, which cannot be read ({e})", path.display()),
+                "pass the path of a readable UTF-8 TOML file (see config/plex-mqtt-bridge.toml)",
+            )
+        })?;
+        syntax::check(path, &text)?;
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment.merge(EnvProvider::new(&sources.env));
@@ -494,6 +509,7 @@ const PARSED_KEYS: &[&str] = &[
     "max_inflight",
     "max_message_size",
     "scrobble_threshold",
+    "max_sessions",
     "enabled",
     "insecure_skip_verify",
     "servers",
@@ -659,6 +675,14 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
             ))
         }
     }
+    if let Some(part) = extra_url_part(&url, true) {
+        return Err(ConfigError::new(
+            "mqtt.url",
+            format!("has {part}, which the bridge does not accept (it would show in logs)"),
+            "write it as mqtt://HOST:PORT (credentials as mqtt://USER:PASSWORD@HOST:PORT or in mqtt.username / \
+             mqtt.password)",
+        ));
+    }
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
@@ -813,6 +837,10 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
             "use a percentage between 1 and 100 (default 90)",
         ));
     }
+    let max_sessions = raw.max_sessions.unwrap_or(1000);
+    if max_sessions == 0 {
+        return Err(ConfigError::new("plex.max_sessions", "is 0", "use at least 1 (default 1000)"));
+    }
     Ok(PlexConfig {
         client_identifier,
         device_name: raw.device_name.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "plex-mqtt-bridge".into()),
@@ -826,6 +854,7 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         max_message_size,
         resync_interval: positive(raw.resync_interval, Duration::from_secs(300), "plex.resync_interval")?,
         scrobble_threshold,
+        max_sessions,
     })
 }
 
@@ -851,11 +880,14 @@ fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigEr
             "write it as http://HOST:32400",
         ));
     }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+    if let Some(part) = extra_url_part(&url, false) {
+        // The part itself is not shown: `#X-Plex-Token=…`, `?X-Plex-Token=…` or `user:pass@` are secrets, and
+        // whatever is in the URL would reach every log line, `<p>/<server>/info` and Home Assistant.
         return Err(ConfigError::new(
             format!("{key}.url"),
-            "contains credentials or a query string",
-            "give only scheme, host and port; put the token in `token` or `token_file`",
+            format!("has {part}, which the bridge does not accept (it would show in logs and on MQTT)"),
+            "give only scheme, host and port, e.g. url = \"http://192.168.1.10:32400\"; put the token in `token` or \
+             `token_file`",
         ));
     }
     let token = match (raw.token.filter(|t| !t.is_empty()), raw.token_file) {
@@ -1059,6 +1091,22 @@ pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> St
         b >> 48,
         b & 0xffff_ffff_ffff
     )
+}
+
+/// What a URL has beyond scheme, host and port (and user-info, where `credentials` allows it), named without
+/// its content: user-info, a path other than `/`, a query or a fragment.
+fn extra_url_part(url: &Url, credentials: bool) -> Option<&'static str> {
+    if !credentials && (!url.username().is_empty() || url.password().is_some()) {
+        Some("credentials (user-info before the host)")
+    } else if url.query().is_some() {
+        Some("a query string")
+    } else if url.fragment().is_some() {
+        Some("a fragment (`#…`)")
+    } else if url.path() != "/" && !url.path().is_empty() {
+        Some("a path")
+    } else {
+        None
+    }
 }
 
 fn printable_mqtt_url(url: &Url) -> String {
