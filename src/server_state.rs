@@ -30,6 +30,8 @@ use crate::topic::{fold_segment_or, ServerTopics};
 
 /// `playing` notifications within this window share one `/status/sessions` request.
 pub const COALESCE: Duration = Duration::from_millis(250);
+/// `playing` items handled between two yields to the other tasks of the runtime (see the `playing` arm).
+const ITEMS_BETWEEN_YIELDS: usize = 256;
 /// After a failed look-up, the next try waits this long (unless a resync asks sooner).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
@@ -130,11 +132,22 @@ impl StateTask {
                             "playing" => {
                                 let untracked_before = tracker.untracked();
                                 let mut effects = Vec::new();
+                                let mut summary_changed = false;
                                 let now = now_ms();
-                                for item in notification.items.iter().filter_map(|raw| PlayingItem::parse(raw)) {
+                                let items = notification.items.iter().filter_map(|raw| PlayingItem::parse(raw));
+                                for (index, item) in items.enumerate() {
                                     effects.extend(tracker.on_playing(&item, now));
+                                    // A frame may announce thousands of sessions: hand over what is done and let
+                                    // the other tasks (the health endpoint, the publisher) run now and then.
+                                    if (index + 1) % ITEMS_BETWEEN_YIELDS == 0 {
+                                        summary_changed |= self.publish_effects(topics, std::mem::take(&mut effects));
+                                        tokio::task::yield_now().await;
+                                    }
                                 }
-                                self.apply(topics, effects, &tracker);
+                                summary_changed |= self.publish_effects(topics, effects);
+                                if summary_changed {
+                                    self.publish_summary(topics, &tracker);
+                                }
                                 self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
                                 sessions_at.get_or_insert_with(|| Instant::now() + COALESCE);
                             }
@@ -255,11 +268,18 @@ impl StateTask {
         }
     }
 
-    /// Publishes the tracker's effects in order; the sessions summary, if any effect changed it, is built once
-    /// for the whole batch and goes last.
+    /// Publishes the tracker's effects in order, then the sessions summary if any of them changed it.
     fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>, tracker: &Tracker) {
+        if self.publish_effects(topics, effects) {
+            self.publish_summary(topics, tracker);
+        }
+    }
+
+    /// Publishes the effects in order except the summary; returns whether one of them changed it, so the caller
+    /// builds it once for a whole batch ([`Self::publish_summary`]).
+    fn publish_effects(&self, topics: &ServerTopics, effects: Vec<Effect>) -> bool {
         let mut summary_changed = false;
-        let mut actions: Vec<Action> = effects
+        let actions: Vec<Action> = effects
             .into_iter()
             .filter_map(|effect| match effect {
                 Effect::Session { key, doc } => {
@@ -275,11 +295,13 @@ impl StateTask {
                 }
             })
             .collect();
-        if summary_changed {
-            let summary = tracker.summary().to_string();
-            actions.push(Action::Retain { topic: topics.sessions_summary(), payload: Bytes::from(summary) });
-        }
         self.publisher.apply(actions);
+        summary_changed
+    }
+
+    /// The retained sessions summary, built from the tracker now.
+    fn publish_summary(&self, topics: &ServerTopics, tracker: &Tracker) {
+        self.publisher.retain(topics.sessions_summary(), tracker.summary().to_string());
     }
 
     /// Counts the sessions the cap left untracked in the last batch, and logs the first batch of an overflow
