@@ -29,7 +29,7 @@ ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 
 # 1. Dependencies only, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock change, not on every
-#    source edit. The crate's own targets are empty stubs here; the benchmark's stub stays for the second step
+#    source edit. The crate's own targets are empty stubs here; the benchmarks' stubs stay for the second step
 #    (Cargo loads every declared [[bench]], but a release build never compiles it). (If Cargo.toml ever declares explicit [[bench]],
 #    [[test]] or [[example]] tables, stub their files here too: .ci/deploy-lint checks that the stubs suffice.)
 COPY Cargo.toml Cargo.lock ./
@@ -37,6 +37,7 @@ RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
     && echo 'fn main() {}' > benches/pipeline.rs \
+    && echo 'fn main() {}' > benches/sessions.rs \
     && cargo build --release --locked \
     && rm -rf src
 
