@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod fake_pms;
 pub mod fixture;
+pub mod home_assistant;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
