@@ -305,11 +305,13 @@ impl StateTask {
     }
 
     /// Counts the sessions the cap left untracked in the last batch, and logs the first batch of an overflow
-    /// episode (which lasts until a batch fits again).
+    /// episode (which lasts until the tracker has room again, so batches in between do not log it anew).
     fn report_untracked(&self, reported: &mut bool, before: u64, tracker: &Tracker) {
         let untracked = tracker.untracked() - before;
         if untracked == 0 {
-            *reported = false;
+            if tracker.len() < self.max_sessions {
+                *reported = false;
+            }
             return;
         }
         crate::telemetry::telemetry().sessions_untracked(untracked);
