@@ -9,11 +9,10 @@ use tracing::Instrument;
 
 use crate::bridge_info::BridgeInfo;
 use crate::config::Config;
-use crate::discovery::Discovery;
-use crate::mqtt::{self, HomeAssistantLink, Publisher};
+use crate::discovery::{Discovery, KnownServers};
+use crate::mqtt::{self, HomeAssistantLink};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, PlexError};
-use crate::router::Action;
 use crate::supervisor::Supervisor;
 use crate::topic::BridgeTopics;
 
@@ -55,14 +54,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     };
     let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics, ha_link)?;
     // Remove discovery configs of servers no longer configured (or all of ours when discovery is off) once
-    // the start-up read of the broker's retained topics is complete.
-    let current: Vec<String> = if config.homeassistant.enabled {
-        config.servers.iter().map(|s| discovery.config_topic(s.url.as_str())).collect()
-    } else {
-        Vec::new()
-    };
-    tokio::spawn(remove_stale_discovery(publisher.clone(), discovery.own_config_prefix(), current));
-    let bridge_info = BridgeInfo::new(publisher.clone(), bridge_topics.info(), config.servers.len());
+    // the start-up read of the broker's retained topics is complete and every server's identity is known.
+    let known_servers = KnownServers::new(config.servers.len());
+    tokio::spawn(known_servers.clone().remove_stale(
+        publisher.clone(),
+        discovery.clone(),
+        config.homeassistant.enabled,
+    ));
+    if config.homeassistant.enabled {
+        let (topic, bridge_device) = discovery.bridge_config(&bridge_topics);
+        publisher.retain(topic, bridge_device.to_string());
+    }
+    let bridge_info = BridgeInfo::new(
+        publisher.clone(),
+        bridge_topics.clone(),
+        config.servers.iter().map(|s| s.key.clone()).collect(),
+    );
     let headers = client_headers(&config.plex);
     let plex = Arc::new(config.plex.clone());
 
@@ -73,6 +80,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
         tokio::spawn(crate::http_server::serve(listener, stop_background.clone()));
     }
     tokio::spawn(report_to_systemd(publisher.broker_connected(), stop_background.clone()));
+    tokio::spawn(bridge_info.clone().refresh(stop_background.clone()));
 
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
@@ -94,8 +102,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
             bridge_topics: bridge_topics.clone(),
             bridge_info: bridge_info.clone(),
             discovery: config.homeassistant.enabled.then(|| discovery.clone()),
+            known_servers: known_servers.clone(),
             tls,
             index,
+            players: config.players.clone(),
         };
         supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));
     }
@@ -115,21 +125,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     let untracked_notifications = crate::telemetry::telemetry().untracked_total();
     tracing::info!(dropped_live_events = publisher.dropped(), untracked_notifications, "stopped");
     Ok(())
-}
-
-/// Clears the bridge's own discovery configs that no current server owns.
-async fn remove_stale_discovery(publisher: Publisher, own_prefix: String, current: Vec<String>) {
-    publisher.stale_scan_done(Duration::from_secs(5)).await;
-    let stale: Vec<Action> = publisher
-        .take_stale(&own_prefix)
-        .into_iter()
-        .filter(|topic| !current.contains(topic))
-        .map(|topic| Action::Clear { topic })
-        .collect();
-    if !stale.is_empty() {
-        tracing::info!(count = stale.len(), "removing Home Assistant entities of servers no longer configured");
-        publisher.apply(stale);
-    }
 }
 
 /// systemd `Type=notify`: READY once the broker is connected, STATUS with each part's state, WATCHDOG pings

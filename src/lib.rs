@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod mqtt_tls;
 pub mod outbox;
 pub mod playback;
+pub mod players;
 pub mod plex;
 pub mod router;
 pub mod sd_notify;

@@ -29,9 +29,9 @@ const PACKET_OVERHEAD: usize = 16;
 
 struct Shared {
     outbox: Mutex<Outbox>,
-    /// Retained session/activity topics found on the broker at start-up (left by an earlier run), not yet
-    /// claimed by a server's resync.
-    stale: Mutex<std::collections::BTreeSet<String>>,
+    /// Retained topics found on the broker at start-up (left by an earlier run: sessions, activities, players,
+    /// server `info`, discovery configs) with their payloads, not yet claimed by the part that owns them.
+    stale: Mutex<std::collections::BTreeMap<String, Bytes>>,
     scan_done: watch::Sender<bool>,
     wake: Notify,
     max_packet_size: usize,
@@ -106,12 +106,21 @@ impl Publisher {
 
     /// Takes the retained topics under `prefix` that an earlier run left on the broker (read at start-up).
     pub fn take_stale(&self, prefix: &str) -> Vec<String> {
+        self.take_stale_payloads(prefix).into_iter().map(|(topic, _)| topic).collect()
+    }
+
+    /// Like [`Publisher::take_stale`], with what an earlier run had published there.
+    pub fn take_stale_payloads(&self, prefix: &str) -> Vec<(String, Bytes)> {
         let mut stale = self.shared.stale.lock().unwrap_or_else(|p| p.into_inner());
-        let taken: Vec<String> = stale.iter().filter(|t| t.starts_with(prefix)).cloned().collect();
-        for topic in &taken {
-            stale.remove(topic);
-        }
-        taken
+        let taken: Vec<String> =
+            stale.range(prefix.to_owned()..).map(|(t, _)| t).take_while(|t| t.starts_with(prefix)).cloned().collect();
+        taken.into_iter().filter_map(|topic| stale.remove_entry(&topic)).collect()
+    }
+
+    /// The leftover retained payloads whose topic `wanted` accepts, left in place.
+    pub fn stale_payloads(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, Bytes)> {
+        let stale = self.shared.stale.lock().unwrap_or_else(|p| p.into_inner());
+        stale.iter().filter(|(topic, _)| wanted(topic)).map(|(t, p)| (t.clone(), p.clone())).collect()
     }
 
     /// Waits (at most `limit`) until the start-up read of leftover retained topics is complete.
@@ -377,7 +386,11 @@ async fn drive(
                         resend_discovery_soon(shared.clone(), ha.own_config_prefix.clone());
                     }
                 } else if publish.retain && !publish.payload.is_empty() && scan.active() {
-                    shared.stale.lock().unwrap_or_else(|p| p.into_inner()).insert(publish.topic.clone());
+                    shared
+                        .stale
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(publish.topic.clone(), publish.payload.clone());
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => shared.outbox().written(pkid),
@@ -423,8 +436,10 @@ fn describe(error: &ConnectionError) -> String {
     }
 }
 
-/// The start-up read of retained session and activity topics an earlier run may have left: subscribe, collect
-/// what the broker delivers as retained, unsubscribe. Each server's resync then clears what is no longer true.
+/// The start-up read of retained topics an earlier run may have left (sessions, activities, players, server
+/// `info`, discovery configs): subscribe, collect what the broker delivers as retained, unsubscribe. Each
+/// server's resync then clears what is no longer true; a server that cannot be reached takes its last identity
+/// from its `info`.
 struct StaleScan {
     client: AsyncClient,
     filters: Vec<String>,
@@ -469,6 +484,8 @@ impl StaleScan {
             filters: vec![
                 format!("{prefix}/+/sessions/+"),
                 format!("{prefix}/+/activities/+"),
+                format!("{prefix}/+/players/+"),
+                format!("{prefix}/+/info"),
                 discovery_filter.to_owned(),
             ],
             state: ScanState::NotStarted,

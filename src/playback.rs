@@ -7,8 +7,10 @@
 //!   a `resume`; `stopped` a `stop`; `buffering` is transient and produces nothing;
 //! - `seek` when `viewOffset` differs from what the elapsed time explains by more than [`SEEK_TOLERANCE_MS`];
 //! - `scrobble` once per session when progress first reaches the threshold;
-//! - events wait (briefly) for the session's user/player/title from `/status/sessions`, so every event carries
-//!   them; if that look-up fails they go out with what is known;
+//! - a new session's first retained document, its `play` event and its entry in the summary wait (at most the
+//!   configured enrichment wait, 2 s by default) for the session's user/player/title from `/status/sessions`, so
+//!   no subscriber ever sees a `null` title; if the details cannot be had in time (or the look-up fails) they go
+//!   out with what is known and are completed when the details arrive;
 //! - a snapshot that no longer lists a session, which has not been heard of since before the snapshot was asked
 //!   for, ends it (`stop`): that is how a stop missed while disconnected is repaired;
 //! - sessions discovered by a snapshot (playing before the bridge connected) get their retained document but no
@@ -28,8 +30,9 @@ const ABSENCE_GRACE_MS: u64 = 2_000;
 /// A session stopped this recently is not brought back by a snapshot that still lists it (PMS may list a session
 /// for a moment after its stop, and a snapshot asked for before the stop can arrive after it).
 const STOPPED_MEMORY_MS: u64 = 60_000;
-/// Events wait at most this long for the session's details before going out without them.
-pub const ENRICHMENT_WAIT_MS: u64 = 5_000;
+/// The default for how long a new session waits for its details before going out without them
+/// (`plex.enrichment_wait`).
+pub const ENRICHMENT_WAIT_MS: u64 = 2_000;
 /// A session's retained document is re-published for a change of `viewOffset` alone (steady playback) at most
 /// this often; every other change (state, item, details, an event) goes out at once, and the last progress is
 /// always published within this time. Subscribers (a Home Assistant sensor, its recorder) gain nothing from
@@ -111,6 +114,8 @@ pub struct Tracker {
     max_sessions: usize,
     /// New sessions left untracked because of `max_sessions`, in all.
     untracked: u64,
+    /// How long a new session waits for its details (ms).
+    enrichment_wait_ms: u64,
 }
 
 impl Tracker {
@@ -122,7 +127,20 @@ impl Tracker {
             scrobble_threshold: scrobble_percent / 100.0,
             max_sessions: max_sessions.max(1),
             untracked: 0,
+            enrichment_wait_ms: ENRICHMENT_WAIT_MS,
         }
+    }
+
+    /// How long a new session waits for its details before its document, `play` event and summary entry go
+    /// out without them.
+    pub fn with_enrichment_wait(mut self, wait: Duration) -> Self {
+        self.enrichment_wait_ms = wait.as_millis() as u64;
+        self
+    }
+
+    /// The session keys tracked now.
+    pub fn session_keys(&self) -> HashSet<String> {
+        self.sessions.keys().cloned().collect()
     }
 
     /// New sessions not tracked so far because [`Tracker::new`]'s `max_sessions` were tracked already.
@@ -248,7 +266,9 @@ impl Tracker {
             || tracked.rating_key != rating_key_before;
         self.check_scrobble(&key, now_ms);
         self.emit_session(&key, &mut effects, now_ms, summary_changed);
-        if summary_changed {
+        // A session still waiting for its details is not in the summary yet (see [`Tracker::summary`]).
+        let announced = self.sessions.get(&key).is_some_and(|t| t.document_sent_ms.is_some());
+        if summary_changed && announced {
             effects.push(Effect::SummaryChanged);
         }
         effects
@@ -331,22 +351,30 @@ impl Tracker {
         }
     }
 
-    /// Sends events that waited too long for details (or all of them, after a failed look-up).
+    /// Sends events (and first documents) that waited too long for details (or all of them, after a failed
+    /// look-up), with what is known.
     pub fn flush_waiting(&mut self, now_ms: u64, all: bool) -> Vec<Effect> {
         let mut effects = Vec::new();
+        let wait = self.enrichment_wait_ms;
         let keys: Vec<String> = self
             .sessions
             .values()
-            .filter(|t| {
-                !t.pending.is_empty() && (all || due_ms(t.pending_since_ms, ENRICHMENT_WAIT_MS, now_ms) <= now_ms)
-            })
+            .filter(|t| !t.pending.is_empty() && (all || due_ms(t.pending_since_ms, wait, now_ms) <= now_ms))
             .map(|t| t.key.clone())
             .collect();
+        let mut first_documents = false;
         for key in keys {
             if let Some(mut tracked) = self.sessions.remove(&key) {
                 self.flush(&mut tracked, &mut effects);
+                if tracked.document_sent_ms.is_none() {
+                    send_document(&mut tracked, &mut effects, now_ms);
+                    first_documents = true;
+                }
                 self.sessions.insert(key, tracked);
             }
+        }
+        if first_documents {
+            effects.push(Effect::SummaryChanged);
         }
         effects
     }
@@ -372,7 +400,8 @@ impl Tracker {
                 let refresh = t
                     .document_stale
                     .then(|| t.document_sent_ms.map_or(0, |at| due_ms(at, PROGRESS_REFRESH_MS, now_ms)));
-                let events = (!t.pending.is_empty()).then(|| due_ms(t.pending_since_ms, ENRICHMENT_WAIT_MS, now_ms));
+                let events =
+                    (!t.pending.is_empty()).then(|| due_ms(t.pending_since_ms, self.enrichment_wait_ms, now_ms));
                 [refresh, events]
             })
             .flatten()
@@ -392,7 +421,8 @@ impl Tracker {
         let mut transcoding = 0;
         let mut bandwidth = 0u64;
         let mut list = Vec::new();
-        for t in self.sessions.values() {
+        // Sessions still waiting for their details are left out until their first document goes out.
+        for t in self.sessions.values().filter(|t| t.document_sent_ms.is_some()) {
             match t.state {
                 PlayState::Playing => playing += 1,
                 PlayState::Paused => paused += 1,
@@ -411,13 +441,14 @@ impl Tracker {
                 "state": t.state.as_str(),
             }));
         }
+        let count = list.len();
         json!({
-            "count": self.sessions.len(),
+            "count": count,
             "playing": playing,
             "paused": paused,
             "buffering": buffering,
             "transcoding": transcoding,
-            "direct_play": self.sessions.len() - transcoding,
+            "direct_play": count - transcoding,
             "total_bandwidth_kbps": bandwidth,
             "sessions": list,
         })
@@ -442,6 +473,12 @@ impl Tracker {
             if tracked.info.is_some() && !tracked.pending.is_empty() {
                 self.flush(&mut tracked, effects);
                 changed = true;
+            }
+            let waiting_for_details = tracked.info.is_none() && tracked.document_sent_ms.is_none();
+            if waiting_for_details && !tracked.pending.is_empty() && self.enrichment_wait_ms > 0 {
+                // Held until the details arrive or the wait is over ([`Tracker::flush_waiting`]).
+                self.sessions.insert(key.to_owned(), tracked);
+                return;
             }
             if changed || !tracked.pending.is_empty() || document_due(&tracked, now_ms) {
                 send_document(&mut tracked, effects, now_ms);
@@ -540,6 +577,8 @@ fn document(t: &Tracked) -> Value {
             "year": info.and_then(|i| i.year),
             "rating_key": info.and_then(|i| i.rating_key.clone()).or_else(|| t.rating_key.clone()),
             "duration_ms": duration,
+            "display_title": info.map(display_title),
+            "thumb": info.and_then(|i| i.thumb.clone()),
         }),
         "view_offset_ms": t.view_offset_ms,
         "progress_percent": progress,

@@ -16,17 +16,25 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TokenSource;
+use crate::config::{PlayersConfig, TokenSource};
+use crate::discovery::{Discovery, PlayerDevice};
 use crate::library::{added_event, item_from_metadata, Library, LibraryChange};
 use crate::mqtt::Publisher;
 use crate::playback::{Effect, Tracker};
+use crate::players::{PlayerOutput, Players};
 use crate::plex::fields::Fields;
-use crate::plex::http::PlexHttp;
+use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::notification::Notification;
 use crate::plex::sessions::{parse_sessions, PlayingItem};
 use crate::plex::{read_token, PlexError};
 use crate::router::Action;
-use crate::topic::{fold_segment_or, ServerTopics};
+use crate::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
+
+/// Artwork larger than this is not published (PMS's transcoder makes posters of a few dozen kB at the size asked
+/// for, so only a misbehaving server reaches it).
+pub const ARTWORK_MAX_BYTES: usize = 1024 * 1024;
+/// The poster size asked of PMS's photo transcoder: enough for a dashboard card, small on the broker.
+const ARTWORK_SIZE: (u32, u32) = (400, 600);
 
 /// `playing` notifications within this window share one `/status/sessions` request.
 pub const COALESCE: Duration = Duration::from_millis(250);
@@ -46,8 +54,8 @@ pub enum StateInput {
     /// A notification of a type the state task follows (`playing`, `timeline`, `activity`).
     Notification(Notification),
     /// The notification session is (re)connected: reconcile everything with the server, known in metrics and
-    /// `/healthz` as `server`.
-    Connected { topics: ServerTopics, server: String },
+    /// `/healthz` as `server`, with topic name `name` and identity `identity` (for its players' devices).
+    Connected { topics: ServerTopics, server: String, name: ServerName, identity: ServerIdentity },
 }
 
 /// Results of REST calls, sent back to the state task.
@@ -55,15 +63,17 @@ enum Fetched {
     Sessions { requested_at_ms: u64, result: Result<Bytes, PlexError> },
     Activities { result: Result<Bytes, PlexError> },
     Metadata { item_id: String, fallback: Value, result: Result<Bytes, PlexError> },
+    Artwork { player: String, thumb: String, result: Result<Bytes, PlexError> },
 }
 
 impl Fetched {
     /// Why the look-up failed, if it did.
     fn error(&self) -> Option<&PlexError> {
         match self {
-            Fetched::Sessions { result, .. } | Fetched::Activities { result } | Fetched::Metadata { result, .. } => {
-                result.as_ref().err()
-            }
+            Fetched::Sessions { result, .. }
+            | Fetched::Activities { result }
+            | Fetched::Metadata { result, .. }
+            | Fetched::Artwork { result, .. } => result.as_ref().err(),
         }
     }
 }
@@ -77,6 +87,23 @@ pub struct StateTask {
     /// Sessions tracked at most (`plex.max_sessions`).
     pub max_sessions: usize,
     pub resync_interval: Duration,
+    /// How long a new session waits for its details (`plex.enrichment_wait`).
+    pub enrichment_wait: Duration,
+    pub players: PlayersConfig,
+    /// Home Assistant discovery, when enabled (for the players' devices).
+    pub discovery: Option<Discovery>,
+    pub bridge_topics: BridgeTopics,
+}
+
+/// The players of the server and what their devices are announced with.
+struct PlayerSide {
+    players: Players,
+    /// The server's topic name and identity, from the last `Connected`.
+    server: Option<(ServerName, ServerIdentity)>,
+    /// The players an earlier run left on the broker were taken over (done once, with the first snapshot).
+    restored: bool,
+    /// Artwork to fetch: (player, PMS path).
+    artwork_wanted: Vec<(String, String)>,
 }
 
 fn now_ms() -> u64 {
@@ -87,7 +114,14 @@ impl StateTask {
     /// Runs until `cancel`; `inputs` come from the supervisor.
     pub async fn run(self, mut inputs: mpsc::Receiver<StateInput>, cancel: CancellationToken) {
         let (fetched_tx, mut fetched) = mpsc::channel::<Fetched>(16);
-        let mut tracker = Tracker::new(self.scrobble_percent, self.max_sessions);
+        let mut tracker =
+            Tracker::new(self.scrobble_percent, self.max_sessions).with_enrichment_wait(self.enrichment_wait);
+        let mut side = PlayerSide {
+            players: Players::new(self.players.expire_after),
+            server: None,
+            restored: false,
+            artwork_wanted: Vec::new(),
+        };
         let mut library = Library::new();
         let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
@@ -118,8 +152,9 @@ impl StateTask {
                 () = cancel.cancelled() => return,
                 input = inputs.recv() => match input {
                     None => return,
-                    Some(StateInput::Connected { topics: server_topics, server }) => {
+                    Some(StateInput::Connected { topics: server_topics, server, name, identity }) => {
                         label = server;
+                        side.server = Some((name, identity));
                         self.publish_activities(&server_topics, &activities);
                         topics = Some(server_topics);
                         tracker.on_reconnect();
@@ -140,11 +175,11 @@ impl StateTask {
                                     // A frame may announce thousands of sessions: hand over what is done and let
                                     // the other tasks (the health endpoint, the publisher) run now and then.
                                     if (index + 1) % ITEMS_BETWEEN_YIELDS == 0 {
-                                        summary_changed |= self.publish_effects(topics, std::mem::take(&mut effects));
+                                        summary_changed |= self.publish_effects(topics, std::mem::take(&mut effects), &mut side);
                                         tokio::task::yield_now().await;
                                     }
                                 }
-                                summary_changed |= self.publish_effects(topics, effects);
+                                summary_changed |= self.publish_effects(topics, effects, &mut side);
                                 if summary_changed {
                                     self.publish_summary(topics, &tracker);
                                 }
@@ -197,13 +232,19 @@ impl StateTask {
                     match result {
                         Fetched::Sessions { requested_at_ms, result } => {
                             sessions_in_flight = false;
+                            if !side.restored {
+                                side.restored = true;
+                                self.restore_players(topics, &mut side);
+                            }
                             match result.and_then(|body| parse_sessions(&body).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
                                     failure_reported = false;
                                     let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
-                                    self.apply(topics, effects, &tracker);
+                                    self.apply(topics, effects, &tracker, &mut side);
+                                    let settled = side.players.settle(&tracker.session_keys());
+                                    self.publish_players(topics, settled, &mut side);
                                     self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
                                     self.clear_stale_sessions(topics);
                                 }
@@ -214,7 +255,7 @@ impl StateTask {
                                         failure_reported = true;
                                     }
                                     let effects = tracker.flush_waiting(now_ms(), true);
-                                    self.apply(topics, effects, &tracker);
+                                    self.apply(topics, effects, &tracker, &mut side);
                                     if sessions_at.is_none() && tracker.wants_details() {
                                         sessions_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
                                     }
@@ -240,6 +281,13 @@ impl StateTask {
                             };
                             self.library_event(topics, added_event(item));
                         }
+                        Fetched::Artwork { player, thumb, result } => match result {
+                            Ok(image) if side.players.get(&player).is_some_and(|p| p.thumb() == Some(thumb.as_str())) => {
+                                self.publisher.apply([Action::Retain { topic: topics.player_artwork(&player), payload: image }]);
+                            }
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
+                        },
                     }
                 }
                 () = sleep_until(state_due) => {
@@ -254,39 +302,50 @@ impl StateTask {
                         }
                     }
                     if let Some(topics) = topics.as_ref().filter(|_| !effects.is_empty()) {
-                        self.apply(topics, effects, &tracker);
+                        self.apply(topics, effects, &tracker, &mut side);
                     }
                 }
                 () = &mut resync => {
                     resync.as_mut().reset(Instant::now() + self.resync_interval);
-                    if topics.is_some() {
+                    if let Some(topics) = &topics {
                         sessions_at.get_or_insert_with(Instant::now);
                         self.spawn_activities(&fetched_tx);
+                        let expired = side.players.expire(now_ms());
+                        self.publish_players(topics, expired, &mut side);
                     }
                 }
             }
+            self.spawn_artwork(&fetched_tx, &mut side);
         }
     }
 
     /// Publishes the tracker's effects in order, then the sessions summary if any of them changed it.
-    fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>, tracker: &Tracker) {
-        if self.publish_effects(topics, effects) {
+    fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>, tracker: &Tracker, side: &mut PlayerSide) {
+        if self.publish_effects(topics, effects, side) {
             self.publish_summary(topics, tracker);
         }
     }
 
-    /// Publishes the effects in order except the summary; returns whether one of them changed it, so the caller
-    /// builds it once for a whole batch ([`Self::publish_summary`]).
-    fn publish_effects(&self, topics: &ServerTopics, effects: Vec<Effect>) -> bool {
+    /// Publishes the effects in order except the summary, and what they change for the players; returns whether
+    /// one of them changed the summary, so the caller builds it once for a whole batch
+    /// ([`Self::publish_summary`]).
+    fn publish_effects(&self, topics: &ServerTopics, effects: Vec<Effect>, side: &mut PlayerSide) -> bool {
         let mut summary_changed = false;
+        let now = now_ms();
+        let mut players = Vec::new();
         let actions: Vec<Action> = effects
             .into_iter()
             .filter_map(|effect| match effect {
                 Effect::Session { key, doc } => {
+                    players.extend(side.players.on_session(&doc, now));
                     Some(Action::Retain { topic: topics.session(&key), payload: Bytes::from(doc.to_string()) })
                 }
-                Effect::ClearSession { key } => Some(Action::Clear { topic: topics.session(&key) }),
+                Effect::ClearSession { key } => {
+                    players.extend(side.players.on_session_cleared(&key, now));
+                    Some(Action::Clear { topic: topics.session(&key) })
+                }
                 Effect::Event(event) => {
+                    players.extend(side.players.on_event(&event, now));
                     Some(Action::Live { topic: topics.events("playback"), payload: Bytes::from(event.to_string()) })
                 }
                 Effect::SummaryChanged => {
@@ -296,7 +355,98 @@ impl StateTask {
             })
             .collect();
         self.publisher.apply(actions);
+        self.publish_players(topics, players, side);
         summary_changed
+    }
+
+    /// Publishes what changed for the players: discovery, retained state, events; artwork is queued for
+    /// fetching ([`Self::spawn_artwork`]).
+    fn publish_players(&self, topics: &ServerTopics, outputs: Vec<PlayerOutput>, side: &mut PlayerSide) {
+        if outputs.is_empty() {
+            return;
+        }
+        let mut actions = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            match output {
+                PlayerOutput::Announce { player } => actions.extend(self.player_discovery(topics, side, &player)),
+                PlayerOutput::State { player, doc } => {
+                    actions
+                        .push(Action::Retain { topic: topics.player(&player), payload: Bytes::from(doc.to_string()) });
+                }
+                PlayerOutput::Event { player, event } => {
+                    actions.push(Action::Live {
+                        topic: topics.player_events(&player),
+                        payload: Bytes::from(event.to_string()),
+                    });
+                }
+                PlayerOutput::Artwork { player, thumb } => {
+                    if self.players.artwork {
+                        side.artwork_wanted.push((player, thumb));
+                    }
+                }
+                PlayerOutput::Remove { player } => {
+                    tracing::info!(player, "player not seen for players.expire_after; removing its device and state");
+                    if let (Some(discovery), Some((_, identity))) = (&self.discovery, &side.server) {
+                        let device = discovery.player_device_id(&identity.machine_identifier, &player);
+                        actions.push(Action::Clear { topic: discovery.config_topic(&device) });
+                    }
+                    actions.push(Action::Clear { topic: topics.player(&player) });
+                    actions.push(Action::Clear { topic: topics.player_artwork(&player) });
+                }
+            }
+        }
+        self.publisher.apply(actions);
+    }
+
+    /// The discovery config of one player (nothing when discovery is off or the server is not identified).
+    fn player_discovery(&self, topics: &ServerTopics, side: &PlayerSide, player: &str) -> Option<Action> {
+        let (discovery, (name, identity)) = (self.discovery.as_ref()?, side.server.as_ref()?);
+        let record = side.players.get(player)?;
+        let device = PlayerDevice {
+            server_machine_identifier: &identity.machine_identifier,
+            server_name: name,
+            topics,
+            player,
+            title: &record.title,
+            product: &record.product,
+            platform: &record.platform,
+        };
+        let (topic, config) = discovery.player_config(&device, &self.bridge_topics);
+        Some(Action::Retain { topic, payload: Bytes::from(config.to_string()) })
+    }
+
+    /// Takes over the players an earlier run left on the broker (their retained state), and expires old ones.
+    fn restore_players(&self, topics: &ServerTopics, side: &mut PlayerSide) {
+        let prefix = topics.players_prefix();
+        let now = now_ms();
+        let mut outputs = Vec::new();
+        for (topic, payload) in self.publisher.take_stale_payloads(&prefix) {
+            let Some(player) = topic.strip_prefix(&prefix).filter(|p| !p.contains('/')) else { continue };
+            let doc: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            outputs.extend(side.players.restore(player, &doc, now));
+        }
+        if !outputs.is_empty() {
+            tracing::debug!(players = outputs.len(), "players of an earlier run taken over");
+        }
+        self.publish_players(topics, outputs, side);
+    }
+
+    /// Starts the artwork fetches queued by [`Self::publish_players`].
+    fn spawn_artwork(&self, tx: &mpsc::Sender<Fetched>, side: &mut PlayerSide) {
+        for (player, thumb) in side.artwork_wanted.drain(..) {
+            let (http, token, tx) = (self.http.clone(), self.token.clone(), tx.clone());
+            tokio::spawn(async move {
+                let encoded: String = url::form_urlencoded::byte_serialize(thumb.as_bytes()).collect();
+                let (width, height) = ARTWORK_SIZE;
+                let path =
+                    format!("/photo/:/transcode?width={width}&height={height}&minSize=1&upscale=1&url={encoded}");
+                let result = match read_token(&token) {
+                    Ok(token) => http.get_bytes_limited(&path, &token, ARTWORK_MAX_BYTES).await,
+                    Err(error) => Err(error),
+                };
+                let _ = tx.send(Fetched::Artwork { player, thumb, result }).await;
+            });
+        }
     }
 
     /// The retained sessions summary, built from the tracker now.

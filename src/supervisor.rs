@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::bridge_info::BridgeInfo;
-use crate::config::{PlexConfig, ServerConfig, Transport};
-use crate::discovery::Discovery;
+use crate::config::{PlayersConfig, PlexConfig, ServerConfig, Transport};
+use crate::discovery::{Discovery, KnownServers, ServerDevice};
 use crate::mqtt::Publisher;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
@@ -61,8 +61,11 @@ pub struct Supervisor {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Home Assistant discovery, when enabled.
     pub discovery: Option<Discovery>,
+    /// Where this server's device id is reported once known (stale discovery clean-up waits for all of them).
+    pub known_servers: KnownServers,
     /// This server's position in the configuration (for `bridge/info`).
     pub index: usize,
+    pub players: PlayersConfig,
 }
 
 /// Notification types the state task follows.
@@ -90,6 +93,12 @@ struct Session {
     state_dropped: u64,
     /// Kept across reconnects, so its bound on type series holds for the server, not per connection.
     counts: Option<NotificationCounts>,
+    /// The server's identity is known (it answered, or an earlier run's retained `info` told it).
+    identified: bool,
+    /// The last identity was looked for in the broker's leftovers (done once, after the first failure).
+    last_known_looked_up: bool,
+    /// The config topic of the provisional device announced while the server was never identified.
+    provisional: Option<String>,
 }
 
 /// An open notification session on either transport.
@@ -109,6 +118,10 @@ impl Supervisor {
             scrobble_percent: self.plex.scrobble_threshold,
             max_sessions: self.plex.max_sessions,
             resync_interval: self.plex.resync_interval,
+            enrichment_wait: self.plex.enrichment_wait,
+            players: self.players.clone(),
+            discovery: self.discovery.clone(),
+            bridge_topics: self.bridge_topics.clone(),
         };
         let state_cancel = cancel.child_token();
         let state_handle =
@@ -136,6 +149,9 @@ impl Supervisor {
             state_inputs,
             state_dropped: 0,
             counts: None,
+            identified: false,
+            last_known_looked_up: false,
+            provisional: None,
         };
         if let Some(name) = session.name.clone() {
             self.adopt_name(&mut session, name);
@@ -160,12 +176,14 @@ impl Supervisor {
                         tracing::debug!(%error, "token still rejected");
                     }
                     self.set_state(&mut session, ServerState::Unauthorized);
+                    self.announce_last_known(&mut session, ServerState::Unauthorized).await;
                     backoff.max()
                 }
                 Attempt::Failed(error) => {
                     telemetry().reconnect("plex", &self.label(&session), "connect_failed");
                     telemetry().server_problem(&self.label(&session), Some((error.reason(), error.to_string())));
                     self.set_state(&mut session, ServerState::Disconnected);
+                    self.announce_last_known(&mut session, ServerState::Disconnected).await;
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, retry_in = ?delay, "cannot connect to the Plex server");
                     delay
@@ -239,9 +257,14 @@ impl Supervisor {
         self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
         telemetry().server_problem(&self.label(session), None);
-        let _ = session
-            .state_inputs
-            .try_send(StateInput::Connected { topics: topics.clone(), server: self.label(session) });
+        if let Some(name) = session.name.clone() {
+            let _ = session.state_inputs.try_send(StateInput::Connected {
+                topics: topics.clone(),
+                server: self.label(session),
+                name,
+                identity: identity.clone(),
+            });
+        }
         tracing::info!(version = %identity.version, transport = transport.as_str(), "connected to Plex notifications");
         let started = Instant::now();
         let mut stats = SessionStats::default();
@@ -333,6 +356,7 @@ impl Supervisor {
     }
 
     fn set_state(&self, session: &mut Session, state: ServerState) {
+        self.bridge_info.set_state(self.index, state.as_str());
         if session.state == Some(state) {
             return;
         }
@@ -344,13 +368,91 @@ impl Supervisor {
     }
 
     /// The Home Assistant discovery config (retained; re-sent only when it changes, e.g. a new PMS version).
-    fn announce(&self, session: &Session, identity: &ServerIdentity) {
-        let (Some(discovery), Some(name), Some(topics)) = (&self.discovery, &session.name, &session.topics) else {
+    fn announce(&self, session: &mut Session, identity: &ServerIdentity) {
+        session.identified = true;
+        let Some(discovery) = &self.discovery else { return };
+        self.known_servers.set(self.index, discovery.server_device_id(&identity.machine_identifier));
+        let (Some(name), Some(topics)) = (&session.name, &session.topics) else {
             return;
         };
-        let url = self.server.url.as_str();
-        let config = discovery.device_config(url, name, identity, &self.bridge_topics, topics);
-        self.publisher.retain(discovery.config_topic(url), config.to_string());
+        let device = ServerDevice { url: self.server.url.as_str(), name, identity, topics };
+        let (topic, config) = discovery.server_config(&device, &self.bridge_topics);
+        self.publisher.retain(topic, config.to_string());
+        if let Some(provisional) = session.provisional.take() {
+            self.publisher.clear(provisional);
+        }
+    }
+
+    /// After the first failed attempt of a server never identified in this run: announce it with the identity an
+    /// earlier run left in its retained `info` (found by its configured name, else by its URL) and show it
+    /// `state`, or — never seen at all — announce a provisional device, so Home Assistant has a "Connected: off"
+    /// to alert on from the start.
+    async fn announce_last_known(&self, session: &mut Session, state: ServerState) {
+        if session.identified || session.last_known_looked_up {
+            return;
+        }
+        session.last_known_looked_up = true;
+        self.publisher.stale_scan_done(Duration::from_secs(3)).await;
+        match self.last_known_identity(session) {
+            Some((name, identity, info_topic, info)) => {
+                tracing::info!(name = %name, machine_identifier = %identity.machine_identifier,
+                    "server not reachable; announcing it with the identity it had when last seen");
+                if session.name.is_none() {
+                    self.adopt_name(session, name);
+                }
+                // Held by this run from now on, so it survives a broker restart.
+                self.publisher.retain(info_topic, info);
+                self.announce(session, &identity);
+                self.set_state(session, state);
+            }
+            None => {
+                let Some(discovery) = &self.discovery else { return };
+                let display = session.name.as_ref().map(|n| n.as_str().to_owned()).unwrap_or_else(|| {
+                    self.server.url.host_str().map_or_else(|| self.server.key.clone(), str::to_owned)
+                });
+                let (topic, config) = discovery.provisional_server_config(
+                    self.server.url.as_str(),
+                    &display,
+                    self.index,
+                    &self.bridge_topics,
+                );
+                self.publisher.retain(topic.clone(), config.to_string());
+                session.provisional = Some(topic);
+            }
+        }
+    }
+
+    /// The identity in a retained `<p>/<server>/info` left by an earlier run for this server.
+    fn last_known_identity(&self, session: &Session) -> Option<(ServerName, ServerIdentity, String, bytes::Bytes)> {
+        let prefix = format!("{}/", self.bridge_topics.prefix());
+        let own_url = self.server.url.as_str().trim_end_matches('/');
+        let wanted_topic = session.topics.as_ref().map(ServerTopics::info);
+        let candidates = self.publisher.stale_payloads(|topic| {
+            topic
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix("/info"))
+                .is_some_and(|name| !name.contains('/') && name != "bridge")
+        });
+        candidates.into_iter().find_map(|(topic, payload)| {
+            let info: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+            let matches = match &wanted_topic {
+                Some(wanted) => *wanted == topic,
+                None => info["url"].as_str() == Some(own_url),
+            };
+            let text = |key: &str| info[key].as_str().unwrap_or_default().to_owned();
+            let identity = ServerIdentity {
+                machine_identifier: text("machine_identifier"),
+                friendly_name: text("friendly_name"),
+                version: text("version"),
+                platform: text("platform"),
+            };
+            if !matches || identity.machine_identifier.is_empty() {
+                return None;
+            }
+            let segment = topic.strip_prefix(&prefix)?.strip_suffix("/info")?;
+            let name = ServerName::configured(segment)?;
+            Some((name, identity, topic, payload))
+        })
     }
 
     fn publish_info(&self, session: &Session, identity: &ServerIdentity, transport: &str) {

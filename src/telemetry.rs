@@ -250,7 +250,10 @@ impl Telemetry {
     /// Records how long a REST call took.
     pub fn rest_call(&self, server: &str, path: &str, took: Duration) {
         // Item paths (`/library/metadata/123`) are folded into one series.
-        let path = if path.starts_with("/library/metadata/") { "/library/metadata/{id}" } else { path };
+        let path = match path.split('?').next().unwrap_or(path) {
+            item if item.starts_with("/library/metadata/") => "/library/metadata/{id}",
+            other => other,
+        };
         self.rest_latency
             .get_or_create(&ServerPath { server: server.to_owned(), path: path.to_owned() })
             .observe(took.as_secs_f64());

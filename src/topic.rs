@@ -135,6 +135,12 @@ impl BridgeTopics {
         format!("{}/bridge/info", self.prefix)
     }
 
+    /// `<p>/bridge/stats`: broker link, dropped events and per-server state (the bridge device in Home
+    /// Assistant reads it).
+    pub fn stats(&self) -> String {
+        format!("{}/bridge/stats", self.prefix)
+    }
+
     /// The topics of one server.
     pub fn server(&self, name: &ServerName) -> ServerTopics {
         ServerTopics { base: format!("{}/{}", self.prefix, name) }
@@ -197,6 +203,32 @@ impl ServerTopics {
     pub fn activities_prefix(&self) -> String {
         format!("{}/activities/", self.base)
     }
+
+    /// `<p>/<server>/players/<player>`: the retained state of one player (`player` is a folded machineIdentifier,
+    /// see [`player_segment`]).
+    pub fn player(&self, player: &str) -> String {
+        format!("{}/players/{player}", self.base)
+    }
+
+    /// `<p>/<server>/players/<player>/events`: that player's playback events (not retained).
+    pub fn player_events(&self, player: &str) -> String {
+        format!("{}/players/{player}/events", self.base)
+    }
+
+    /// `<p>/<server>/players/<player>/artwork`: the poster of what that player shows (retained image bytes).
+    pub fn player_artwork(&self, player: &str) -> String {
+        format!("{}/players/{player}/artwork", self.base)
+    }
+
+    /// The prefix every player topic of this server starts with (`…/players/`).
+    pub fn players_prefix(&self) -> String {
+        format!("{}/players/", self.base)
+    }
+}
+
+/// The topic segment (and id part) of a player: its machineIdentifier, folded like every segment from PMS data.
+pub fn player_segment(machine_identifier: &str) -> String {
+    fold_segment_or(machine_identifier, "unknown")
 }
 
 #[cfg(test)]

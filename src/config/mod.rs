@@ -64,6 +64,18 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub homeassistant: HomeAssistantConfig,
     pub http: HttpConfig,
+    pub players: PlayersConfig,
+}
+
+/// Plex players (clients): their retained state and Home Assistant devices.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlayersConfig {
+    /// A player not seen for this long loses its device and retained state; `None` (`0` in the file) keeps
+    /// players for ever.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Option<Duration>,
+    /// Fetch the poster of what a player shows and publish it for the "Artwork" image entity.
+    pub artwork: bool,
 }
 
 /// The optional health and metrics endpoint.
@@ -146,6 +158,10 @@ pub struct PlexConfig {
     /// Playback sessions tracked per server at most; further new sessions are forwarded raw only (counted,
     /// logged), so no frame, however many sessions it announces, can stall the bridge.
     pub max_sessions: usize,
+    /// How long a new session's first retained document, its `play` event and the summary wait for the
+    /// session's details from `/status/sessions`; after that they go out with what is known (completed later).
+    #[serde(with = "humantime_serde")]
+    pub enrichment_wait: Duration,
 }
 
 /// One Plex Media Server.
@@ -259,6 +275,17 @@ struct RawConfig {
     homeassistant: RawHomeAssistant,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    players: RawPlayers,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlayers {
+    #[serde(default, with = "humantime_serde")]
+    expire_after: Option<Duration>,
+    #[serde(default)]
+    artwork: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +352,8 @@ struct RawPlex {
     scrobble_threshold: Option<f64>,
     #[serde(default)]
     max_sessions: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    enrichment_wait: Option<Duration>,
     /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
     #[serde(flatten)]
     server: RawServer,
@@ -501,7 +530,7 @@ struct EnvProvider {
     vars: Vec<(String, String)>,
 }
 
-const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant", "http"];
+const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant", "http", "players"];
 const PARSED_KEYS: &[&str] = &[
     "qos",
     "queue_size",
@@ -511,6 +540,7 @@ const PARSED_KEYS: &[&str] = &[
     "scrobble_threshold",
     "max_sessions",
     "enabled",
+    "artwork",
     "insecure_skip_verify",
     "servers",
 ];
@@ -652,7 +682,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             )
         })?),
     };
-    Ok(Config { mqtt, plex, servers, logging, homeassistant, http: HttpConfig { listen } })
+    let expire_after = raw.players.expire_after.unwrap_or(Duration::from_secs(30 * 86_400));
+    let players = PlayersConfig {
+        expire_after: (!expire_after.is_zero()).then_some(expire_after),
+        artwork: raw.players.artwork.unwrap_or(true),
+    };
+    Ok(Config { mqtt, plex, servers, logging, homeassistant, http: HttpConfig { listen }, players })
 }
 
 fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
@@ -837,6 +872,14 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
             "use a percentage between 1 and 100 (default 90)",
         ));
     }
+    let enrichment_wait = raw.enrichment_wait.unwrap_or(Duration::from_secs(2));
+    if enrichment_wait > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "plex.enrichment_wait",
+            format!("is {}", humantime::format_duration(enrichment_wait)),
+            "use at most 60s (default 2s; 0s publishes at once, without the details)",
+        ));
+    }
     let max_sessions = raw.max_sessions.unwrap_or(1000);
     if max_sessions == 0 {
         return Err(ConfigError::new("plex.max_sessions", "is 0", "use at least 1 (default 1000)"));
@@ -855,6 +898,7 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         resync_interval: positive(raw.resync_interval, Duration::from_secs(300), "plex.resync_interval")?,
         scrobble_threshold,
         max_sessions,
+        enrichment_wait,
     })
 }
 

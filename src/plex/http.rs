@@ -85,6 +85,11 @@ impl PlexHttp {
     /// `GET path` as JSON bytes, for the callers that parse leniently themselves (`/status/sessions`,
     /// `/activities`, `/library/metadata/<id>`).
     pub async fn get_bytes(&self, path: &str, token: &Secret) -> Result<bytes::Bytes, PlexError> {
+        self.get_bytes_limited(path, token, usize::MAX).await
+    }
+
+    /// Like [`PlexHttp::get_bytes`], failing (without reading further) once the body passes `limit` bytes.
+    pub async fn get_bytes_limited(&self, path: &str, token: &Secret, limit: usize) -> Result<bytes::Bytes, PlexError> {
         let url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
         let (name, value) = token_header(token)?;
         let started = std::time::Instant::now();
@@ -100,9 +105,16 @@ impl PlexHttp {
         if !status.is_success() {
             return Err(PlexError::from_status(status.as_u16()));
         }
-        let body = response.bytes().await.map_err(transport_error);
+        let mut response = response;
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > limit {
+                return Err(PlexError::Decode(format!("{path}: response larger than {limit} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
         crate::telemetry::telemetry().rest_call(self.base.as_str(), path, started.elapsed());
-        body
+        Ok(body.freeze())
     }
 }
 

@@ -55,6 +55,9 @@ pub struct SessionInfo {
     pub view_offset_ms: Option<u64>,
     pub bandwidth_kbps: Option<u64>,
     pub transcode: Option<TranscodeInfo>,
+    /// The PMS path of the poster to show: the show's for an episode, the album's for a track, the item's
+    /// otherwise (a path on the server, fetched with the token; never published as a URL).
+    pub thumb: Option<String>,
 }
 
 /// What the transcoder does for a session.
@@ -127,7 +130,18 @@ fn session_info(entry: &Value) -> Option<SessionInfo> {
         view_offset_ms: number(entry.get("viewOffset")),
         bandwidth_kbps: number(session.and_then(|s| s.get("bandwidth"))),
         transcode,
+        thumb: poster(entry),
     })
+}
+
+/// The poster path of a session's item (see [`SessionInfo::thumb`]); only server paths (`/…`) are kept.
+fn poster(entry: &Value) -> Option<String> {
+    let preferred = match entry.get("type").and_then(Value::as_str) {
+        Some("episode") => text(entry.get("grandparentThumb")),
+        Some("track") => text(entry.get("parentThumb")),
+        _ => None,
+    };
+    preferred.or_else(|| text(entry.get("thumb"))).filter(|path| path.starts_with('/') && !path.starts_with("//"))
 }
 
 /// A string, or a number's text.

@@ -1,0 +1,129 @@
+//! The device of one Plex player (a client, by its machineIdentifier) as seen by one server: "Now playing",
+//! "Title", "User", the "Playback" event, the "Artwork" image, and a device trigger per playback transition.
+
+use serde_json::{json, Value};
+
+use super::{bridge_and_server, slug, Components, Discovery, PLAYBACK_EVENTS, PLAYER_TRIGGERS};
+use crate::topic::{BridgeTopics, ServerName, ServerTopics};
+
+/// What the announcement of one player is built from.
+pub struct PlayerDevice<'a> {
+    /// The machineIdentifier of the server the player plays from (its device is the player's `via_device`).
+    pub server_machine_identifier: &'a str,
+    pub server_name: &'a ServerName,
+    pub topics: &'a ServerTopics,
+    /// The player's topic segment ([`crate::topic::player_segment`]).
+    pub player: &'a str,
+    /// The player's own name (`Player.title`), its product and platform.
+    pub title: &'a str,
+    pub product: &'a str,
+    pub platform: &'a str,
+}
+
+/// The `states` of the "Now playing" sensor.
+pub const PLAYER_STATES: [&str; 4] = ["idle", "playing", "paused", "buffering"];
+
+impl Discovery {
+    /// The config topic and device-based discovery message of one player.
+    pub fn player_config(&self, player: &PlayerDevice<'_>, bridge: &BridgeTopics) -> (String, Value) {
+        let id = self.player_device_id(player.server_machine_identifier, player.player);
+        let topics = player.topics;
+        let state = topics.player(player.player);
+        let events = topics.player_events(player.player);
+        let both = bridge_and_server(bridge, topics);
+        let title_slug = match slug(player.title) {
+            empty if empty.is_empty() => slug(player.player),
+            text => text,
+        };
+        let mut c = Components::new(&id, format!("plex_{}_{title_slug}", slug(player.server_name.as_str())));
+        c.entity(
+            "now_playing",
+            "sensor",
+            "Now playing",
+            &both,
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.state }}",
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ value_json.attributes | tojson }}",
+                "device_class": "enum",
+                "options": PLAYER_STATES,
+                "icon": "mdi:play-box-outline",
+            }),
+        );
+        c.entity(
+            "title",
+            "sensor",
+            "Title",
+            &both,
+            json!({ "state_topic": state, "value_template": "{{ value_json.title }}", "icon": "mdi:movie-open" }),
+        );
+        c.entity(
+            "user",
+            "sensor",
+            "User",
+            &both,
+            json!({ "state_topic": state, "value_template": "{{ value_json.user }}", "icon": "mdi:account" }),
+        );
+        c.entity(
+            "playback",
+            "event",
+            "Playback",
+            &both,
+            json!({ "state_topic": events, "event_types": PLAYBACK_EVENTS, "icon": "mdi:play-circle-outline" }),
+        );
+        c.entity(
+            "artwork",
+            "image",
+            "Artwork",
+            &both,
+            json!({ "image_topic": topics.player_artwork(player.player), "content_type": "image/jpeg" }),
+        );
+        for subtype in PLAYER_TRIGGERS {
+            c.trigger("playback", subtype, &events);
+        }
+        let name = if player.title.is_empty() { player.player } else { player.title };
+        let device = json!({
+            "identifiers": [id.clone()],
+            "name": name,
+            "manufacturer": if player.product.is_empty() { "Plex" } else { player.product },
+            "model": if player.platform.is_empty() { "Plex player" } else { player.platform },
+            "via_device": format!("plex_{}", player.server_machine_identifier),
+        });
+        (self.config_topic(&id), c.message(device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn player_config_links_to_its_server_and_never_carries_a_url() {
+        let d = Discovery::new("homeassistant", "plex");
+        let bridge = BridgeTopics::new("plex");
+        let name = ServerName::configured("home").unwrap();
+        let topics = bridge.server(&name);
+        let player = PlayerDevice {
+            server_machine_identifier: "abc",
+            server_name: &name,
+            topics: &topics,
+            player: "tv1",
+            title: "Living Room TV",
+            product: "Plex for LG",
+            platform: "webOS",
+        };
+        let (topic, config) = d.player_config(&player, &bridge);
+        assert_eq!(topic, d.config_topic(&d.player_device_id("abc", "tv1")));
+        assert_eq!(config["dev"]["via_device"], "plex_abc");
+        assert_eq!(config["dev"]["name"], "Living Room TV");
+        let cmps = &config["cmps"];
+        assert_eq!(cmps["now_playing"]["default_entity_id"], "sensor.plex_home_living_room_tv_now_playing");
+        assert_eq!(cmps["artwork"]["image_topic"], "plex/home/players/tv1/artwork");
+        assert_eq!(cmps["trigger_play"]["payload"], "play");
+        assert_eq!(cmps["trigger_play"]["topic"], "plex/home/players/tv1/events");
+        let mut without_origin = config.clone();
+        without_origin["o"] = Value::Null;
+        assert!(!without_origin.to_string().contains("://"), "no URL in a player's announcement");
+    }
+}

@@ -1,0 +1,230 @@
+//! The device of one Plex server: its connection, sessions, library activity and events, and the device
+//! triggers `item_added` / `scan_finished`.
+
+use serde_json::{json, Value};
+
+use super::{bridge_and_server, bridge_only, slug, Components, Discovery, LIBRARY_EVENTS, PLAYBACK_EVENTS};
+use super::{bridge_available, SERVER_TRIGGERS};
+use crate::plex::http::ServerIdentity;
+use crate::topic::{BridgeTopics, ServerName, ServerTopics};
+
+/// What the announcement of one server is built from.
+pub struct ServerDevice<'a> {
+    /// The configured URL (for the device's `configuration_url`; never part of an id).
+    pub url: &'a str,
+    pub name: &'a ServerName,
+    pub identity: &'a ServerIdentity,
+    pub topics: &'a ServerTopics,
+}
+
+impl Discovery {
+    /// The config topic and device-based discovery message of an identified server.
+    pub fn server_config(&self, server: &ServerDevice<'_>, bridge: &BridgeTopics) -> (String, Value) {
+        let id = self.server_device_id(&server.identity.machine_identifier);
+        let topics = server.topics;
+        let both = bridge_and_server(bridge, topics);
+        let always = bridge_only(bridge);
+        let mut c = Components::new(&id, format!("plex_{}", slug(server.name.as_str())));
+        c.entity(
+            "connected",
+            "binary_sensor",
+            "Connected",
+            &always,
+            json!({
+                "state_topic": topics.state(),
+                "value_template": "{{ 'ON' if value == 'connected' else 'OFF' }}",
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+            }),
+        );
+        c.entity(
+            "active_sessions",
+            "sensor",
+            "Active sessions",
+            &both,
+            json!({
+                "state_topic": topics.sessions_summary(),
+                "value_template": "{{ value_json.count }}",
+                "json_attributes_topic": topics.sessions_summary(),
+                "state_class": "measurement",
+                "icon": "mdi:play-network",
+            }),
+        );
+        c.entity(
+            "transcoding_sessions",
+            "sensor",
+            "Transcoding sessions",
+            &both,
+            json!({
+                "state_topic": topics.sessions_summary(),
+                "value_template": "{{ value_json.transcoding }}",
+                "state_class": "measurement",
+                "icon": "mdi:cog-transfer",
+            }),
+        );
+        c.entity(
+            "total_bandwidth",
+            "sensor",
+            "Total bandwidth",
+            &both,
+            json!({
+                "state_topic": topics.sessions_summary(),
+                "value_template": "{{ value_json.total_bandwidth_kbps }}",
+                "unit_of_measurement": "kbit/s",
+                "device_class": "data_rate",
+                "state_class": "measurement",
+                "icon": "mdi:speedometer",
+            }),
+        );
+        c.entity(
+            "library_activity",
+            "sensor",
+            "Library activity",
+            &both,
+            json!({
+                "state_topic": topics.activities_summary(),
+                "value_template": "{{ value_json.title if value_json.count > 0 else 'idle' }}",
+                "json_attributes_topic": topics.activities_summary(),
+                "icon": "mdi:bookshelf",
+            }),
+        );
+        c.entity(
+            "library_scan",
+            "binary_sensor",
+            "Library scan",
+            &both,
+            json!({
+                "state_topic": topics.activities_summary(),
+                "value_template": "{{ 'ON' if value_json.scanning else 'OFF' }}",
+                "device_class": "running",
+            }),
+        );
+        c.entity(
+            "playback",
+            "event",
+            "Playback",
+            &both,
+            json!({
+                "state_topic": topics.events("playback"),
+                "event_types": PLAYBACK_EVENTS,
+                "icon": "mdi:play-circle-outline",
+            }),
+        );
+        c.entity(
+            "library",
+            "event",
+            "Library",
+            &both,
+            json!({
+                "state_topic": topics.events("library"),
+                "event_types": LIBRARY_EVENTS,
+                "icon": "mdi:filmstrip-box-multiple",
+            }),
+        );
+        c.entity(
+            "version",
+            "sensor",
+            "Plex version",
+            &always,
+            json!({
+                "state_topic": topics.info(),
+                "value_template": "{{ value_json.version }}",
+                "entity_category": "diagnostic",
+                "icon": "mdi:information-outline",
+            }),
+        );
+        for subtype in SERVER_TRIGGERS {
+            c.trigger("library", subtype, &topics.events("library"));
+        }
+        let identity = server.identity;
+        let name = if identity.friendly_name.is_empty() { server.name.as_str() } else { &identity.friendly_name };
+        let device = json!({
+            "identifiers": [format!("plex_{}", identity.machine_identifier)],
+            "name": name,
+            "manufacturer": "Plex",
+            "model": "Plex Media Server",
+            "sw_version": identity.version,
+            "configuration_url": format!("{}/web", server.url.trim_end_matches('/')),
+        });
+        (self.config_topic(&id), c.message(device))
+    }
+
+    /// The config topic and message for a configured server that has never answered (no identity known): a
+    /// device with its connection state only, so "Connected: off" can be alerted on from the first start.
+    /// `index` is its position in the configuration (its entry in `<p>/bridge/stats`).
+    pub fn provisional_server_config(
+        &self,
+        url: &str,
+        display_name: &str,
+        index: usize,
+        bridge: &BridgeTopics,
+    ) -> (String, Value) {
+        let id = self.provisional_device_id(url);
+        let mut c = Components::new(&id, format!("plex_{}", slug(display_name)));
+        c.entity(
+            "connected",
+            "binary_sensor",
+            "Connected",
+            &json!({ "availability": [bridge_available(bridge)] }),
+            json!({
+                "state_topic": bridge.stats(),
+                "value_template": format!(
+                    "{{{{ 'ON' if value_json.servers[{index}].state == 'connected' else 'OFF' }}}}"
+                ),
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+            }),
+        );
+        let device = json!({
+            "identifiers": [id.clone()],
+            "name": display_name,
+            "manufacturer": "Plex",
+            "model": "Plex Media Server (not reached yet)",
+            "configuration_url": format!("{}/web", url.trim_end_matches('/')),
+        });
+        (self.config_topic(&id), c.message(device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> ServerIdentity {
+        ServerIdentity {
+            machine_identifier: "abc".into(),
+            friendly_name: "Living Room".into(),
+            version: "1.41".into(),
+            platform: "Linux".into(),
+        }
+    }
+
+    #[test]
+    fn server_config_has_device_origin_components_and_triggers() {
+        let d = Discovery::new("homeassistant", "plex");
+        let bridge = BridgeTopics::new("plex");
+        let name = ServerName::configured("living-room").unwrap();
+        let topics = bridge.server(&name);
+        let server = ServerDevice { url: "http://x:32400/", name: &name, identity: &identity(), topics: &topics };
+        let (topic, config) = d.server_config(&server, &bridge);
+        assert_eq!(topic, d.config_topic(&d.server_device_id("abc")));
+        assert_eq!(config["dev"]["identifiers"][0], "plex_abc");
+        assert_eq!(config["dev"]["configuration_url"], "http://x:32400/web");
+        assert_eq!(config["o"]["name"], "plex-mqtt-bridge");
+        let components = config["cmps"].as_object().unwrap();
+        let entities: Vec<_> = components.values().filter(|c| c["p"] != "device_automation").collect();
+        assert_eq!(entities.len(), 9);
+        for c in entities {
+            assert!(c["state_topic"].as_str().unwrap().starts_with("plex/living-room/"));
+            assert!(c["availability"].as_array().is_some_and(|a| !a.is_empty()));
+        }
+        assert_eq!(components["playback"]["object_id"], "plex_living_room_playback");
+        assert_eq!(components["playback"]["default_entity_id"], "event.plex_living_room_playback");
+        assert_eq!(components["trigger_scan_finished"]["topic"], "plex/living-room/events/library");
+        // A new URL changes nothing but the configuration link.
+        let moved = ServerDevice { url: "http://localhost:32400/", ..server };
+        let (moved_topic, moved_config) = d.server_config(&moved, &bridge);
+        assert_eq!(moved_topic, topic);
+        assert_eq!(moved_config["cmps"], config["cmps"]);
+    }
+}

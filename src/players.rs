@@ -1,0 +1,326 @@
+//! Players: one record per Plex client (by its machineIdentifier) seen in a server's sessions, and the retained
+//! state Home Assistant's per-player device reads (`<p>/<server>/players/<player>`).
+//!
+//! Pure, like [`crate::playback`]: it reads the enriched session documents and events the tracker produces and
+//! returns [`PlayerOutput`]s for the state task to publish. Rules:
+//! - a player appears when a session document first names it (only enriched documents do, so a player is never
+//!   announced without its name);
+//! - its state follows its latest session; when that session ends the state is `idle` with an empty title —
+//!   never a ghost `playing` — and after a reconnect or restart [`Players::settle`] idles every player whose
+//!   session the server no longer lists;
+//! - the retained state carries the player's identity and when it was last seen, so the next run restores its
+//!   players from the broker and expires those not seen for `players.expire_after`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::topic::player_segment;
+
+/// What the state task publishes for players.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayerOutput {
+    /// The player is new, or its name/product/platform changed: (re)publish its discovery.
+    Announce { player: String },
+    /// Its retained state document.
+    State { player: String, doc: Value },
+    /// A playback event of its session (not retained).
+    Event { player: String, event: Value },
+    /// What it shows has new artwork at this PMS path: fetch it and publish the image.
+    Artwork { player: String, thumb: String },
+    /// Not seen for longer than `players.expire_after`: remove its discovery, state and artwork.
+    Remove { player: String },
+}
+
+/// One player as the discovery and the state document describe it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlayerRecord {
+    pub machine_identifier: String,
+    pub title: String,
+    pub product: String,
+    pub platform: String,
+    last_seen_ms: u64,
+    session_key: Option<String>,
+    state: String,
+    thumb: Option<String>,
+}
+
+impl PlayerRecord {
+    /// The PMS path of the artwork it shows (or last showed).
+    pub fn thumb(&self) -> Option<&str> {
+        self.thumb.as_deref()
+    }
+}
+
+/// The players of one server.
+#[derive(Debug)]
+pub struct Players {
+    by_segment: BTreeMap<String, PlayerRecord>,
+    /// `None`: players are kept for ever.
+    expire_after: Option<Duration>,
+}
+
+impl Players {
+    /// Players not seen for `expire_after` are removed (`None` keeps them).
+    pub fn new(expire_after: Option<Duration>) -> Self {
+        Players { by_segment: BTreeMap::new(), expire_after }
+    }
+
+    /// The player with this topic segment.
+    pub fn get(&self, player: &str) -> Option<&PlayerRecord> {
+        self.by_segment.get(player)
+    }
+
+    /// The retained session document of a session (enriched or not) was published.
+    pub fn on_session(&mut self, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        let mut out = Vec::new();
+        let Some(machine_identifier) = doc["player"]["machine_identifier"].as_str().filter(|m| !m.is_empty()) else {
+            return out;
+        };
+        let player = player_segment(machine_identifier);
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let identity =
+            (text(&doc["player"]["name"]), text(&doc["player"]["product"]), text(&doc["player"]["platform"]));
+        let record = self.by_segment.entry(player.clone()).or_insert_with(|| PlayerRecord {
+            machine_identifier: machine_identifier.to_owned(),
+            ..PlayerRecord::default()
+        });
+        if (&record.title, &record.product, &record.platform) != (&identity.0, &identity.1, &identity.2) {
+            (record.title, record.product, record.platform) = identity;
+            out.push(PlayerOutput::Announce { player: player.clone() });
+        }
+        record.last_seen_ms = now_ms;
+        record.session_key = doc["session_key"].as_str().map(str::to_owned);
+        record.state = text(&doc["state"]);
+        if record.state == "stopped" {
+            record.state = "idle".to_owned();
+            record.session_key = None;
+        }
+        let thumb = doc["media"]["thumb"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+        if thumb.is_some() && thumb != record.thumb && record.state != "idle" {
+            record.thumb.clone_from(&thumb);
+            out.extend(thumb.map(|thumb| PlayerOutput::Artwork { player: player.clone(), thumb }));
+        }
+        let doc = if record.state == "idle" { idle_document(record) } else { state_document(record, doc) };
+        out.push(PlayerOutput::State { player, doc });
+        out
+    }
+
+    /// A playback event: the player's state first (so an automation reading it sees the new state), then the
+    /// event on the player's own topic.
+    pub fn on_event(&mut self, event: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        let mut session = event["session"].clone();
+        if event["event_type"] == "stop" {
+            session["state"] = json!("stopped");
+        }
+        let mut out = self.on_session(&session, now_ms);
+        if let Some(player) = out.iter().find_map(|o| match o {
+            PlayerOutput::State { player, .. } => Some(player.clone()),
+            _ => None,
+        }) {
+            out.push(PlayerOutput::Event { player, event: event.clone() });
+        }
+        out
+    }
+
+    /// A session's retained document was cleared (it ended): its player goes idle.
+    pub fn on_session_cleared(&mut self, session_key: &str, now_ms: u64) -> Vec<PlayerOutput> {
+        let mut out = Vec::new();
+        for (player, record) in &mut self.by_segment {
+            if record.session_key.as_deref() == Some(session_key) {
+                record.session_key = None;
+                record.state = "idle".to_owned();
+                record.last_seen_ms = now_ms;
+                out.push(PlayerOutput::State { player: player.clone(), doc: idle_document(record) });
+            }
+        }
+        out
+    }
+
+    /// After a `/status/sessions` snapshot: every player whose session is not among `active` is idle.
+    pub fn settle(&mut self, active: &HashSet<String>) -> Vec<PlayerOutput> {
+        let mut out = Vec::new();
+        for (player, record) in &mut self.by_segment {
+            let playing = record.session_key.as_ref().is_some_and(|key| active.contains(key));
+            if !playing && record.state != "idle" {
+                record.session_key = None;
+                record.state = "idle".to_owned();
+                out.push(PlayerOutput::State { player: player.clone(), doc: idle_document(record) });
+            }
+        }
+        out
+    }
+
+    /// Takes over a player from the retained state an earlier run left (`doc`), unless it has expired since.
+    pub fn restore(&mut self, player: &str, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let record = PlayerRecord {
+            machine_identifier: text(&doc["player"]["machine_identifier"]),
+            title: text(&doc["player"]["name"]),
+            product: text(&doc["player"]["product"]),
+            platform: text(&doc["player"]["platform"]),
+            last_seen_ms: doc["last_seen_ms"].as_u64().unwrap_or(now_ms),
+            session_key: doc["attributes"]["session_key"].as_str().map(str::to_owned),
+            state: text(&doc["state"]),
+            thumb: None,
+        };
+        if record.machine_identifier.is_empty() || player_segment(&record.machine_identifier) != player {
+            return vec![PlayerOutput::Remove { player: player.to_owned() }];
+        }
+        if self.expired(&record, now_ms) {
+            return vec![PlayerOutput::Remove { player: player.to_owned() }];
+        }
+        let mut out = vec![PlayerOutput::Announce { player: player.to_owned() }];
+        if record.state == "idle" || record.state.is_empty() {
+            // Held by this run from now on (a playing one is settled by the next snapshot).
+            out.push(PlayerOutput::State { player: player.to_owned(), doc: idle_document(&record) });
+        }
+        self.by_segment.insert(player.to_owned(), record);
+        out
+    }
+
+    /// Removes the players not seen for longer than `expire_after` (none are playing: a playing player is seen).
+    pub fn expire(&mut self, now_ms: u64) -> Vec<PlayerOutput> {
+        let expired: Vec<String> = self
+            .by_segment
+            .iter()
+            .filter(|(_, record)| record.session_key.is_none() && self.expired(record, now_ms))
+            .map(|(player, _)| player.clone())
+            .collect();
+        expired
+            .into_iter()
+            .map(|player| {
+                self.by_segment.remove(&player);
+                PlayerOutput::Remove { player }
+            })
+            .collect()
+    }
+
+    fn expired(&self, record: &PlayerRecord, now_ms: u64) -> bool {
+        self.expire_after.is_some_and(|after| record.last_seen_ms.saturating_add(after.as_millis() as u64) < now_ms)
+    }
+}
+
+fn identity(record: &PlayerRecord) -> Value {
+    json!({
+        "machine_identifier": record.machine_identifier,
+        "name": record.title,
+        "product": record.product,
+        "platform": record.platform,
+    })
+}
+
+fn last_seen(record: &PlayerRecord) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(record.last_seen_ms)).to_string()
+}
+
+fn idle_document(record: &PlayerRecord) -> Value {
+    json!({
+        "state": "idle",
+        "title": "",
+        "user": "",
+        "attributes": {},
+        "player": identity(record),
+        "last_seen": last_seen(record),
+        "last_seen_ms": record.last_seen_ms,
+    })
+}
+
+/// The player's state while a session plays on it, from the session's document.
+fn state_document(record: &PlayerRecord, session: &Value) -> Value {
+    let media = &session["media"];
+    let transcode = &session["transcode"];
+    let decision = if transcode.is_null() {
+        "direct play"
+    } else if transcode["video_decision"] == "transcode" || transcode["audio_decision"] == "transcode" {
+        "transcode"
+    } else {
+        "direct stream"
+    };
+    let title = media["display_title"].as_str().or(media["title"].as_str()).unwrap_or_default();
+    let user = session["user"]["name"].as_str().unwrap_or_default();
+    json!({
+        "state": record.state,
+        "title": title,
+        "user": user,
+        "attributes": {
+            "user": user,
+            "media_type": media["type"],
+            "title": media["title"],
+            "show": media["grandparent_title"],
+            "season": media["parent_index"],
+            "episode": media["index"],
+            "year": media["year"],
+            "progress_percent": session["progress_percent"],
+            "position_ms": session["view_offset_ms"],
+            "duration_ms": media["duration_ms"],
+            "transcode_decision": decision,
+            "bandwidth_kbps": session["bandwidth_kbps"],
+            "local": session["player"]["local"],
+            "session_key": session["session_key"],
+        },
+        "player": identity(record),
+        "last_seen": last_seen(record),
+        "last_seen_ms": record.last_seen_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(key: &str, player: &str, state: &str, title: &str, thumb: &str) -> Value {
+        json!({
+            "session_key": key,
+            "state": state,
+            "user": { "name": "alice" },
+            "player": { "machine_identifier": player, "name": format!("TV {player}"), "product": "Plex for LG", "platform": "webOS", "local": true },
+            "media": { "type": "movie", "title": title, "display_title": title, "thumb": thumb, "duration_ms": 1000 },
+            "view_offset_ms": 10,
+            "progress_percent": 1.0,
+        })
+    }
+
+    fn states(out: &[PlayerOutput]) -> Vec<(String, String)> {
+        out.iter()
+            .filter_map(|o| match o {
+                PlayerOutput::State { player, doc } => Some((player.clone(), doc["state"].as_str()?.to_owned())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_player_is_announced_follows_its_session_and_goes_idle() {
+        let mut players = Players::new(None);
+        let out = players.on_session(&session("1", "TV-1", "playing", "Arrival", "/t/1"), 1_000);
+        assert!(out.contains(&PlayerOutput::Announce { player: "tv-1".into() }));
+        assert!(out.contains(&PlayerOutput::Artwork { player: "tv-1".into(), thumb: "/t/1".into() }));
+        assert_eq!(states(&out), [("tv-1".to_owned(), "playing".to_owned())]);
+        let again = players.on_session(&session("1", "TV-1", "paused", "Arrival", "/t/1"), 2_000);
+        assert_eq!(again.len(), 1, "same player, same artwork: only the state");
+        let cleared = players.on_session_cleared("1", 3_000);
+        let PlayerOutput::State { doc, .. } = &cleared[0] else { panic!("{cleared:?}") };
+        assert_eq!((doc["state"].as_str(), doc["title"].as_str()), (Some("idle"), Some("")));
+    }
+
+    #[test]
+    fn settle_idles_players_whose_session_is_gone_and_expiry_removes_old_ones() {
+        let mut players = Players::new(Some(Duration::from_secs(10)));
+        players.on_session(&session("1", "a", "playing", "A", ""), 1_000);
+        players.on_session(&session("2", "b", "playing", "B", ""), 1_000);
+        let active: HashSet<String> = ["2".to_owned()].into();
+        assert_eq!(states(&players.settle(&active)), [("a".to_owned(), "idle".to_owned())]);
+        assert!(players.expire(5_000).is_empty());
+        assert_eq!(players.expire(20_000), [PlayerOutput::Remove { player: "a".into() }], "b still plays");
+        let PlayerOutput::State { doc, .. } = &players.on_session(&session("2", "b", "playing", "B", ""), 30_000)[0]
+        else {
+            panic!()
+        };
+        let mut restored = Players::new(Some(Duration::from_secs(10)));
+        assert_eq!(restored.restore("b", doc, 35_000)[0], PlayerOutput::Announce { player: "b".into() });
+        assert_eq!(restored.get("b").map(|r| r.title.as_str()), Some("TV b"));
+        assert_eq!(restored.restore("b", doc, 50_000), [PlayerOutput::Remove { player: "b".into() }]);
+    }
+}
