@@ -16,6 +16,11 @@ fn is_config(m: &Msg) -> bool {
     m.topic.starts_with("homeassistant/device/") && m.topic.ends_with("/config") && !m.payload.is_empty()
 }
 
+/// A server's device (not the bridge's, not a player's).
+fn is_server_config(m: &Msg) -> bool {
+    is_config(m) && !m.topic.ends_with("_bridge/config") && !m.topic.contains("_player_")
+}
+
 fn playing(state: &str, offset: u64) -> String {
     format!(
         r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"5","ratingKey":"77","key":"/library/metadata/77","viewOffset":{offset},"state":"{state}"}}]}}}}"#
@@ -55,7 +60,7 @@ async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics
     let token = TokenFile::new(&pms.token());
     let mut probe = Probe::subscribe(broker.port(), &["homeassistant/#", "plex/#"]).await;
     let _bridge = Bridge::start(&test_config(&broker.url(), &pms.url(), token.path()));
-    let config = probe.expect(SOON, "a discovery config", is_config).await;
+    let config = probe.expect(SOON, "a server's discovery config", is_server_config).await;
     let doc: Value = config.json();
     assert!(config.topic.starts_with("homeassistant/device/plexmqtt_"), "{}", config.topic);
 
@@ -74,9 +79,22 @@ async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics
     let mut unique_ids = BTreeSet::new();
     let mut referenced = BTreeSet::new();
     let mut platforms = BTreeMap::new();
+    let triggers: Vec<&Value> = components.values().filter(|c| c["p"] == "device_automation").collect();
+    let subtypes: BTreeSet<&str> = triggers.iter().filter_map(|t| t["subtype"].as_str()).collect();
+    assert_eq!(subtypes, BTreeSet::from(["item_added", "scan_finished"]), "server device triggers");
+    for trigger in &triggers {
+        assert_eq!(trigger["automation_type"], "trigger");
+        assert_eq!(trigger["topic"], "plex/test/events/library");
+        assert_eq!(trigger["payload"], trigger["subtype"], "fires on the event_type it is named after");
+    }
+    let components: serde_json::Map<String, Value> =
+        components.iter().filter(|(_, c)| c["p"] != "device_automation").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let components = &components;
     for (key, c) in components {
         let platform = c["p"].as_str().expect("p");
         assert!(["sensor", "binary_sensor", "event"].contains(&platform), "{key}: {platform}");
+        let object_id = c["object_id"].as_str().expect("object_id for Home Assistant before 2025.10");
+        assert_eq!(c["default_entity_id"], format!("{platform}.{object_id}"), "{key}: the same id on every version");
         *platforms.entry(platform.to_owned()).or_insert(0) += 1;
         assert!(unique_ids.insert(c["unique_id"].as_str().expect("unique_id").to_owned()), "unique_id repeats");
         assert!(c["default_entity_id"].as_str().is_some_and(|id| id.starts_with(&format!("{platform}."))));
@@ -185,17 +203,18 @@ async fn home_assistant_birth_message_gets_all_configs_again_within_a_second() {
     let token = TokenFile::new(&pms.token());
     let mut probe = Probe::subscribe(broker.port(), &["homeassistant/device/#"]).await;
     let _bridge = Bridge::start(&test_config(&broker.url(), &pms.url(), token.path()));
-    let first = probe.expect(SOON, "a discovery config", is_config).await;
+    let first = probe.expect(SOON, "a discovery config", is_server_config).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     probe.drain();
     let asked = Instant::now();
     publish(broker.port(), "homeassistant/status", "online", false).await;
-    let again = probe.expect(Duration::from_secs(3), "the config again", is_config).await;
+    let again = probe.expect(Duration::from_secs(3), "the config again", is_server_config).await;
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(1), "re-sent after {took:?}");
     assert_eq!(again.topic, first.topic);
     assert_eq!(again.payload, first.payload);
-    // `offline` (Home Assistant going down) does not trigger anything.
+    // `offline` (Home Assistant going down) does not trigger anything (after the rest of the re-sent configs).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     probe.drain();
     publish(broker.port(), "homeassistant/status", "offline", false).await;
     assert!(probe.wait_for(Duration::from_millis(800), is_config).await.is_none());
@@ -213,7 +232,12 @@ fn two_servers(broker: &Mosquitto, a: &FakePms, b: &FakePms, token: &TokenFile) 
     config
 }
 
+/// The retained server device configs (the bridge's own device is left out).
 async fn configs(broker: &Mosquitto) -> BTreeMap<String, Value> {
+    all_configs(broker).await.into_iter().filter(|(topic, _)| !topic.ends_with("_bridge/config")).collect()
+}
+
+async fn all_configs(broker: &Mosquitto) -> BTreeMap<String, Value> {
     retained(broker.port(), "homeassistant/device/+/config", Duration::from_millis(500))
         .await
         .into_iter()
@@ -288,9 +312,9 @@ async fn entities_of_removed_servers_and_disabled_discovery_are_deleted_on_the_n
     let disabled = format!("{only_first}\n[homeassistant]\nenabled = false\n");
     let _bridge = Bridge::start(&disabled);
     let deadline = Instant::now() + SOON;
-    let mut none = configs(&broker).await;
+    let mut none = all_configs(&broker).await;
     while !none.is_empty() && Instant::now() < deadline {
-        none = configs(&broker).await;
+        none = all_configs(&broker).await;
     }
     assert!(none.is_empty(), "all entities removed: {:?}", none.keys());
 }

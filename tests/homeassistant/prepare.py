@@ -3,7 +3,7 @@
     prepare.py CONFIG_DIR HTTP_PORT MQTT_PORT
 
 - configuration.yaml: HTTP on 127.0.0.1:HTTP_PORT, the REST API, automations from automations.yaml and an
-  input_text the test automations write to, and `logger` at warning so every warning shows in home-assistant.log;
+  input_text and a counter the test automations write to, and `logger` at warning so every warning shows in home-assistant.log;
 - .storage/core.config_entries: the MQTT integration against 127.0.0.1:MQTT_PORT with discovery on;
 - .storage/auth: one owner with a long-lived access token, and .storage/onboarding marked done.
 
@@ -52,6 +52,9 @@ def main():
             "  last_trigger:\n"
             "    name: Last trigger\n"
             "    max: 255\n"
+            "counter:\n"
+            "  event_automation_runs:\n"
+            "    name: Event automation runs\n"
             "logger:\n"
             "  default: warning\n"
         )

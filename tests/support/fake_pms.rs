@@ -336,6 +336,19 @@ impl FakePms {
         self.shared.canned.lock().expect("fake pms canned lock").insert(path.to_owned(), response);
     }
 
+    /// Serves `jpeg` from the photo transcoder for the source path `thumb` (what `/status/sessions` lists as a
+    /// `thumb`), with the token required like every PMS endpoint.
+    pub fn set_photo(&self, thumb: &str, jpeg: &[u8]) {
+        let response = CannedResponse {
+            status: 200,
+            content_type: "image/jpeg".into(),
+            body: jpeg.to_vec(),
+            needs_token: true,
+            delay: Duration::ZERO,
+        };
+        self.shared.canned.lock().expect("fake pms canned lock").insert(photo_key(thumb), response);
+    }
+
     /// Answers every request on `path` (exact, decoded, any query or method) with `302 Found` and `Location:
     /// location`, before any built-in route: a proxy, a captive portal or a hostile device at the server's
     /// address. [`FakePms::clear_redirect`] serves the path normally again.
@@ -683,6 +696,13 @@ enum Route {
     NotFound,
 }
 
+/// PMS's photo transcoder (`/photo/:/transcode?width=…&height=…&url=<server path>`).
+pub const PHOTO_PATH: &str = "/photo/:/transcode";
+
+fn photo_key(source: &str) -> String {
+    format!("{PHOTO_PATH}?url={source}")
+}
+
 /// Which endpoint a request is for. Endpoints added by later issues get their own `Route` variant and an arm
 /// here, above the canned fallback: `/:/eventsource/notifications` (SSE), `/status/sessions`, `/activities`,
 /// `/library/metadata/<id>` (match `p if p.starts_with("/library/metadata/")`). Until then a test can serve
@@ -699,6 +719,11 @@ fn route(request: &RecordedRequest, config: &FakePmsConfig, canned: &HashMap<Str
         // A WebSocket path that is switched off.
         PLURAL_WS_PATH | SINGULAR_WS_PATH => Route::NotFound,
         SSE_PATH if config.eventsource => Route::EventSource,
+        // The photo transcoder serves one image per source path (`url`): see [`FakePms::set_photo`].
+        PHOTO_PATH => match canned.get(&photo_key(request.query_param("url").unwrap_or_default())) {
+            Some(response) => Route::Canned(response.clone()),
+            None => Route::NotFound,
+        },
         path => match canned.get(path) {
             Some(response) => Route::Canned(response.clone()),
             None => Route::NotFound,

@@ -77,6 +77,7 @@ impl HomeAssistant {
             .stderr(Stdio::from(console))
             .spawn()
             .expect("start hass");
+        plex_mqtt_bridge::app::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
         let mut ha = HomeAssistant { child, dir, port, token, http };
         let started = Instant::now();
@@ -106,6 +107,55 @@ impl HomeAssistant {
             return None;
         }
         serde_json::from_str(&response.text().await.ok()?).ok()
+    }
+
+    /// `POST path` with a JSON body; the response text, None unless 200.
+    pub async fn post(&self, path: &str, body: &Value) -> Option<String> {
+        let response = self
+            .http
+            .post(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().await.ok()
+    }
+
+    /// Renders a template (`POST /api/template`), e.g. `{{ device_id('sensor.x') }}`.
+    pub async fn template(&self, template: &str) -> String {
+        self.post("/api/template", &serde_json::json!({ "template": template })).await.unwrap_or_default()
+    }
+
+    /// Calls a service (`POST /api/services/<domain>/<service>`).
+    pub async fn call(&self, domain: &str, service: &str, data: &Value) {
+        let done = self.post(&format!("/api/services/{domain}/{service}"), data).await;
+        assert!(done.is_some(), "{domain}.{service} failed");
+    }
+
+    /// Replaces `automations.yaml` and reloads the automations.
+    pub async fn set_automations(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("automations.yaml"), yaml).expect("write automations.yaml");
+        self.call("automation", "reload", &serde_json::json!({})).await;
+    }
+
+    /// The bytes an image entity serves (`/api/image_proxy/<entity_id>`).
+    pub async fn image(&self, entity_id: &str) -> Option<Vec<u8>> {
+        let response = self
+            .http
+            .get(format!("http://127.0.0.1:{}/api/image_proxy/{entity_id}", self.port))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.bytes().await.ok().map(|b| b.to_vec())
     }
 
     /// `/api/states` as text (to search it, e.g. for a token).

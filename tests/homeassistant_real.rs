@@ -1,0 +1,287 @@
+//! Discovery the way users see it: a real Home Assistant (2025.4.4, from the Python package registry, see
+//! `tests/homeassistant/install.sh`) with its MQTT integration on the test Mosquitto, the bridge against the
+//! fake PMS, and every assertion made through Home Assistant's REST API: devices, entity ids, states, device
+//! triggers firing automations, availability across a bridge restart, artwork, no token, no warnings.
+//! `HA_TEST_SKIP=1` skips it (it says so); a missing installation fails with the install command.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::fake_pms::{CannedResponse, FakePmsConfig};
+use support::home_assistant::{skipped, HomeAssistant};
+use support::{test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+
+/// Home Assistant can take a while to process discovery on a loaded 2-core machine.
+const HA_WAIT: Duration = Duration::from_secs(30);
+
+const TV: &str = "sensor.plex_test_living_room_tv_now_playing";
+const TV_TITLE: &str = "sensor.plex_test_living_room_tv_title";
+const TV_USER: &str = "sensor.plex_test_living_room_tv_user";
+const TV_ARTWORK: &str = "image.plex_test_living_room_tv_artwork";
+const TV_EVENTS: &str = "event.plex_test_living_room_tv_playback";
+const BEDROOM: &str = "sensor.plex_test_bedroom_now_playing";
+const BEDROOM_TITLE: &str = "sensor.plex_test_bedroom_title";
+const CONNECTED: &str = "binary_sensor.plex_test_connected";
+const ACTIVE: &str = "sensor.plex_test_active_sessions";
+
+/// One entry of `/status/sessions`.
+#[derive(Clone, Copy)]
+struct Playing {
+    key: &'static str,
+    player: &'static str,
+    player_title: &'static str,
+    rating_key: &'static str,
+    title: &'static str,
+    thumb: &'static str,
+    state: &'static str,
+}
+
+fn sessions_body(list: &[Playing]) -> CannedResponse {
+    let metadata: Vec<Value> = list
+        .iter()
+        .map(|p| {
+            json!({
+                "sessionKey": p.key, "ratingKey": p.rating_key, "type": "movie", "title": p.title, "year": 2016,
+                "duration": 6_960_000, "viewOffset": 60_000, "thumb": p.thumb,
+                "User": {"id": "1", "title": "alice"},
+                "Player": {"title": p.player_title, "product": "Plex for LG", "platform": "webOS",
+                           "machineIdentifier": p.player, "address": "192.168.1.20", "local": true, "state": p.state},
+                "Session": {"id": format!("s{}", p.key), "bandwidth": 8000, "location": "lan"},
+            })
+        })
+        .collect();
+    CannedResponse::json(json!({"MediaContainer": {"size": metadata.len(), "Metadata": metadata}}).to_string())
+}
+
+fn notification(p: &Playing) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"{}","clientIdentifier":"{}","guid":"","ratingKey":"{}","url":"","key":"/library/metadata/{}","viewOffset":60000,"state":"{}"}}]}}}}"#,
+        p.key, p.player, p.rating_key, p.rating_key, p.state
+    )
+}
+
+fn scan(event: &str) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"scan1","Activity":{{"uuid":"scan1","type":"library.update.section","title":"Scanning Movies","subtitle":"","progress":10,"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
+    )
+}
+
+const TV_ARRIVAL: Playing = Playing {
+    key: "45",
+    player: "tv-4b45c1d2",
+    player_title: "Living Room TV",
+    rating_key: "945",
+    title: "Arrival",
+    thumb: "/library/metadata/945/thumb/1700000000",
+    state: "playing",
+};
+const BEDROOM_HEAT: Playing = Playing {
+    key: "46",
+    player: "bedroom-aa11",
+    player_title: "Bedroom",
+    rating_key: "946",
+    title: "Heat",
+    thumb: "/library/metadata/946/thumb/1700000001",
+    state: "playing",
+};
+
+fn state_of(s: &Value) -> &str {
+    s["state"].as_str().unwrap_or_default()
+}
+
+/// The device trigger automations, written once Home Assistant has created the devices (a device trigger names
+/// the device by its registry id), plus the README's event-entity example.
+fn automations(tv_device: &str, server_device: &str) -> String {
+    format!(
+        r#"- id: tv_pause
+  alias: Living room TV paused
+  triggers:
+    - trigger: device
+      domain: mqtt
+      device_id: {tv_device}
+      type: playback
+      subtype: pause
+  actions:
+    - action: input_text.set_value
+      target: {{ entity_id: input_text.last_trigger }}
+      data: {{ value: tv paused }}
+- id: scan_done
+  alias: Library scan finished
+  triggers:
+    - trigger: device
+      domain: mqtt
+      device_id: {server_device}
+      type: library
+      subtype: scan_finished
+  actions:
+    - action: input_text.set_value
+      target: {{ entity_id: input_text.last_trigger }}
+      data: {{ value: scan finished }}
+- id: tv_event_entity
+  alias: Living room TV event (README example)
+  triggers:
+    - trigger: state
+      entity_id: {TV_EVENTS}
+      not_from: [unavailable, unknown]
+      not_to: [unavailable, unknown]
+  actions:
+    - action: counter.increment
+      target: {{ entity_id: counter.event_automation_runs }}
+"#
+    )
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
+    if skipped("a_real_home_assistant_shows_servers_players_triggers_and_artwork") {
+        return;
+    }
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    pms.set_canned("/status/sessions", sessions_body(&[]));
+    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    let (poster_arrival, poster_heat, poster_dune) =
+        (b"\xff\xd8arrival".to_vec(), b"\xff\xd8heat".to_vec(), b"\xff\xd8dune".to_vec());
+    pms.set_photo(TV_ARRIVAL.thumb, &poster_arrival);
+    pms.set_photo(BEDROOM_HEAT.thumb, &poster_heat);
+    pms.set_photo("/library/metadata/947/thumb/1700000002", &poster_dune);
+    let token = TokenFile::new(&pms.token());
+    let ha = HomeAssistant::start(broker.port(), "[]\n").await;
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let config = test_config(&broker.url(), &pms.url(), token.path());
+    let mut bridge = Bridge::start(&config);
+    probe.expect_payload("plex/test/state", "connected", Duration::from_secs(10)).await;
+
+    // The server device, the bridge device, then two players with one session each.
+    ha.wait_state(CONNECTED, HA_WAIT, |s| state_of(s) == "on").await;
+    ha.wait_state("binary_sensor.plex_mqtt_bridge_broker", HA_WAIT, |s| state_of(s) == "on").await;
+    ha.wait_state("sensor.plex_mqtt_bridge_servers_connected", HA_WAIT, |s| state_of(s) == "1").await;
+    pms.set_canned("/status/sessions", sessions_body(&[TV_ARRIVAL, BEDROOM_HEAT]));
+    pms.push_text(&notification(&TV_ARRIVAL));
+    pms.push_text(&notification(&BEDROOM_HEAT));
+    let tv = ha.wait_state(TV, HA_WAIT, |s| state_of(s) == "playing").await;
+    assert_eq!(tv["attributes"]["title"], "Arrival", "{tv}");
+    assert_eq!(tv["attributes"]["user"], "alice");
+    assert_eq!(tv["attributes"]["transcode_decision"], "direct play");
+    ha.wait_state(TV_TITLE, HA_WAIT, |s| state_of(s) == "Arrival").await;
+    ha.wait_state(TV_USER, HA_WAIT, |s| state_of(s) == "alice").await;
+    ha.wait_state(BEDROOM, HA_WAIT, |s| state_of(s) == "playing").await;
+    ha.wait_state(BEDROOM_TITLE, HA_WAIT, |s| state_of(s) == "Heat").await;
+    ha.wait_state(ACTIVE, HA_WAIT, |s| state_of(s) == "2").await;
+    let linked = ha
+        .template(&format!("{{{{ device_attr(device_id('{TV}'), 'via_device_id') == device_id('{CONNECTED}') }}}}"))
+        .await;
+    assert_eq!(linked, "True", "the player's device is linked to its server's");
+    let tv_name = ha.template(&format!("{{{{ device_attr(device_id('{TV}'), 'name') }}}}")).await;
+    assert_eq!(tv_name, "Living Room TV");
+    // Never a null title: every summary and every first session document the broker saw was enriched.
+    for m in probe.history_on("plex/test/sessions") {
+        for s in m.json()["sessions"].as_array().cloned().unwrap_or_default() {
+            assert!(s["title"].is_string() && s["user"].is_string(), "summary without details: {}", m.text());
+        }
+    }
+    for m in probe.history().iter().filter(|m| m.topic.starts_with("plex/test/sessions/") && !m.payload.is_empty()) {
+        assert!(m.json()["media"]["title"].is_string(), "session document without details: {}", m.text());
+    }
+    // Artwork: fetched with the token, served by Home Assistant without it.
+    wait_until("the TV's artwork", HA_WAIT, async || {
+        ha.image(TV_ARTWORK).await.as_deref() == Some(&poster_arrival[..])
+    })
+    .await;
+
+    // Device triggers: one on the player (pause), one on the server (scan finished).
+    let tv_device = ha.template(&format!("{{{{ device_id('{TV}') }}}}")).await;
+    let server_device = ha.template(&format!("{{{{ device_id('{CONNECTED}') }}}}")).await;
+    assert!(!tv_device.is_empty() && !server_device.is_empty());
+    ha.set_automations(&automations(&tv_device, &server_device)).await;
+    ha.wait_state("automation.living_room_tv_paused", HA_WAIT, |s| state_of(s) == "on").await;
+    let paused = Playing { state: "paused", ..TV_ARRIVAL };
+    pms.set_canned("/status/sessions", sessions_body(&[paused, BEDROOM_HEAT]));
+    pms.push_text(&notification(&Playing { state: "paused", ..TV_ARRIVAL }));
+    ha.wait_state("input_text.last_trigger", HA_WAIT, |s| state_of(s) == "tv paused").await;
+    ha.wait_state(TV, HA_WAIT, |s| state_of(s) == "paused").await;
+    pms.push_text(&scan("started"));
+    pms.push_text(&scan("ended"));
+    ha.wait_state("input_text.last_trigger", HA_WAIT, |s| state_of(s) == "scan finished").await;
+
+    // One player goes idle, the other stays as it was.
+    pms.set_canned("/status/sessions", sessions_body(&[Playing { state: "paused", ..TV_ARRIVAL }]));
+    pms.push_text(&notification(&Playing { state: "stopped", ..BEDROOM_HEAT }));
+    ha.wait_state(BEDROOM, HA_WAIT, |s| state_of(s) == "idle").await;
+    ha.wait_state(BEDROOM_TITLE, HA_WAIT, |s| state_of(s).is_empty()).await;
+    ha.wait_state(ACTIVE, HA_WAIT, |s| state_of(s) == "1").await;
+    assert_eq!(ha.state(TV).await.as_ref().map(state_of), Some("paused"));
+
+    // The TV moves on to another title: its artwork follows.
+    let dune = Playing {
+        rating_key: "947",
+        title: "Dune",
+        thumb: "/library/metadata/947/thumb/1700000002",
+        state: "playing",
+        ..TV_ARRIVAL
+    };
+    pms.set_canned("/status/sessions", sessions_body(&[dune]));
+    pms.push_text(&notification(&dune));
+    ha.wait_state(TV_TITLE, HA_WAIT, |s| state_of(s) == "Dune").await;
+    // The event entity had an event before (the pause), so this `play` runs the README's example automation.
+    ha.wait_state("counter.event_automation_runs", HA_WAIT, |s| !["0", "unknown"].contains(&state_of(s))).await;
+    wait_until("the new artwork", HA_WAIT, async || ha.image(TV_ARTWORK).await.as_deref() == Some(&poster_dune[..]))
+        .await;
+    assert!(!ha.states_text().await.contains(&pms.token()), "the Plex token reached Home Assistant's state");
+
+    // Restart the bridge mid-session: entities go unavailable, come back as they were, nothing is duplicated.
+    let ids_before = plex_entity_ids(&ha).await;
+    let runs_before = ha.state("counter.event_automation_runs").await.map(|s| state_of(&s).to_owned());
+    bridge.sigterm();
+    assert_eq!(bridge.wait_exit(Duration::from_secs(10)).await.and_then(|s| s.code()), Some(0));
+    ha.wait_state(TV, Duration::from_secs(10), |s| state_of(s) == "unavailable").await;
+    ha.wait_state(TV_EVENTS, Duration::from_secs(10), |s| state_of(s) == "unavailable").await;
+    ha.wait_state(CONNECTED, Duration::from_secs(10), |s| state_of(s) == "unavailable").await;
+    ha.wait_state("binary_sensor.plex_mqtt_bridge_broker", HA_WAIT, |s| state_of(s) == "off").await;
+    let tv_topic = format!("plex/test/players/{}", TV_ARRIVAL.player);
+    let seen_before_restart = probe.history_on(&tv_topic).len();
+    let _bridge = Bridge::start(&config);
+    ha.wait_state(TV, HA_WAIT, |s| state_of(s) == "playing").await;
+    ha.wait_state(BEDROOM, HA_WAIT, |s| state_of(s) == "idle").await;
+    ha.wait_state(TV_TITLE, HA_WAIT, |s| state_of(s) == "Dune").await;
+    ha.wait_state(TV_EVENTS, HA_WAIT, |s| state_of(s) != "unavailable").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wrong: Vec<String> = probe.history_on(&tv_topic)[seen_before_restart..]
+        .iter()
+        .filter(|m| m.payload.is_empty() || m.json()["state"] != "playing")
+        .map(Msg::text)
+        .collect();
+    assert!(wrong.is_empty(), "the TV's state flipped during the restart: {wrong:?}");
+    assert_eq!(plex_entity_ids(&ha).await, ids_before, "same entities after the restart (no `_2` duplicates)");
+    assert_eq!(
+        ha.state("counter.event_automation_runs").await.map(|s| state_of(&s).to_owned()),
+        runs_before,
+        "the event-entity automation (not_from/not_to: unavailable, unknown) did not run for the restart"
+    );
+
+    let warnings: Vec<String> = ha.warnings();
+    assert!(warnings.is_empty(), "Home Assistant logged warnings or errors:\n{}", warnings.join("\n"));
+}
+
+/// Every entity id of this bridge's devices in Home Assistant.
+async fn plex_entity_ids(ha: &HomeAssistant) -> Vec<String> {
+    let mut ids: Vec<String> = ha
+        .states()
+        .await
+        .iter()
+        .filter_map(|s| s["entity_id"].as_str().map(str::to_owned))
+        .filter(|id| id.contains(".plex_"))
+        .collect();
+    ids.sort();
+    ids
+}
