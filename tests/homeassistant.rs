@@ -318,3 +318,106 @@ async fn entities_of_removed_servers_and_disabled_discovery_are_deleted_on_the_n
     }
     assert!(none.is_empty(), "all entities removed: {:?}", none.keys());
 }
+
+/// The one server config of this bridge on the broker, waiting (bounded) until `pred` holds for it.
+async fn server_config_when(broker: &Mosquitto, what: &str, pred: impl Fn(&str, &Value) -> bool) -> (String, Value) {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let all = configs(broker).await;
+        if let Some((topic, config)) = all.iter().find(|(t, c)| pred(t, c)) {
+            return (topic.clone(), config.clone());
+        }
+        assert!(Instant::now() < deadline, "{what}; configs on the broker: {:#?}", all.keys());
+    }
+}
+
+fn object_ids(config: &Value) -> BTreeSet<String> {
+    config["cmps"]
+        .as_object()
+        .map(|c| c.values().filter_map(|v| v["object_id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_server_at_a_new_address_keeps_its_device_unique_ids_and_entity_ids() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    let token = TokenFile::new(&pms.token());
+    let by_ip = test_config(&broker.url(), &pms.url(), token.path());
+    let mut bridge = Bridge::start(&by_ip);
+    let (topic, first) =
+        server_config_when(&broker, "the server's config", |_, c| c["dev"]["configuration_url"].is_string()).await;
+    bridge.sigterm();
+    assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
+
+    let by_name = by_ip.replace(&pms.url(), &format!("http://localhost:{}", pms.port()));
+    assert_ne!(by_name, by_ip);
+    let _bridge = Bridge::start(&by_name);
+    let (moved_topic, moved) = server_config_when(&broker, "the config with the new address", |_, c| {
+        c["dev"]["configuration_url"] == format!("http://localhost:{}/web", pms.port())
+    })
+    .await;
+    assert_eq!(moved_topic, topic, "same device (config topic)");
+    assert_eq!(unique_ids(&moved), unique_ids(&first), "same unique ids");
+    assert_eq!(object_ids(&moved), object_ids(&first), "same entity ids");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(configs(&broker).await.len(), 1, "no second device for the new address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_unreachable_at_start_is_announced_disconnected_with_its_last_identity() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    let token = TokenFile::new(&pms.token());
+    // No configured name: the topic name comes from the server's friendlyName, which the next run cannot ask.
+    let config = test_config(&broker.url(), &pms.url(), token.path()).replace("name = \"test\"\n", "");
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let mut bridge = Bridge::start(&config);
+    probe.expect_payload("plex/fake_plex/state", "connected", SOON).await;
+    let (topic, first) = server_config_when(&broker, "the server's config", |_, _| true).await;
+    bridge.sigterm();
+    assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
+    pms.shutdown();
+
+    // Home Assistant (and the broker) forget the config; the bridge still knows the server from its `info`.
+    publish(broker.port(), &topic, "", true).await;
+    let _bridge = Bridge::start(&config);
+    let (again_topic, again) = server_config_when(&broker, "the config of the unreachable server", |_, _| true).await;
+    assert_eq!(again_topic, topic);
+    assert_eq!(unique_ids(&again), unique_ids(&first));
+    let held = retained(broker.port(), "plex/fake_plex/state", Duration::from_millis(500)).await;
+    assert_eq!(held.get("plex/fake_plex/state").map(Vec::as_slice), Some(&b"disconnected"[..]), "Connected: off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_never_seen_gets_a_provisional_device_replaced_once_it_answers() {
+    let broker = Mosquitto::start();
+    let port = support::mosquitto::free_port();
+    let token = TokenFile::new("token-of-a-server-not-yet-running");
+    let url = format!("http://127.0.0.1:{port}");
+    let config = test_config(&broker.url(), &url, token.path()).replace("name = \"test\"\n", "");
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#", "homeassistant/#"]).await;
+    let _bridge = Bridge::start(&config);
+    let provisional =
+        probe.expect(SOON, "a provisional device", |m| is_config(m) && m.topic.contains("_unidentified_")).await;
+    let doc = provisional.json();
+    let connected = &doc["cmps"]["connected"];
+    assert_eq!(connected["state_topic"], "plex/bridge/stats");
+    assert_eq!(doc["dev"]["name"], "127.0.0.1");
+    // The stats may have come before the provisional device: look at everything received.
+    let stats = probe
+        .history_on("plex/bridge/stats")
+        .into_iter()
+        .map(|m| m.json())
+        .find(|s| s["servers"][0]["state"] == "disconnected")
+        .expect("bridge stats with the server disconnected");
+    assert_eq!(stats["servers_connected"], 0);
+
+    // The server comes up: its real device appears and the provisional one is removed.
+    let pms = FakePms::start(FakePmsConfig { port, ..FakePmsConfig::default() }).await;
+    token.set(&pms.token());
+    probe.expect_payload("plex/fake_plex/state", "connected", Duration::from_secs(15)).await;
+    assert!(probe.history_on(&provisional.topic).last().is_some_and(Msg::is_empty), "the provisional device removed");
+    let (_, real) = server_config_when(&broker, "the real device", |t, _| !t.contains("_unidentified_")).await;
+    assert_eq!(real["dev"]["identifiers"][0], format!("plex_{}", pms.config().machine_identifier));
+}
