@@ -96,6 +96,11 @@ impl HomeAssistant {
 
     /// `GET path` on the REST API as JSON; None unless 200.
     pub async fn get(&self, path: &str) -> Option<Value> {
+        serde_json::from_str(&self.get_ok(path).await?.text().await.ok()?).ok()
+    }
+
+    /// `GET path` with the access token; the response if it is a 200.
+    async fn get_ok(&self, path: &str) -> Option<reqwest::Response> {
         let response = self
             .http
             .get(format!("http://127.0.0.1:{}{path}", self.port))
@@ -103,10 +108,7 @@ impl HomeAssistant {
             .send()
             .await
             .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        serde_json::from_str(&response.text().await.ok()?).ok()
+        response.status().is_success().then_some(response)
     }
 
     /// `POST path` with a JSON body; the response text, None unless 200.
@@ -145,16 +147,7 @@ impl HomeAssistant {
 
     /// The bytes an image entity serves (`/api/image_proxy/<entity_id>`).
     pub async fn image(&self, entity_id: &str) -> Option<Vec<u8>> {
-        let response = self
-            .http
-            .get(format!("http://127.0.0.1:{}/api/image_proxy/{entity_id}", self.port))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
+        let response = self.get_ok(&format!("/api/image_proxy/{entity_id}")).await?;
         response.bytes().await.ok().map(|b| b.to_vec())
     }
 
