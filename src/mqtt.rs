@@ -123,10 +123,12 @@ impl Publisher {
         stale.iter().filter(|(topic, _)| wanted(topic)).map(|(t, p)| (t.clone(), p.clone())).collect()
     }
 
-    /// Waits (at most `limit`) until the start-up read of leftover retained topics is complete.
-    pub async fn stale_scan_done(&self, limit: Duration) {
+    /// Waits (at most `limit`) until the start-up read of leftover retained topics is complete; returns whether
+    /// it is (it starts only once the broker is reached, so a caller that must not act on a partial picture
+    /// tries again later when this says `false`).
+    pub async fn stale_scan_done(&self, limit: Duration) -> bool {
         let mut done = self.shared.scan_done.subscribe();
-        let _ = tokio::time::timeout(limit, done.wait_for(|d| *d)).await;
+        tokio::time::timeout(limit, done.wait_for(|d| *d)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Retained topics this bridge currently holds under `prefix`.
@@ -386,11 +388,12 @@ async fn drive(
                         resend_discovery_soon(shared.clone(), ha.own_config_prefix.clone());
                     }
                 } else if publish.retain && !publish.payload.is_empty() && scan.active() {
-                    shared
-                        .stale
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(publish.topic.clone(), publish.payload.clone());
+                    // Payloads are kept only for the bridge's own topics and configs (other integrations'
+                    // configs are only ever listed, never read).
+                    let own =
+                        publish.topic.starts_with(&scan.own_topics) || publish.topic.starts_with(&ha.own_config_prefix);
+                    let payload = if own { publish.payload.clone() } else { Bytes::new() };
+                    shared.stale.lock().unwrap_or_else(|p| p.into_inner()).insert(publish.topic.clone(), payload);
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => shared.outbox().written(pkid),
@@ -442,6 +445,8 @@ fn describe(error: &ConnectionError) -> String {
 /// from its `info`.
 struct StaleScan {
     client: AsyncClient,
+    /// `<p>/`: the bridge's own topics.
+    own_topics: String,
     filters: Vec<String>,
     state: ScanState,
     deadline: Option<tokio::time::Instant>,
@@ -481,6 +486,7 @@ impl StaleScan {
     fn new(client: AsyncClient, prefix: &str, discovery_filter: &str) -> Self {
         StaleScan {
             client,
+            own_topics: format!("{prefix}/"),
             filters: vec![
                 format!("{prefix}/+/sessions/+"),
                 format!("{prefix}/+/activities/+"),

@@ -138,9 +138,12 @@ impl Tracker {
         self
     }
 
-    /// The session keys tracked now.
-    pub fn session_keys(&self) -> HashSet<String> {
-        self.sessions.keys().cloned().collect()
+    /// The sessions tracked now, each with the machineIdentifier of its player once the details say it.
+    pub fn session_players(&self) -> std::collections::HashMap<String, Option<String>> {
+        self.sessions
+            .iter()
+            .map(|(key, t)| (key.clone(), t.info.as_ref().and_then(|i| i.player_machine_identifier.clone())))
+            .collect()
     }
 
     /// New sessions not tracked so far because [`Tracker::new`]'s `max_sessions` were tracked already.

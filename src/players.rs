@@ -11,7 +11,7 @@
 //! - the retained state carries the player's identity and when it was last seen, so the next run restores its
 //!   players from the broker and expires those not seen for `players.expire_after`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -82,20 +82,27 @@ impl Players {
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let identity =
             (text(&doc["player"]["name"]), text(&doc["player"]["product"]), text(&doc["player"]["platform"]));
+        let new = !self.by_segment.contains_key(&player);
         let record = self.by_segment.entry(player.clone()).or_insert_with(|| PlayerRecord {
             machine_identifier: machine_identifier.to_owned(),
             ..PlayerRecord::default()
         });
-        if (&record.title, &record.product, &record.platform) != (&identity.0, &identity.1, &identity.2) {
+        if new || (&record.title, &record.product, &record.platform) != (&identity.0, &identity.1, &identity.2) {
             (record.title, record.product, record.platform) = identity;
             out.push(PlayerOutput::Announce { player: player.clone() });
         }
         record.last_seen_ms = now_ms;
-        record.session_key = doc["session_key"].as_str().map(str::to_owned);
-        record.state = text(&doc["state"]);
-        if record.state == "stopped" {
+        let session_key = doc["session_key"].as_str().map(str::to_owned);
+        if doc["state"] == "stopped" {
+            // Only the session the player shows now makes it idle: the late stop of an earlier one does not.
+            if record.session_key.is_some() && record.session_key != session_key {
+                return out;
+            }
             record.state = "idle".to_owned();
             record.session_key = None;
+        } else {
+            record.session_key = session_key;
+            record.state = text(&doc["state"]);
         }
         let thumb = doc["media"]["thumb"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
         if thumb.is_some() && thumb != record.thumb && record.state != "idle" {
@@ -138,11 +145,15 @@ impl Players {
         out
     }
 
-    /// After a `/status/sessions` snapshot: every player whose session is not among `active` is idle.
-    pub fn settle(&mut self, active: &HashSet<String>) -> Vec<PlayerOutput> {
+    /// After a `/status/sessions` snapshot: every player whose session is not among `active` (session key →
+    /// machineIdentifier of its player, when known) is idle — also when its old session key now belongs to
+    /// another player (PMS reuses keys after a restart).
+    pub fn settle(&mut self, active: &HashMap<String, Option<String>>) -> Vec<PlayerOutput> {
         let mut out = Vec::new();
         for (player, record) in &mut self.by_segment {
-            let playing = record.session_key.as_ref().is_some_and(|key| active.contains(key));
+            let playing = record.session_key.as_ref().and_then(|key| active.get(key)).is_some_and(|on| {
+                on.as_deref().is_none_or(|machine_identifier| machine_identifier == record.machine_identifier)
+            });
             if !playing && record.state != "idle" {
                 record.session_key = None;
                 record.state = "idle".to_owned();
@@ -154,13 +165,17 @@ impl Players {
 
     /// Takes over a player from the retained state an earlier run left (`doc`), unless it has expired since.
     pub fn restore(&mut self, player: &str, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        if self.by_segment.contains_key(player) {
+            return Vec::new(); // seen in this run already: what it says now wins
+        }
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let record = PlayerRecord {
             machine_identifier: text(&doc["player"]["machine_identifier"]),
             title: text(&doc["player"]["name"]),
             product: text(&doc["player"]["product"]),
             platform: text(&doc["player"]["platform"]),
-            last_seen_ms: doc["last_seen_ms"].as_u64().unwrap_or(now_ms),
+            // A time in the future (a clock stepped back, or a document not written by this bridge) counts as now.
+            last_seen_ms: doc["last_seen_ms"].as_u64().unwrap_or(now_ms).min(now_ms),
             session_key: doc["attributes"]["session_key"].as_str().map(str::to_owned),
             state: text(&doc["state"]),
             thumb: None,
@@ -211,8 +226,15 @@ fn identity(record: &PlayerRecord) -> Value {
     })
 }
 
+/// RFC 3339; a time humantime cannot format (past the year 9999) gives an empty text, never a panic.
 fn last_seen(record: &PlayerRecord) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(record.last_seen_ms)).to_string()
+    use std::fmt::Write;
+    let mut text = String::new();
+    let at = UNIX_EPOCH + Duration::from_millis(record.last_seen_ms);
+    if write!(text, "{}", humantime::format_rfc3339_seconds(at)).is_err() {
+        text.clear();
+    }
+    text
 }
 
 fn idle_document(record: &PlayerRecord) -> Value {
@@ -306,11 +328,39 @@ mod tests {
     }
 
     #[test]
+    fn a_late_stop_of_an_earlier_session_leaves_the_current_one_and_reused_keys_do_not_keep_a_ghost() {
+        let mut players = Players::new(None);
+        players.on_session(&session("1", "p", "playing", "A", ""), 1_000);
+        players.on_session(&session("2", "p", "paused", "B", ""), 2_000);
+        let stop_of_1 = json!({ "event_type": "stop", "session": session("1", "p", "playing", "A", "") });
+        assert!(states(&players.on_event(&stop_of_1, 3_000)).is_empty(), "session 1 is not what p shows");
+        assert_eq!(players.get("p").map(|r| r.state.as_str()), Some("paused"));
+        // After a PMS restart key "2" belongs to another player: p is idle.
+        let active: HashMap<String, Option<String>> = [("2".to_owned(), Some("q".to_owned()))].into();
+        assert_eq!(states(&players.settle(&active)), [("p".to_owned(), "idle".to_owned())]);
+    }
+
+    #[test]
+    fn hostile_restored_documents_neither_panic_nor_overwrite() {
+        let mut players = Players::new(Some(Duration::from_secs(10)));
+        let far_future =
+            json!({ "state": "idle", "player": { "machine_identifier": "a" }, "last_seen_ms": 300_000_000_000_000u64 });
+        let out = players.restore("a", &far_future, 5_000);
+        assert!(matches!(out.last(), Some(PlayerOutput::State { .. })));
+        assert!(players.expire(16_000).len() == 1, "counted as seen now, so it expires in time");
+        let mut players = Players::new(None);
+        players.on_session(&session("1", "a", "playing", "A", ""), 1_000);
+        assert!(players.restore("a", &far_future, 2_000).is_empty(), "this run's state wins");
+        let nameless = json!({ "session_key": "9", "state": "playing", "player": { "machine_identifier": "n" } });
+        assert!(players.on_session(&nameless, 1_000).contains(&PlayerOutput::Announce { player: "n".into() }));
+    }
+
+    #[test]
     fn settle_idles_players_whose_session_is_gone_and_expiry_removes_old_ones() {
         let mut players = Players::new(Some(Duration::from_secs(10)));
         players.on_session(&session("1", "a", "playing", "A", ""), 1_000);
         players.on_session(&session("2", "b", "playing", "B", ""), 1_000);
-        let active: HashSet<String> = ["2".to_owned()].into();
+        let active: HashMap<String, Option<String>> = [("2".to_owned(), Some("b".to_owned()))].into();
         assert_eq!(states(&players.settle(&active)), [("a".to_owned(), "idle".to_owned())]);
         assert!(players.expire(5_000).is_empty());
         assert_eq!(players.expire(20_000), [PlayerOutput::Remove { player: "a".into() }], "b still plays");
@@ -321,6 +371,7 @@ mod tests {
         let mut restored = Players::new(Some(Duration::from_secs(10)));
         assert_eq!(restored.restore("b", doc, 35_000)[0], PlayerOutput::Announce { player: "b".into() });
         assert_eq!(restored.get("b").map(|r| r.title.as_str()), Some("TV b"));
-        assert_eq!(restored.restore("b", doc, 50_000), [PlayerOutput::Remove { player: "b".into() }]);
+        let mut later = Players::new(Some(Duration::from_secs(10)));
+        assert_eq!(later.restore("b", doc, 50_000), [PlayerOutput::Remove { player: "b".into() }]);
     }
 }

@@ -232,7 +232,8 @@ impl StateTask {
                     match result {
                         Fetched::Sessions { requested_at_ms, result } => {
                             sessions_in_flight = false;
-                            if !side.restored {
+                            // Only from the complete start-up read of the broker (it waits for the broker itself).
+                            if !side.restored && self.publisher.stale_scan_done(Duration::ZERO).await {
                                 side.restored = true;
                                 self.restore_players(topics, &mut side);
                             }
@@ -243,7 +244,7 @@ impl StateTask {
                                     let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects, &tracker, &mut side);
-                                    let settled = side.players.settle(&tracker.session_keys());
+                                    let settled = side.players.settle(&tracker.session_players());
                                     self.publish_players(topics, settled, &mut side);
                                     self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
                                     self.clear_stale_sessions(topics);

@@ -377,6 +377,10 @@ impl Supervisor {
         };
         let device = ServerDevice { url: self.server.url.as_str(), name, identity, topics };
         let (topic, config) = discovery.server_config(&device, &self.bridge_topics);
+        // Versions before 0.1.0's machineIdentifier-keyed ids announced this server under a URL-keyed id: remove
+        // that device first, so Home Assistant frees the entity ids before the new device claims them (else
+        // every entity would come back as `…_2`).
+        self.publisher.clear(discovery.legacy_server_config_topic(self.server.url.as_str()));
         self.publisher.retain(topic, config.to_string());
         if let Some(provisional) = session.provisional.take() {
             self.publisher.clear(provisional);
@@ -391,8 +395,10 @@ impl Supervisor {
         if session.identified || session.last_known_looked_up {
             return;
         }
+        if !self.publisher.stale_scan_done(Duration::from_secs(3)).await {
+            return; // the broker's leftovers are not known yet: look at the next failure
+        }
         session.last_known_looked_up = true;
-        self.publisher.stale_scan_done(Duration::from_secs(3)).await;
         match self.last_known_identity(session) {
             Some((name, identity, info_topic, info)) => {
                 tracing::info!(name = %name, machine_identifier = %identity.machine_identifier,

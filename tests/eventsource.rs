@@ -30,7 +30,7 @@ async fn connected(pms: FakePmsConfig, transport: Option<&str>) -> Fixture {
 }
 
 async fn info(f: &Fixture) -> serde_json::Value {
-    let held = retained(f.broker.port(), "plex/test/info", Duration::from_millis(400)).await;
+    let held = retained(f.broker.port(), "plex/test/info", Duration::from_secs(1)).await;
     serde_json::from_slice(held.get("plex/test/info").expect("info is retained")).expect("info is JSON")
 }
 

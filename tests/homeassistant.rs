@@ -421,3 +421,35 @@ async fn a_server_never_seen_gets_a_provisional_device_replaced_once_it_answers(
     let (_, real) = server_config_when(&broker, "the real device", |t, _| !t.contains("_unidentified_")).await;
     assert_eq!(real["dev"]["identifiers"][0], format!("plex_{}", pms.config().machine_identifier));
 }
+
+/// FNV-1a 32, as the bridge's ids use it (written here independently).
+fn fnv32(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_from_url_keyed_ids_removes_the_old_device_before_announcing_the_new_one() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    let token = TokenFile::new(&pms.token());
+    let config = test_config(&broker.url(), &pms.url(), token.path());
+    // What versions with URL-keyed ids left: `plexmqtt_<prefix hash>_<URL hash>` (the URL as configured, which the
+    // bridge normalises with a trailing slash).
+    let legacy =
+        format!("homeassistant/device/plexmqtt_{:08x}_{:08x}/config", fnv32("plex"), fnv32(&format!("{}/", pms.url())));
+    publish(
+        broker.port(),
+        &legacy,
+        r#"{"dev":{"identifiers":["old"]},"o":{"name":"plex-mqtt-bridge"},"cmps":{}}"#,
+        true,
+    )
+    .await;
+    let mut probe = Probe::subscribe(broker.port(), &["homeassistant/#"]).await;
+    probe.expect(SOON, "the old device (retained)", |m| m.topic == legacy).await;
+    let _bridge = Bridge::start(&config);
+    probe.expect(SOON, "the new server device", |m| is_server_config(m) && m.topic != legacy).await;
+    let history = probe.history();
+    let removed = history.iter().position(|m| m.topic == legacy && m.payload.is_empty());
+    let announced = history.iter().position(|m| is_server_config(m) && m.topic != legacy);
+    assert!(removed.is_some() && removed < announced, "old device removed first: {removed:?} {announced:?}");
+}

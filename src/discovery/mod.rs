@@ -91,6 +91,11 @@ impl Discovery {
         format!("{}_player_{}", self.server_device_id(server_machine_identifier), id_segment(player))
     }
 
+    /// The config topic under which versions with URL-keyed ids announced the server configured with `url`.
+    pub fn legacy_server_config_topic(&self, server_url: &str) -> String {
+        self.config_topic(&format!("{}_{:08x}", self.node, fnv32(server_url)))
+    }
+
     /// The device id of the bridge itself.
     pub fn bridge_device_id(&self) -> String {
         format!("{}_bridge", self.node)

@@ -38,7 +38,9 @@ impl KnownServers {
     /// Removes the bridge's stale configs once every server is known (`discovery` off: all of its configs, as
     /// soon as the broker's retained topics have been read).
     pub async fn remove_stale(self, publisher: Publisher, discovery: Discovery, enabled: bool) {
-        publisher.stale_scan_done(Duration::from_secs(5)).await;
+        // Nothing is removed from a partial picture: wait for the whole start-up read, however long the broker
+        // takes to be reached.
+        while !publisher.stale_scan_done(Duration::from_secs(3600)).await {}
         let own_prefix = discovery.own_config_prefix();
         let known: Vec<String> = if enabled {
             let mut ids = self.ids.subscribe();
