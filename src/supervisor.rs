@@ -254,6 +254,10 @@ impl Supervisor {
             return Attempt::Failed(PlexError::Transport("no topic name".into()));
         };
         self.publish_info(session, &identity, transport.as_str());
+        if !session.identified {
+            // The first announcement replaces what an earlier version left (see `announce`): know it first.
+            self.publisher.stale_scan_done(Duration::from_secs(3)).await;
+        }
         self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
         telemetry().server_problem(&self.label(session), None);
@@ -377,10 +381,13 @@ impl Supervisor {
         };
         let device = ServerDevice { url: self.server.url.as_str(), name, identity, topics };
         let (topic, config) = discovery.server_config(&device, &self.bridge_topics);
-        // Versions before 0.1.0's machineIdentifier-keyed ids announced this server under a URL-keyed id: remove
-        // that device first, so Home Assistant frees the entity ids before the new device claims them (else
+        // Earlier versions announced this server under a URL-keyed id: if the broker still has that device,
+        // remove it first, so Home Assistant frees the entity ids before the new device claims them (else
         // every entity would come back as `…_2`).
-        self.publisher.clear(discovery.legacy_server_config_topic(self.server.url.as_str()));
+        let legacy = discovery.legacy_server_config_topic(self.server.url.as_str());
+        if !self.publisher.stale_payloads(|t| t == legacy).is_empty() {
+            self.publisher.clear(legacy);
+        }
         self.publisher.retain(topic, config.to_string());
         if let Some(provisional) = session.provisional.take() {
             self.publisher.clear(provisional);
