@@ -237,6 +237,14 @@ impl Supervisor {
             self.adopt_name(session, name);
             self.set_state(session, ServerState::Connecting);
         }
+        if !session.identified {
+            // The first announcement replaces what an earlier version left on the broker (see `announce`):
+            // read it first (well under a second once the broker is reached; bounded).
+            tokio::select! {
+                _ = self.publisher.stale_scan_done(Duration::from_secs(3)) => {}
+                () = cancel.cancelled() => return Attempt::Shutdown,
+            }
+        }
         let connect = tokio::select! {
             connected = self.connect(session, &token) => connected,
             () = cancel.cancelled() => return Attempt::Shutdown,
@@ -254,10 +262,6 @@ impl Supervisor {
             return Attempt::Failed(PlexError::Transport("no topic name".into()));
         };
         self.publish_info(session, &identity, transport.as_str());
-        if !session.identified {
-            // The first announcement replaces what an earlier version left (see `announce`): know it first.
-            self.publisher.stale_scan_done(Duration::from_secs(3)).await;
-        }
         self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
         telemetry().server_problem(&self.label(session), None);
