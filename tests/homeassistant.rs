@@ -55,7 +55,7 @@ fn template_field(template: &str) -> Option<String> {
 async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics() {
     let broker = Mosquitto::start();
     let pms = FakePms::start(FakePmsConfig::default()).await;
-    pms.set_canned("/status/sessions", sessions(Some("playing")));
+    pms.set_canned("/status/sessions", sessions(None));
     pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
     let token = TokenFile::new(&pms.token());
     let mut probe = Probe::subscribe(broker.port(), &["homeassistant/#", "plex/#"]).await;
@@ -122,6 +122,10 @@ async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics
 
     // Drive a play → pause → stop sequence and a scan, then check every referenced topic carries what the
     // entity reads.
+    // After the resync on connecting (which found nothing playing), a session starts.
+    assert!(pms.wait_for_requests("/status/sessions", 1, SOON).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pms.set_canned("/status/sessions", sessions(Some("playing")));
     pms.push_text(&scan("started"));
     pms.push_text(&playing("playing", 0));
     probe

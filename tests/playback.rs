@@ -53,12 +53,18 @@ async fn start(pms_setup: impl FnOnce(&FakePms), extra_plex: &str) -> Fixture {
     let setup = |pms: &FakePms| {
         set_sessions(pms, &[]);
         set_activities(pms, &[]);
-        pms_setup(pms);
     };
-    Fixture::connected_with(FakePmsConfig::default(), setup, |c| {
+    let f = Fixture::connected_with(FakePmsConfig::default(), setup, |c| {
         c.replace("[plex]\n", &format!("[plex]\n{extra_plex}"))
     })
-    .await
+    .await;
+    // The resync right after connecting finds nothing playing; what `pms_setup` serves from then on belongs to
+    // the sessions the test starts with notifications (a session already listed at connect time is one that was
+    // playing before the bridge came, which by design gets no `play`).
+    assert!(f.pms.wait_for_requests("/status/sessions", 1, SOON).await, "the resync after connecting");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pms_setup(&f.pms);
+    f
 }
 
 async fn next_event(probe: &mut Probe, kind: &str) -> Value {
