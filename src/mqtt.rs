@@ -26,6 +26,17 @@ use crate::topic::BridgeTopics;
 
 /// Room left in a packet for the fixed header, topic length and packet id.
 const PACKET_OVERHEAD: usize = 16;
+/// While the broker is connected, the live queue may hold this many times `mqtt.queue_size` before the oldest
+/// event is dropped: readers stop reading from Plex once it is full ([`Publisher::live_backlogged`]), so only
+/// the items of the frame being read when it filled can come on top (a frame is at most
+/// `plex.max_message_size`).
+const CONNECTED_OVERSHOOT: usize = 4;
+
+/// A reader paused by backpressure reads again once the live queue is below this share of its capacity
+/// (hysteresis, so it reads in batches rather than one message per freed slot).
+fn room_again(capacity: usize) -> usize {
+    capacity - capacity / 4
+}
 
 struct Shared {
     outbox: Mutex<Outbox>,
@@ -34,6 +45,10 @@ struct Shared {
     stale: Mutex<std::collections::BTreeMap<String, Bytes>>,
     scan_done: watch::Sender<bool>,
     wake: Notify,
+    /// Signalled when the live queue drains below [`ROOM_AGAIN`] while a reader waits ([`Publisher::live_room`]).
+    room: Notify,
+    /// A reader is waiting for room (so the sender signals `room`).
+    room_wanted: std::sync::atomic::AtomicBool,
     max_packet_size: usize,
 }
 
@@ -59,11 +74,16 @@ impl Publisher {
             let mut outbox = self.shared.outbox();
             let episode_before = outbox.overflow_episode();
             let mut dropped = 0u64;
+            let limit = if *self.connected.borrow() {
+                outbox.live_capacity().saturating_mul(CONNECTED_OVERSHOOT)
+            } else {
+                outbox.live_capacity()
+            };
             for action in actions {
                 match action {
                     Action::Live { topic, payload } => {
                         if self.fits(&topic, &payload) {
-                            dropped += u64::from(outbox.push_live(topic, payload));
+                            dropped += u64::from(outbox.push_live(topic, payload, limit));
                         }
                     }
                     Action::Retain { topic, payload } => {
@@ -87,6 +107,39 @@ impl Publisher {
             }
         }
         self.shared.wake.notify_one();
+    }
+
+    /// Whether a reader of Plex should stop reading: the broker is connected (so waiting loses nothing) and the
+    /// live queue is full. While the broker is unreachable readers go on and the oldest live events are dropped
+    /// (counted), because waiting could last for ever.
+    pub fn live_backlogged(&self) -> bool {
+        if !*self.connected.borrow() {
+            return false;
+        }
+        let outbox = self.shared.outbox();
+        outbox.live_len() >= outbox.live_capacity()
+    }
+
+    /// Waits until the live queue has room again (below three quarters of its capacity) or the broker
+    /// connection is lost.
+    pub async fn live_room(&self) {
+        let mut connected = self.connected.clone();
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            self.shared.room_wanted.store(true, std::sync::atomic::Ordering::Release);
+            {
+                let outbox = self.shared.outbox();
+                if !*connected.borrow_and_update() || outbox.live_len() < room_again(outbox.live_capacity()) {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = &mut room => {}
+                changed = connected.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// Sets one retained topic.
@@ -211,6 +264,8 @@ pub fn start(
     let shared = Arc::new(Shared {
         outbox: Mutex::new(Outbox::new(config.queue_size)),
         wake: Notify::new(),
+        room: Notify::new(),
+        room_wanted: std::sync::atomic::AtomicBool::new(false),
         max_packet_size: config.max_packet_size,
         stale: Default::default(),
         scan_done: watch::channel(false).0,
@@ -307,6 +362,11 @@ async fn send(
             let next = outbox.pop();
             if let Some(message) = &next {
                 outbox.handed_over(message);
+            }
+            if outbox.live_len() < room_again(outbox.live_capacity())
+                && shared.room_wanted.swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                shared.room.notify_waiters();
             }
             if let Some(dropped) = outbox.end_overflow_episode() {
                 tracing::warn!(

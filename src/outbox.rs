@@ -102,9 +102,11 @@ impl Outbox {
             .collect()
     }
 
-    /// Queues a live event, dropping the oldest one when full. Returns whether something was dropped.
-    pub fn push_live(&mut self, topic: String, payload: Bytes) -> bool {
-        let overflow = self.live.len() >= self.live_capacity;
+    /// Queues a live event, dropping the oldest one when the queue holds `limit` events already (the capacity
+    /// while the broker is unreachable; more while it is connected, when the reader waits for room instead, and
+    /// only the items of the frame being read can arrive meanwhile). Returns whether something was dropped.
+    pub fn push_live(&mut self, topic: String, payload: Bytes, limit: usize) -> bool {
+        let overflow = self.live.len() >= limit.max(1);
         if overflow {
             self.live.pop_front();
             self.dropped += 1;
@@ -112,6 +114,16 @@ impl Outbox {
         }
         self.live.push_back((topic, payload));
         overflow
+    }
+
+    /// Live events waiting now.
+    pub fn live_len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// How many live events the queue holds before it counts as full.
+    pub fn live_capacity(&self) -> usize {
+        self.live_capacity
     }
 
     /// Live events dropped by overflow in the episode under way (since the live queue was last empty).
@@ -237,7 +249,7 @@ mod tests {
     #[test]
     fn retained_state_goes_first_and_keeps_only_the_latest() {
         let mut o = Outbox::new(10);
-        o.push_live("live".into(), Bytes::from("1"));
+        o.push_live("live".into(), Bytes::from("1"), 10);
         o.retain("r".into(), Bytes::from("a"));
         o.retain("r".into(), Bytes::from("b"));
         assert_eq!(drain(&mut o), [("r".into(), "b".into(), true), ("live".into(), "1".into(), false)]);
@@ -250,7 +262,7 @@ mod tests {
         let mut o = Outbox::new(2);
         o.retain("r".into(), Bytes::from("x"));
         for i in 0..5 {
-            o.push_live("live".into(), Bytes::from(i.to_string()));
+            o.push_live("live".into(), Bytes::from(i.to_string()), 2);
         }
         assert_eq!(o.dropped(), 3);
         assert_eq!(o.overflow_episode(), 3);
@@ -268,7 +280,7 @@ mod tests {
         o.retain("a".into(), Bytes::from("1"));
         o.retain("b".into(), Bytes::from("2"));
         o.clear("b".into());
-        o.push_live("live".into(), Bytes::from("e"));
+        o.push_live("live".into(), Bytes::from("e"), 10);
         assert_eq!(drain(&mut o).len(), 3);
         o.written(1);
         o.written(2);

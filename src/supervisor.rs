@@ -21,7 +21,7 @@ use crate::mqtt::Publisher;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
 use crate::plex::ws::{self, WsEndpoint, WsStream};
-use crate::plex::{read_token, Incoming, PlexError, SessionEnd, SessionStats};
+use crate::plex::{read_token, Incoming, PlexError, ReadGate, SessionEnd, SessionStats};
 use crate::router::route;
 use crate::server_state::{StateInput, StateTask, QUEUE};
 use crate::telemetry::{telemetry, NotificationCounts};
@@ -307,6 +307,7 @@ impl Supervisor {
                     "notification skipped");
             }
         };
+        let gate = Backpressure { publisher, state_inputs };
         let end = match connected {
             Connected::WebSocket(stream) => {
                 ws::run_session(
@@ -315,13 +316,14 @@ impl Supervisor {
                     self.plex.idle_timeout,
                     cancel,
                     &mut stats,
+                    &gate,
                     &mut on_message,
                 )
                 .await
             }
             Connected::EventSource(stream) => {
                 // PMS pings the stream every 10 s; two missed pings mean it is dead.
-                sse::run_session(stream, self.plex.ping_interval * 2, cancel, &mut stats, &mut on_message).await
+                sse::run_session(stream, self.plex.ping_interval * 2, cancel, &mut stats, &gate, &mut on_message).await
             }
         };
         tracing::debug!(?stats, "session statistics");
@@ -485,6 +487,25 @@ impl Supervisor {
             "transport": transport,
         });
         self.publisher.retain(topics.info(), info.to_string());
+    }
+}
+
+/// The session waits while the publisher's live queue is full with the broker connected, or the state task's
+/// queue is full: the notification is then read when it can be handled, never dropped for being early.
+struct Backpressure<'a> {
+    publisher: &'a Publisher,
+    state_inputs: &'a mpsc::Sender<StateInput>,
+}
+
+impl ReadGate for Backpressure<'_> {
+    fn blocked(&self) -> bool {
+        self.state_inputs.capacity() == 0 || self.publisher.live_backlogged()
+    }
+
+    async fn ready(&self) {
+        self.publisher.live_room().await;
+        // The session is the only sender, so room reserved here is still there when it sends.
+        let _ = self.state_inputs.reserve().await;
     }
 }
 

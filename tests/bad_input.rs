@@ -875,18 +875,19 @@ async fn bridge_with(edit: impl FnOnce(String) -> String) -> (Mosquitto, FakePms
 async fn every_dropped_live_event_is_counted_and_an_overflow_is_logged_once() {
     let (_broker, pms, _token, mut probe, http, bridge) = bridge_with(|config| config).await;
     probe.expect_payload("plex/test/state", "connected", SOON).await;
-    // One frame of 20,000 items: twice the live queue (mqtt.queue_size, 10,000) in one go.
-    let items: Vec<String> = (0..20_000).map(|i| format!(r#"{{"title":"s{i}"}}"#)).collect();
+    // One frame of 50,000 items. With the broker up the reader waits for room between frames, so only one
+    // frame's items can come on top of a full queue; the queue takes 4 × mqtt.queue_size (40,000) then.
+    let items: Vec<String> = (0..50_000).map(|i| format!(r#"{{"title":"s{i}"}}"#)).collect();
     let items: Vec<&str> = items.iter().map(String::as_str).collect();
     pms.push_text(&ws_frame("\"status\"", "StatusNotification", &items));
-    // The newest 10,000 are kept and delivered, in order; the oldest 10,000 are dropped.
-    let last = probe.expect_payload("plex/test/status", r#"{"title":"s19999"}"#, Duration::from_secs(30)).await;
+    // The newest 40,000 are kept and delivered, in order; the oldest 10,000 are dropped.
+    let last = probe.expect_payload("plex/test/status", r#"{"title":"s49999"}"#, Duration::from_secs(60)).await;
     drop(last);
     let delivered = probe.history_on("plex/test/status").len() as f64;
     assert!(bridge.wait_for_log("live-event queue has room again", SOON).await, "{}", bridge.logs());
     let (_, metrics) = support::http::get(http, "/metrics").await;
     let dropped = support::http::metric(&metrics, "plex_mqtt_bridge_messages_dropped_total", &[]);
-    assert_eq!(dropped + delivered, 20_000.0, "every event is delivered or counted as dropped: {metrics}");
+    assert_eq!(dropped + delivered, 50_000.0, "every event is delivered or counted as dropped: {metrics}");
     assert_eq!(dropped, 10_000.0, "{metrics}");
     let logs = bridge.logs();
     let full: Vec<&str> = logs.lines().filter(|l| l.contains("live-event queue full")).collect();
@@ -894,6 +895,43 @@ async fn every_dropped_live_event_is_counted_and_an_overflow_is_logged_once() {
     assert!(full[0].contains("dropped=10000"), "the warning says how many: {}", full[0]);
     let ended: Vec<&str> = logs.lines().filter(|l| l.contains("live-event queue has room again")).collect();
     assert!(ended.len() == 1 && ended[0].contains("dropped=10000"), "the episode's total is logged: {ended:?}");
+}
+
+/// Peak resident memory of a process (`VmHWM`, KiB).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_slower_than_plex_loses_nothing_and_the_paused_link_is_not_taken_for_dead() {
+    // One PUBLISH in flight at a time: the broker acknowledges, slowly (one round trip per message), while the
+    // fake PMS writes 100,000 notifications as fast as it can. idle_timeout is 1 s in the test config, far
+    // shorter than the pauses.
+    let (_broker, pms, _token, mut probe, http, bridge) =
+        bridge_with(|config| config.replace("qos = 1\n", "qos = 1\nmax_inflight = 1\n")).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    const FRAMES: usize = 50;
+    const PER_FRAME: usize = 2_000;
+    for frame in 0..FRAMES {
+        let items: Vec<String> = (0..PER_FRAME).map(|i| format!(r#"{{"title":"f{frame}i{i}"}}"#)).collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        pms.push_text(&ws_frame("\"status\"", "StatusNotification", &items));
+    }
+    let last = format!(r#"{{"title":"f{}i{}"}}"#, FRAMES - 1, PER_FRAME - 1);
+    probe.expect_payload("plex/test/status", &last, Duration::from_secs(120)).await;
+    let delivered = probe.history_on("plex/test/status").len();
+    assert_eq!(delivered, FRAMES * PER_FRAME, "every notification delivered");
+    let (_, metrics) = support::http::get(http, "/metrics").await;
+    assert_eq!(support::http::metric(&metrics, "plex_mqtt_bridge_messages_dropped_total", &[]), 0.0, "{metrics}");
+    assert_eq!(pms.ws_connections_total(), 1, "no reconnect: a reader paused for the broker is not a dead link");
+    assert!(!bridge.logs().contains("live-event queue full"), "no overflow while the broker is up");
+    let peak = peak_rss_kib(bridge.pid());
+    assert!(peak > 0 && peak < 64 * 1024, "peak memory {peak} KiB");
 }
 
 /// A `playing` frame announcing `n` new sessions (keys 1..=n).

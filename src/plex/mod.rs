@@ -160,9 +160,37 @@ pub enum SessionEnd {
     Error(String),
 }
 
+/// Backpressure on a notification session: while what the messages feed (the MQTT publisher, the state task)
+/// is full, the session stops reading, so TCP flow control holds the rest in the server's send buffer instead
+/// of the bridge dropping it. The time spent waiting does not count against the link's liveness.
+pub trait ReadGate {
+    /// Whether the session must wait before reading the next message (cheap: called for every message).
+    fn blocked(&self) -> bool;
+    /// Resolves once there is room again.
+    fn ready(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Waits at `gate` when it is blocked; returns false if `cancel` fired meanwhile, and whether it waited.
+pub async fn pass(
+    gate: &impl ReadGate,
+    cancel: &tokio_util::sync::CancellationToken,
+    stats: &mut SessionStats,
+) -> bool {
+    if !gate.blocked() {
+        return true;
+    }
+    stats.paused += 1;
+    tokio::select! {
+        () = gate.ready() => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
 /// Counts of one session, for the logs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SessionStats {
+    /// Times reading stopped for backpressure.
+    pub paused: u64,
     /// Notifications handed on (frames or events).
     pub messages: u64,
     /// Messages that carry nothing to forward: binary frames.

@@ -93,6 +93,7 @@ pub async fn run_session(
     idle_timeout: Duration,
     cancel: &CancellationToken,
     stats: &mut SessionStats,
+    gate: &impl super::ReadGate,
     mut on_message: impl FnMut(Incoming<'_>),
 ) -> SessionEnd {
     let mut events: Vec<SseEvent> = Vec::new();
@@ -122,6 +123,14 @@ pub async fn run_session(
                     if event.event == "ping" {
                         stats.pings += 1;
                         continue;
+                    }
+                    // One chunk may hold many events: wait for room before each (see `ReadGate`).
+                    if gate.blocked() {
+                        if !super::pass(gate, cancel, stats).await {
+                            return SessionEnd::Shutdown;
+                        }
+                        last_seen = Instant::now();
+                        idle.as_mut().reset(last_seen + idle_timeout);
                     }
                     stats.messages += 1;
                     on_message(Incoming::Event { event: &event.event, data: &event.data });

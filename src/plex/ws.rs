@@ -201,6 +201,7 @@ pub async fn run_session(
     idle_timeout: Duration,
     cancel: &CancellationToken,
     stats: &mut SessionStats,
+    gate: &impl super::ReadGate,
     mut on_message: impl FnMut(Incoming<'_>),
 ) -> SessionEnd {
     let mut last_seen = Instant::now();
@@ -208,6 +209,16 @@ pub async fn run_session(
     let ping = sleep_until(last_seen + ping_interval);
     tokio::pin!(idle, ping);
     loop {
+        if gate.blocked() {
+            if !super::pass(gate, cancel, stats).await {
+                let _ = timeout(Duration::from_millis(300), stream.close(None)).await;
+                return SessionEnd::Shutdown;
+            }
+            // Paused by backpressure, not by a dead link: liveness starts over from here.
+            last_seen = Instant::now();
+            idle.as_mut().reset(last_seen + idle_timeout);
+            ping.as_mut().reset(last_seen + ping_interval);
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
