@@ -71,7 +71,7 @@ const LATENCY_RATE: u64 = 1_000;
 const LATENCY_WARMUP: Duration = Duration::from_secs(1);
 const LATENCY_MEASURE: Duration = Duration::from_secs(10);
 /// Frames of the burst phase.
-const BURST: u64 = 60_000;
+const BURST: u64 = 100_000;
 /// Mosquitto raised for the load: no limit on in-flight messages, a deep queue, Nagle off, `$SYS` every second.
 const BROKER_CONFIG: &str =
     "max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nsys_interval 1\n";

@@ -29,8 +29,8 @@ pub enum BridgeError {
     Plex(#[from] PlexError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error("cannot set up the MQTT TLS tunnel: {0}")]
-    Tunnel(#[from] std::io::Error),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttSetupError),
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }

@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod discovery;
 pub mod http_server;
+pub mod lenient;
 pub mod library;
 pub mod logging;
 pub mod mqtt;

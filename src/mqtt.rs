@@ -24,6 +24,15 @@ use crate::outbox::{Outbox, Outgoing};
 use crate::router::Action;
 use crate::topic::BridgeTopics;
 
+/// Why the publisher could not be set up (everything after that is retried, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot set up the MQTT TLS tunnel: {0}")]
+    Tunnel(#[from] std::io::Error),
+}
+
 /// Room left in a packet for the fixed header, topic length and packet id.
 const PACKET_OVERHEAD: usize = 16;
 /// While the broker is connected, the live queue may hold this many times `mqtt.queue_size` before the oldest
@@ -247,7 +256,7 @@ pub fn start(
     config: &MqttConfig,
     topics: &BridgeTopics,
     ha: HomeAssistantLink,
-) -> Result<(Publisher, MqttConnection), crate::app::BridgeError> {
+) -> Result<(Publisher, MqttConnection), MqttSetupError> {
     let (mut options, tunnel) = connect_options(config, &config.client_id)?;
     options
         .set_keep_alive(config.keep_alive)
@@ -295,10 +304,7 @@ pub fn start(
 
 /// Options to reach the broker as `client_id` with the configured credentials: directly for `mqtt://`, through a
 /// [`Tunnel`] for `mqtts://` (keep the tunnel alive as long as the client).
-pub fn connect_options(
-    config: &MqttConfig,
-    client_id: &str,
-) -> Result<(MqttOptions, Option<Tunnel>), crate::app::BridgeError> {
+pub fn connect_options(config: &MqttConfig, client_id: &str) -> Result<(MqttOptions, Option<Tunnel>), MqttSetupError> {
     let (mut options, tunnel) = match &config.tls {
         None => (MqttOptions::new(client_id, config.host.clone(), config.port), None),
         Some(tls) => {

@@ -52,7 +52,7 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::config::lenient::string(deserializer).map(Secret::new)
+        crate::lenient::string(deserializer).map(Secret::new)
     }
 }
 

@@ -6,7 +6,7 @@ use reqwest::{Client, Url};
 use serde::Deserialize;
 
 use super::{token_header, PlexError};
-use crate::config::lenient;
+use crate::lenient;
 use crate::secret::Secret;
 
 /// What the server says about itself (from `/`): the source of its topic name and of `<server>/info`.
