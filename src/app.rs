@@ -94,7 +94,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
         let span =
             tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
         let supervisor = Supervisor {
-            http: PlexHttp::new(client.clone(), server.url.clone(), config.plex.request_timeout),
+            http: PlexHttp::new(client.clone(), server.url.clone(), config.plex.request_timeout)
+                .with_max_response_size(config.plex.max_response_size),
             server: server.clone(),
             plex: plex.clone(),
             headers: headers.clone(),

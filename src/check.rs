@@ -38,7 +38,8 @@ async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> 
         Ok(client) => client,
         Err(e) => return (false, format!("FAIL {what}: {e}")),
     };
-    let http = PlexHttp::new(client, server.url.clone(), config.plex.request_timeout);
+    let http = PlexHttp::new(client, server.url.clone(), config.plex.request_timeout)
+        .with_max_response_size(config.plex.max_response_size);
     match http.identity(&token).await {
         Ok(identity) => (
             true,

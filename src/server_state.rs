@@ -129,7 +129,8 @@ impl StateTask {
         let mut label = String::new();
         let mut sessions_at: Option<Instant> = None;
         let mut sessions_in_flight = false;
-        let mut failure_reported = false;
+        // Why the last `/status/sessions` look-up failed, if it was logged (a new reason is logged again).
+        let mut failure_reported: Option<&'static str> = None;
         // Whether the session cap's overflow has been logged since the tracker last had room.
         let mut untracked_reported = false;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -240,7 +241,7 @@ impl StateTask {
                             match result.and_then(|body| parse_sessions(&body).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
-                                    failure_reported = false;
+                                    failure_reported = None;
                                     let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects, &tracker, &mut side);
@@ -250,10 +251,10 @@ impl StateTask {
                                     self.clear_stale_sessions(topics);
                                 }
                                 Err(error) => {
-                                    if !failure_reported {
+                                    if failure_reported != Some(error.reason()) {
                                         tracing::warn!(%error, retry_in = ?RETRY_AFTER_FAILURE,
                                             "cannot read /status/sessions; raw events still flow, details follow when it answers");
-                                        failure_reported = true;
+                                        failure_reported = Some(error.reason());
                                     }
                                     let effects = tracker.flush_waiting(now_ms(), true);
                                     self.apply(topics, effects, &tracker, &mut side);

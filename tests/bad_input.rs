@@ -1020,3 +1020,32 @@ async fn server_supplied_strings_cannot_forge_log_lines_in_text_or_json() {
         assert!(named.contains("forged line"), "{format}: the name is shown, escaped: {named}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_deeply_nested_rest_responses_are_refused_at_the_cap_and_raw_events_flow() {
+    let (_broker, pms, _token, mut probe, http, bridge) =
+        bridge_with(|config| config.replace("[plex]\n", "[plex]\nmax_response_size = 1048576\n")).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // 20 MB of a session list that never ends, and an activity list nested 100,000 deep.
+    let mut huge = String::from(r#"{"MediaContainer":{"size":1,"Metadata":["#);
+    huge.push_str(&" ".repeat(20 * 1024 * 1024));
+    pms.set_canned("/status/sessions", CannedResponse::json(huge));
+    pms.set_canned("/activities", CannedResponse::json(format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))));
+    let playing = r#"{"sessionKey":"9","ratingKey":"1","key":"/library/metadata/1","viewOffset":0,"state":"playing"}"#;
+    pms.push_text(&ws_frame("\"playing\"", "PlaySessionStateNotification", &[playing]));
+    probe.expect_payload("plex/test/playing", playing, SOON).await;
+    assert!(
+        bridge.wait_for_log("response larger than 1048576 bytes (plex.max_response_size)", SOON).await,
+        "{}",
+        bridge.logs()
+    );
+    // The play event goes out without details, and the bridge keeps bridging.
+    let play = probe.expect(SOON, "play without details", |m| m.topic == "plex/test/events/playback").await.json();
+    assert_eq!(play["event_type"], "play");
+    pms.push_text(&ws_frame("\"status\"", "StatusNotification", &[r#"{"title":"still here"}"#]));
+    probe.expect_payload("plex/test/status", r#"{"title":"still here"}"#, SOON).await;
+    let (status, _) = support::http::get(http, "/healthz").await;
+    assert_eq!(status, 200);
+    let peak = peak_rss_kib(bridge.pid());
+    assert!(peak > 0 && peak < 64 * 1024, "peak memory {peak} KiB: the 20 MB body was not buffered");
+}

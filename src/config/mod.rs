@@ -163,6 +163,8 @@ pub struct PlexConfig {
     /// session's details from `/status/sessions`; after that they go out with what is known (completed later).
     #[serde(with = "humantime_serde")]
     pub enrichment_wait: Duration,
+    /// Largest REST response read from PMS (`/status/sessions`, `/activities`, metadata), in bytes.
+    pub max_response_size: usize,
 }
 
 /// One Plex Media Server.
@@ -355,6 +357,8 @@ struct RawPlex {
     max_sessions: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     enrichment_wait: Option<Duration>,
+    #[serde(default)]
+    max_response_size: Option<usize>,
     /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
     #[serde(flatten)]
     server: RawServer,
@@ -540,6 +544,7 @@ const PARSED_KEYS: &[&str] = &[
     "max_message_size",
     "scrobble_threshold",
     "max_sessions",
+    "max_response_size",
     "enabled",
     "artwork",
     "insecure_skip_verify",
@@ -881,6 +886,14 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
             "use at most 60s (default 2s; 0s publishes at once, without the details)",
         ));
     }
+    let max_response_size = raw.max_response_size.unwrap_or(8 * 1024 * 1024);
+    if max_response_size < 64 * 1024 {
+        return Err(ConfigError::new(
+            "plex.max_response_size",
+            format!("is {max_response_size} bytes"),
+            "use at least 65536 (default 8388608: /status/sessions of a busy server is a few hundred kB)",
+        ));
+    }
     let max_sessions = raw.max_sessions.unwrap_or(1000);
     if max_sessions == 0 {
         return Err(ConfigError::new("plex.max_sessions", "is 0", "use at least 1 (default 1000)"));
@@ -900,6 +913,7 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         scrobble_threshold,
         max_sessions,
         enrichment_wait,
+        max_response_size,
     })
 }
 

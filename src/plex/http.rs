@@ -42,13 +42,22 @@ pub struct PlexHttp {
     client: Client,
     base: Url,
     request_timeout: Duration,
+    /// Largest REST body read; larger ones fail without being read to the end (a hostile or broken server
+    /// cannot make the bridge buffer a 200 MB or endless response).
+    max_response_size: usize,
 }
 
 impl PlexHttp {
     /// `client` carries the client headers (see [`build_client`]); `base` is the server URL; every REST call
     /// must finish within `request_timeout`.
     pub fn new(client: Client, base: Url, request_timeout: Duration) -> Self {
-        PlexHttp { client, base, request_timeout }
+        PlexHttp { client, base, request_timeout, max_response_size: usize::MAX }
+    }
+
+    /// Refuses REST responses larger than `bytes` (`plex.max_response_size`), reading no further.
+    pub fn with_max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response_size = bytes;
+        self
     }
 
     /// The client, for the EventSource transport (a stream has no overall timeout).
@@ -85,7 +94,7 @@ impl PlexHttp {
     /// `GET path` as JSON bytes, for the callers that parse leniently themselves (`/status/sessions`,
     /// `/activities`, `/library/metadata/<id>`).
     pub async fn get_bytes(&self, path: &str, token: &Secret) -> Result<bytes::Bytes, PlexError> {
-        self.get_bytes_limited(path, token, usize::MAX).await
+        self.get_bytes_limited(path, token, self.max_response_size).await
     }
 
     /// Like [`PlexHttp::get_bytes`], failing (without reading further) once the body passes `limit` bytes.
@@ -109,7 +118,8 @@ impl PlexHttp {
         let mut body = bytes::BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > limit {
-                return Err(PlexError::Decode(format!("{path}: response larger than {limit} bytes")));
+                let path = path.split('?').next().unwrap_or(path).to_owned();
+                return Err(PlexError::TooLarge { path, limit });
             }
             body.extend_from_slice(&chunk);
         }

@@ -38,6 +38,9 @@ pub enum PlexError {
     /// A redirect to another origin was not followed, so the token did not go there.
     #[error(transparent)]
     RedirectRefused(#[from] redirect::RedirectRefused),
+    /// A REST response passed `plex.max_response_size`; it was not read further.
+    #[error("{path}: response larger than {limit} bytes (plex.max_response_size); not read further")]
+    TooLarge { path: String, limit: usize },
     /// The token file could not be read.
     #[error("cannot read the token file {path}: {source}")]
     TokenFile { path: String, source: std::io::Error },
@@ -52,6 +55,7 @@ impl PlexError {
             PlexError::UpgradeRefused(_) => "upgrade_refused",
             PlexError::Transport(_) => "connection_failed",
             PlexError::Decode(_) => "bad_response",
+            PlexError::TooLarge { .. } => "response_too_large",
             PlexError::RedirectRefused(_) => "redirect_refused",
             PlexError::TokenFile { .. } => "token_file",
         }
