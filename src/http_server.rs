@@ -14,8 +14,14 @@ use crate::telemetry::telemetry;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a client gets to send its request.
+/// Time a client gets to send its request, and to take the response.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed at once (a flood of clients, or slowloris ones holding their
+/// connections open, cannot take the bridge's file descriptors or memory).
+const MAX_CONNECTIONS: usize = 64;
+/// `accept()` failing (out of file descriptors, say) is retried after this, doubling up to one second, instead
+/// of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Binds `addr` (so a busy port is reported at start-up) and serves until `cancel`.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -24,12 +30,36 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves requests on `listener` until `cancel`.
 pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF;
+    let mut failing = false;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    tokio::spawn(respond(stream));
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF;
+                    failing = false;
+                    // Over the limit the connection is closed unanswered (dropped here).
+                    if let Ok(slot) = slots.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            respond(stream).await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(error) => {
+                    if failing {
+                        tracing::debug!(%error, retry_in = ?backoff, "health endpoint still cannot accept");
+                    } else {
+                        tracing::warn!(%error, retry_in = ?backoff, "health endpoint cannot accept connections; retrying");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancel.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -52,6 +82,11 @@ async fn respond(mut stream: TcpStream) {
     if !matches!(read, Ok(true)) {
         return;
     }
+    if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let response = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(response.as_bytes())).await;
+        return;
+    }
     let request_line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
     let mut parts = request_line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -69,8 +104,12 @@ async fn respond(mut stream: TcpStream) {
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    // A client that does not read its response is given up on, like one that does not send its request.
+    let _ = tokio::time::timeout(READ_TIMEOUT, async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// `GET /healthz` on `addr`: the status code and body (for the `health` command).

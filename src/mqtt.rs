@@ -33,6 +33,9 @@ pub enum MqttSetupError {
     Tunnel(#[from] std::io::Error),
 }
 
+/// A broker session that lasted this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
 /// Room left in a packet for the fixed header, topic length and packet id.
 const PACKET_OVERHEAD: usize = 16;
 /// While the broker is connected, the live queue may hold this many times `mqtt.queue_size` before the oldest
@@ -416,6 +419,8 @@ async fn drive(
     stop: CancellationToken,
 ) {
     let mut outage_reported = false;
+    // When the current broker session was accepted (CONNACK).
+    let mut session_started: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         let event = tokio::select! {
@@ -435,7 +440,10 @@ async fn drive(
                 };
                 tracing::info!(dropped_live_events_total = dropped, "connected to the MQTT broker");
                 outage_reported = false;
-                backoff.reset();
+                // The backoff is reset only once a connection has lasted (below): a broker that accepts and
+                // then drops every connection — another client taking over the client id, an ACL kick — must
+                // not be reconnected to at the minimum delay for ever.
+                session_started = Some(tokio::time::Instant::now());
                 connected.send_replace(true);
                 crate::telemetry::telemetry().broker(true);
                 shared.wake.notify_one();
@@ -473,6 +481,16 @@ async fn drive(
             Ok(_) => {}
             Err(error) => {
                 connected.send_replace(false);
+                let lasted = session_started.take().map(|at| at.elapsed());
+                if lasted.is_some_and(|d| d >= STABLE_SESSION) {
+                    backoff.reset();
+                }
+                if lasted.is_some_and(|d| d < STABLE_SESSION) {
+                    tracing::warn!(lasted = ?lasted.unwrap_or_default(), reason = %describe(&error),
+                        "the broker closed the connection soon after accepting it; if another client uses the same \
+                         mqtt.client_id it takes the connection over each time (give each bridge its own id); \
+                         reconnecting with growing delays");
+                }
                 let lost = shared.outbox().connection_lost();
                 let telemetry = crate::telemetry::telemetry();
                 telemetry.broker(false);

@@ -1049,3 +1049,78 @@ async fn huge_and_deeply_nested_rest_responses_are_refused_at_the_cap_and_raw_ev
     let peak = peak_rss_kib(bridge.pid());
     assert!(peak > 0 && peak < 64 * 1024, "peak memory {peak} KiB: the 20 MB body was not buffered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_taking_over_the_bridges_client_id_causes_no_reconnect_storm() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    let token = TokenFile::new(&pms.token());
+    let config = test_config(&broker.url(), &pms.url(), token.path());
+    let client_id = config
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id = "))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("client_id in the test config");
+    let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
+    let bridge = Bridge::start(&config);
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // Another client with the same id, which (like a second bridge) reconnects at once whenever it is kicked.
+    let rival = tokio::spawn(async move {
+        let (_client, mut eventloop) =
+            rumqttc::AsyncClient::new(support::mqtt::mqtt_options(&client_id, broker.port()), 8);
+        let until = std::time::Instant::now() + Duration::from_secs(6);
+        while std::time::Instant::now() < until {
+            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        }
+        broker
+    });
+    let broker = rival.await.expect("rival task");
+    let connects = bridge.logs().matches("connected to the MQTT broker").count();
+    // With the minimum delay (250 ms) each time, six seconds of fighting would be about 20 connections; with
+    // the backoff growing (250 ms, 500 ms, 1 s, 2 s, …) it is a handful.
+    assert!(connects <= 8, "{connects} connections in 6 s:\n{}", bridge.logs());
+    assert!(bridge.logs().contains("mqtt.client_id"), "the likely takeover is named");
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_health_clients_and_a_huge_header_do_not_disturb_the_bridging() {
+    let (_broker, pms, _token, mut probe, http, bridge) = bridge_with(|config| config).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // 2,000 connections that never send a byte (slowloris), and one with a 1 MB header.
+    let mut idle = Vec::new();
+    for _ in 0..2_000 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
+            idle.push(stream);
+        }
+    }
+    let huge = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.expect("connect");
+        let head = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1024 * 1024));
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    for i in 0..100 {
+        let item = format!(r#"{{"title":"during the flood {i}"}}"#);
+        pms.push_text(&ws_frame("\"status\"", "StatusNotification", &[&item]));
+    }
+    probe.expect_payload("plex/test/status", r#"{"title":"during the flood 99"}"#, SOON).await;
+    assert_eq!(probe.history_on("plex/test/status").len(), 100, "every notification bridged during the flood");
+    let answer = huge.await.expect("huge-header client");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "a 1 MB header is refused: {answer:.80}");
+    drop(idle);
+    // Once the flood is gone the endpoint answers again (slots of idle clients are freed by their timeout).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(2), support::http::get(http, "/healthz")).await;
+        if answer.is_ok_and(|(status, _)| status == 200) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/healthz did not come back:\n{}", bridge.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pms.ws_connections_total(), 1, "the Plex session was never disturbed");
+}
