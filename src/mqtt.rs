@@ -61,6 +61,8 @@ struct Shared {
     room: Notify,
     /// A reader is waiting for room (so the sender signals `room`).
     room_wanted: std::sync::atomic::AtomicBool,
+    /// Whether the live queue is full, kept by every change of it, so readers ask without taking the lock.
+    live_full: std::sync::atomic::AtomicBool,
     max_packet_size: usize,
 }
 
@@ -106,6 +108,10 @@ impl Publisher {
                     Action::Clear { topic } => outbox.clear(topic),
                 }
             }
+            let full = outbox.live_len() >= outbox.live_capacity();
+            if full != self.shared.live_full.load(std::sync::atomic::Ordering::Relaxed) {
+                self.shared.live_full.store(full, std::sync::atomic::Ordering::Release);
+            }
             if dropped > 0 {
                 crate::telemetry::telemetry().dropped(dropped);
                 // One warning per overflow episode; the sender logs its total when the queue has drained.
@@ -125,11 +131,7 @@ impl Publisher {
     /// live queue is full. While the broker is unreachable readers go on and the oldest live events are dropped
     /// (counted), because waiting could last for ever.
     pub fn live_backlogged(&self) -> bool {
-        if !*self.connected.borrow() {
-            return false;
-        }
-        let outbox = self.shared.outbox();
-        outbox.live_len() >= outbox.live_capacity()
+        self.shared.live_full.load(std::sync::atomic::Ordering::Acquire) && *self.connected.borrow()
     }
 
     /// Waits until the live queue has room again (below three quarters of its capacity) or the broker
@@ -278,6 +280,7 @@ pub fn start(
         wake: Notify::new(),
         room: Notify::new(),
         room_wanted: std::sync::atomic::AtomicBool::new(false),
+        live_full: std::sync::atomic::AtomicBool::new(false),
         max_packet_size: config.max_packet_size,
         stale: Default::default(),
         scan_done: watch::channel(false).0,
@@ -371,6 +374,10 @@ async fn send(
             let next = outbox.pop();
             if let Some(message) = &next {
                 outbox.handed_over(message);
+            }
+            if shared.live_full.load(std::sync::atomic::Ordering::Relaxed) && outbox.live_len() < outbox.live_capacity()
+            {
+                shared.live_full.store(false, std::sync::atomic::Ordering::Release);
             }
             if outbox.live_len() < room_again(outbox.live_capacity())
                 && shared.room_wanted.swap(false, std::sync::atomic::Ordering::AcqRel)
