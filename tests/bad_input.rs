@@ -1124,3 +1124,24 @@ async fn a_flood_of_slow_health_clients_and_a_huge_header_do_not_disturb_the_bri
     }
     assert_eq!(pms.ws_connections_total(), 1, "the Plex session was never disturbed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plex_closing_the_socket_of_a_paused_reader_leads_to_a_normal_reconnect_and_resync() {
+    let (_broker, pms, _token, mut probe, _http, _bridge) =
+        bridge_with(|config| config.replace("qos = 1\n", "qos = 1\nmax_inflight = 1\n")).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    let resyncs_before = pms.count_requests("/status/sessions");
+    // Far more than the queue holds: the reader pauses; then the server gives up on it.
+    for frame in 0..20 {
+        let items: Vec<String> = (0..2_000).map(|i| format!(r#"{{"title":"f{frame}i{i}"}}"#)).collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        pms.push_text(&ws_frame("\"status\"", "StatusNotification", &items));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pms.drop_connections() >= 1);
+    probe.expect_payload("plex/test/state", "disconnected", Duration::from_secs(60)).await;
+    probe.expect_payload("plex/test/state", "connected", Duration::from_secs(60)).await;
+    assert!(pms.wait_for_requests("/status/sessions", resyncs_before + 1, SOON).await, "resync after the reconnect");
+    pms.push_text(&ws_frame("\"status\"", "StatusNotification", &[r#"{"title":"after"}"#]));
+    probe.expect_payload("plex/test/status", r#"{"title":"after"}"#, Duration::from_secs(60)).await;
+}
