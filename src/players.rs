@@ -44,7 +44,15 @@ pub struct PlayerRecord {
     session_key: Option<String>,
     state: String,
     thumb: Option<String>,
+    /// What the last published state document showed (state, title, user) and when it was built: a document
+    /// that changes only the progress is rebuilt at most every [`PROGRESS_REFRESH_MS`].
+    shown: Option<(String, String, String)>,
+    shown_at_ms: u64,
 }
+
+/// A player's state document is rebuilt for a progress change alone at most this often (the sessions' own
+/// documents follow the same rule; a busy server sends far more updates than any dashboard needs).
+const PROGRESS_REFRESH_MS: u64 = crate::playback::PROGRESS_REFRESH_MS;
 
 impl PlayerRecord {
     /// The PMS path of the artwork it shows (or last showed).
@@ -57,6 +65,8 @@ impl PlayerRecord {
 #[derive(Debug)]
 pub struct Players {
     by_segment: BTreeMap<String, PlayerRecord>,
+    /// machineIdentifier → topic segment, so the fold is done once per player, not per document.
+    segments: HashMap<String, String>,
     /// `None`: players are kept for ever.
     expire_after: Option<Duration>,
 }
@@ -64,7 +74,7 @@ pub struct Players {
 impl Players {
     /// Players not seen for `expire_after` are removed (`None` keeps them).
     pub fn new(expire_after: Option<Duration>) -> Self {
-        Players { by_segment: BTreeMap::new(), expire_after }
+        Players { by_segment: BTreeMap::new(), segments: HashMap::new(), expire_after }
     }
 
     /// The player with this topic segment.
@@ -74,41 +84,66 @@ impl Players {
 
     /// The retained session document of a session (enriched or not) was published.
     pub fn on_session(&mut self, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        // Called for every session document (a busy server: thousands a second), so the path where nothing a
+        // subscriber sees changed compares borrowed text and allocates nothing.
         let mut out = Vec::new();
         let Some(machine_identifier) = doc["player"]["machine_identifier"].as_str().filter(|m| !m.is_empty()) else {
             return out;
         };
-        let player = player_segment(machine_identifier);
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        let identity =
+        let player = match self.segments.get(machine_identifier) {
+            Some(segment) => segment.clone(),
+            None => {
+                let segment = player_segment(machine_identifier);
+                self.segments.insert(machine_identifier.to_owned(), segment.clone());
+                segment
+            }
+        };
+        fn text(v: &Value) -> &str {
+            v.as_str().unwrap_or_default()
+        }
+        let (name, product, platform) =
             (text(&doc["player"]["name"]), text(&doc["player"]["product"]), text(&doc["player"]["platform"]));
         let new = !self.by_segment.contains_key(&player);
         let record = self.by_segment.entry(player.clone()).or_insert_with(|| PlayerRecord {
             machine_identifier: machine_identifier.to_owned(),
             ..PlayerRecord::default()
         });
-        if new || (&record.title, &record.product, &record.platform) != (&identity.0, &identity.1, &identity.2) {
-            (record.title, record.product, record.platform) = identity;
+        if new || record.title != name || record.product != product || record.platform != platform {
+            (record.title, record.product, record.platform) =
+                (name.to_owned(), product.to_owned(), platform.to_owned());
             out.push(PlayerOutput::Announce { player: player.clone() });
         }
         record.last_seen_ms = now_ms;
-        let session_key = doc["session_key"].as_str().map(str::to_owned);
+        let session_key = doc["session_key"].as_str();
         if doc["state"] == "stopped" {
             // Only the session the player shows now makes it idle: the late stop of an earlier one does not.
-            if record.session_key.is_some() && record.session_key != session_key {
+            if record.session_key.is_some() && record.session_key.as_deref() != session_key {
                 return out;
             }
-            record.state = "idle".to_owned();
+            record.state.clear();
+            record.state.push_str("idle");
             record.session_key = None;
         } else {
-            record.session_key = session_key;
-            record.state = text(&doc["state"]);
+            if record.session_key.as_deref() != session_key {
+                record.session_key = session_key.map(str::to_owned);
+            }
+            let state = text(&doc["state"]);
+            if record.state != state {
+                state.clone_into(&mut record.state);
+            }
         }
-        let thumb = doc["media"]["thumb"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
-        if thumb.is_some() && thumb != record.thumb && record.state != "idle" {
-            record.thumb.clone_from(&thumb);
-            out.extend(thumb.map(|thumb| PlayerOutput::Artwork { player: player.clone(), thumb }));
+        let thumb = doc["media"]["thumb"].as_str().filter(|t| !t.is_empty());
+        if let Some(thumb) = thumb.filter(|t| record.thumb.as_deref() != Some(*t) && record.state != "idle") {
+            record.thumb = Some(thumb.to_owned());
+            out.push(PlayerOutput::Artwork { player: player.clone(), thumb: thumb.to_owned() });
         }
+        let (title, user) = (text(&doc["media"]["display_title"]), text(&doc["user"]["name"]));
+        let unchanged = record.shown.as_ref().is_some_and(|(s, t, u)| *s == record.state && t == title && u == user);
+        if unchanged && now_ms < record.shown_at_ms.saturating_add(PROGRESS_REFRESH_MS) {
+            return out;
+        }
+        record.shown = Some((record.state.clone(), title.to_owned(), user.to_owned()));
+        record.shown_at_ms = now_ms;
         let doc = if record.state == "idle" { idle_document(record) } else { state_document(record, doc) };
         out.push(PlayerOutput::State { player, doc });
         out
@@ -122,10 +157,8 @@ impl Players {
             session["state"] = json!("stopped");
         }
         let mut out = self.on_session(&session, now_ms);
-        if let Some(player) = out.iter().find_map(|o| match o {
-            PlayerOutput::State { player, .. } => Some(player.clone()),
-            _ => None,
-        }) {
+        let player = session["player"]["machine_identifier"].as_str().filter(|m| !m.is_empty()).map(player_segment);
+        if let Some(player) = player.filter(|p| self.by_segment.contains_key(p)) {
             out.push(PlayerOutput::Event { player, event: event.clone() });
         }
         out
@@ -139,6 +172,7 @@ impl Players {
                 record.session_key = None;
                 record.state = "idle".to_owned();
                 record.last_seen_ms = now_ms;
+                record.shown = None;
                 out.push(PlayerOutput::State { player: player.clone(), doc: idle_document(record) });
             }
         }
@@ -157,6 +191,7 @@ impl Players {
             if !playing && record.state != "idle" {
                 record.session_key = None;
                 record.state = "idle".to_owned();
+                record.shown = None;
                 out.push(PlayerOutput::State { player: player.clone(), doc: idle_document(record) });
             }
         }
@@ -179,6 +214,8 @@ impl Players {
             session_key: doc["attributes"]["session_key"].as_str().map(str::to_owned),
             state: text(&doc["state"]),
             thumb: None,
+            shown: None,
+            shown_at_ms: 0,
         };
         if record.machine_identifier.is_empty() || player_segment(&record.machine_identifier) != player {
             return vec![PlayerOutput::Remove { player: player.to_owned() }];
@@ -207,6 +244,7 @@ impl Players {
             .into_iter()
             .map(|player| {
                 self.by_segment.remove(&player);
+                self.segments.retain(|_, segment| *segment != player);
                 PlayerOutput::Remove { player }
             })
             .collect()
@@ -353,6 +391,17 @@ mod tests {
         assert!(players.restore("a", &far_future, 2_000).is_empty(), "this run's state wins");
         let nameless = json!({ "session_key": "9", "state": "playing", "player": { "machine_identifier": "n" } });
         assert!(players.on_session(&nameless, 1_000).contains(&PlayerOutput::Announce { player: "n".into() }));
+    }
+
+    #[test]
+    fn progress_alone_rebuilds_the_state_at_most_every_second_and_events_always_go_out() {
+        let mut players = Players::new(None);
+        players.on_session(&session("1", "p", "playing", "A", ""), 1_000);
+        assert!(states(&players.on_session(&session("1", "p", "playing", "A", ""), 1_200)).is_empty());
+        assert_eq!(states(&players.on_session(&session("1", "p", "playing", "A", ""), 2_100)).len(), 1);
+        let seek = json!({ "event_type": "seek", "session": session("1", "p", "playing", "A", "") });
+        let out = players.on_event(&seek, 2_200);
+        assert!(out.iter().any(|o| matches!(o, PlayerOutput::Event { .. })), "{out:?}");
     }
 
     #[test]
