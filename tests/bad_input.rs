@@ -1145,3 +1145,47 @@ async fn plex_closing_the_socket_of_a_paused_reader_leads_to_a_normal_reconnect_
     pms.push_text(&ws_frame("\"status\"", "StatusNotification", &[r#"{"title":"after"}"#]));
     probe.expect_payload("plex/test/status", r#"{"title":"after"}"#, Duration::from_secs(60)).await;
 }
+
+/// User + system CPU time of a process so far (clock ticks, from /proc).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 12 and 13 after the name.
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_health_endpoint_backs_off_instead_of_spinning() {
+    let prlimit = support::mosquitto::find_binary("prlimit", &["/usr/bin", "/bin"])
+        .expect("prlimit (util-linux) is needed for this test: apt-get install -y util-linux");
+    let (_broker, pms, _token, mut probe, http, bridge) = bridge_with(|config| config).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
+    // Leave the bridge a few descriptors above what it holds now, then use them all up with connections.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", bridge.pid())).map(|d| d.count()).unwrap_or(0);
+    let limit = open + 4;
+    let status = std::process::Command::new(prlimit)
+        .arg(format!("--pid={}", bridge.pid()))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit failed");
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
+            held.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_ticks(bridge.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(bridge.pid()) - before;
+    // Spinning on accept() would burn a whole core: about 200 ticks in 2 s.
+    assert!(spent < 40, "the bridge spent {spent} ticks in 2 s with accept() failing:\n{}", bridge.logs());
+    assert!(bridge.logs().contains("health endpoint cannot accept connections"), "{}", bridge.logs());
+    // Bridging goes on meanwhile (the WebSocket is already open).
+    pms.push_text(&ws_frame("\"status\"", "StatusNotification", &[r#"{"title":"still bridging"}"#]));
+    probe.expect_payload("plex/test/status", r#"{"title":"still bridging"}"#, SOON).await;
+    drop(held);
+}
