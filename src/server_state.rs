@@ -442,10 +442,7 @@ impl StateTask {
                 let (width, height) = ARTWORK_SIZE;
                 let path =
                     format!("/photo/:/transcode?width={width}&height={height}&minSize=1&upscale=1&url={encoded}");
-                let result = match read_token(&token) {
-                    Ok(token) => http.get_bytes_limited(&path, &token, ARTWORK_MAX_BYTES).await,
-                    Err(error) => Err(error),
-                };
+                let result = fetch_limited(&http, &token, &path, ARTWORK_MAX_BYTES).await;
                 let _ = tx.send(Fetched::Artwork { player, thumb, result }).await;
             });
         }
@@ -667,4 +664,9 @@ impl RunningActivities {
 
 async fn fetch(http: &PlexHttp, token: &TokenSource, path: &str) -> Result<Bytes, PlexError> {
     http.get_bytes(path, &read_token(token)?).await
+}
+
+/// [`fetch`] with its own size limit instead of `plex.max_response_size`.
+async fn fetch_limited(http: &PlexHttp, token: &TokenSource, path: &str, limit: usize) -> Result<Bytes, PlexError> {
+    http.get_bytes_limited(path, &read_token(token)?, limit).await
 }

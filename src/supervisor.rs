@@ -444,14 +444,14 @@ impl Supervisor {
     /// The identity in a retained `<p>/<server>/info` left by an earlier run for this server.
     fn last_known_identity(&self, session: &Session) -> Option<(ServerName, ServerIdentity, String, bytes::Bytes)> {
         let prefix = format!("{}/", self.bridge_topics.prefix());
+        // The server's topic name in `<p>/<server>/info` (`<p>/bridge/info` is the bridge's own).
+        let server_of = |topic: &str| -> Option<String> {
+            let name = topic.strip_prefix(&prefix)?.strip_suffix("/info")?;
+            (!name.contains('/') && name != "bridge").then(|| name.to_owned())
+        };
         let own_url = self.server.url.as_str().trim_end_matches('/');
         let wanted_topic = session.topics.as_ref().map(ServerTopics::info);
-        let candidates = self.publisher.stale_payloads(|topic| {
-            topic
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.strip_suffix("/info"))
-                .is_some_and(|name| !name.contains('/') && name != "bridge")
-        });
+        let candidates = self.publisher.stale_payloads(|topic| server_of(topic).is_some());
         candidates.into_iter().find_map(|(topic, payload)| {
             let info: serde_json::Value = serde_json::from_slice(&payload).ok()?;
             let matches = match &wanted_topic {
@@ -468,8 +468,7 @@ impl Supervisor {
             if !matches || identity.machine_identifier.is_empty() {
                 return None;
             }
-            let segment = topic.strip_prefix(&prefix)?.strip_suffix("/info")?;
-            let name = ServerName::configured(segment)?;
+            let name = ServerName::configured(&server_of(&topic)?)?;
             Some((name, identity, topic, payload))
         })
     }

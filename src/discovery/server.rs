@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
+use super::SERVER_TRIGGERS;
 use super::{bridge_and_server, bridge_only, slug, Components, Discovery, LIBRARY_EVENTS, PLAYBACK_EVENTS};
-use super::{bridge_available, SERVER_TRIGGERS};
 use crate::plex::http::ServerIdentity;
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
@@ -165,7 +165,7 @@ impl Discovery {
             "connected",
             "binary_sensor",
             "Connected",
-            &json!({ "availability": [bridge_available(bridge)] }),
+            &bridge_only(bridge),
             json!({
                 "state_topic": bridge.stats(),
                 "value_template": format!(
