@@ -113,6 +113,11 @@ async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_reconnects_and_later_events_arrive() {
     let mut f = start().await;
+    // The resync after connecting opens REST connections of its own; let them finish, so only the
+    // notification socket is dropped.
+    assert!(f.pms.wait_for_requests("/status/sessions", 1, SOON).await);
+    assert!(f.pms.wait_for_requests("/activities", 1, SOON).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(f.pms.drop_connections(), 1);
     f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
