@@ -97,7 +97,11 @@ impl Target<'_> {
             }
             Target::Broker(raw) => raw
                 .client
-                .publish(item.kind.topic(), QoS::AtLeastOnce, false, item.json.into_bytes())
+                .publish(
+                    item.kind.topic(),
+                    item.json.into_bytes(),
+                    rumqttc::PublishOptions::new(QoS::AtLeastOnce).retain(false),
+                )
                 .await
                 .expect("the raw publisher's event loop is running"),
         }
@@ -178,7 +182,7 @@ async fn closed_loop(target: &Target<'_>, sub: &Subscriber, seq: &mut u64, base:
             target.send(*seq, base).await;
             *seq += 1;
             sent += 1;
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 tokio::task::yield_now().await;
             }
         } else {

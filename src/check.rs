@@ -76,7 +76,7 @@ async fn check_broker(config: &Config) -> (bool, String) {
             Ok(c) => c,
             Err(e) => return (false, format!("FAIL {what}: {e} — fix: check mqtt.ca_file / client_cert / client_key")),
         };
-        if let Err(error) = crate::mqtt_tls::open(&config.mqtt.host, config.mqtt.port, tls_config).await {
+        if let Err(error) = tls_handshake(&config.mqtt.host, config.mqtt.port, tls_config).await {
             return (
                 false,
                 format!("FAIL {what}: {error} — fix: set mqtt.ca_file to the CA that signed the broker's certificate"),
@@ -84,12 +84,15 @@ async fn check_broker(config: &Config) -> (bool, String) {
         }
     }
     let client_id = format!("{}-check", config.mqtt.client_id);
-    let (mut options, _tunnel) = match crate::mqtt::connect_options(&config.mqtt, &client_id) {
+    let mut options = match crate::mqtt::connect_options(&config.mqtt, &client_id) {
+        Ok(options) => options,
+        Err(e) => return (false, format!("FAIL {what}: {e}")),
+    };
+    options.set_keep_alive(5);
+    let (client, mut eventloop) = match AsyncClient::builder(options).capacity(4).try_build() {
         Ok(pair) => pair,
         Err(e) => return (false, format!("FAIL {what}: {e}")),
     };
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 4);
     let result = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match eventloop.poll().await {
@@ -112,4 +115,19 @@ async fn check_broker(config: &Config) -> (bool, String) {
         }
         Err(_) => (false, format!("FAIL {what}: no answer within 10 s — fix: check mqtt.url (host, port, mqtt:// vs mqtts://)")),
     }
+}
+
+/// Connects to the broker and completes a TLS handshake, so a certificate problem is reported with its cause
+/// (the MQTT client only says that TLS failed).
+async fn tls_handshake(host: &str, port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> Result<(), String> {
+    let connect = tokio::net::TcpStream::connect((host, port));
+    let tcp = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| format!("connecting to {host}:{port} timed out"))?
+        .map_err(|e| format!("connecting to {host}:{port} failed: {e}"))?;
+    let handshake = crate::tls::connect(config, host, tcp);
+    tokio::time::timeout(Duration::from_secs(10), handshake)
+        .await
+        .map_err(|_| format!("TLS handshake with {host}:{port} timed out"))?
+        .map(drop)
 }

@@ -16,7 +16,6 @@ pub mod lenient;
 pub mod library;
 pub mod logging;
 pub mod mqtt;
-pub mod mqtt_tls;
 pub mod outbox;
 pub mod playback;
 pub mod players;

@@ -12,14 +12,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, PublishOptions, QoS,
+    TlsConfiguration, Transport,
+};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
-use crate::mqtt_tls::Tunnel;
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::Action;
 use crate::topic::BridgeTopics;
@@ -29,12 +31,16 @@ use crate::topic::BridgeTopics;
 pub enum MqttSetupError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error("cannot set up the MQTT TLS tunnel: {0}")]
-    Tunnel(#[from] std::io::Error),
+    #[error("invalid MQTT client settings: {0}")]
+    Options(String),
 }
 
 /// A broker session that lasted this long resets the reconnect backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// Requests the event loop writes with one flush (rumqttc's default, 0, flushes after every PUBLISH: one
+/// `writev` system call per message).
+pub const REQUEST_BATCH: usize = 64;
 
 /// Room left in a packet for the fixed header, topic length and packet id.
 const PACKET_OVERHEAD: usize = 16;
@@ -64,6 +70,8 @@ struct Shared {
     /// Whether the live queue is full, kept by every change of it, so readers ask without taking the lock.
     live_full: std::sync::atomic::AtomicBool,
     max_packet_size: usize,
+    /// `host:port`, for log lines.
+    broker: String,
 }
 
 impl Shared {
@@ -232,8 +240,6 @@ impl Publisher {
 
 /// The running connection; [`MqttConnection::shutdown`] ends it cleanly.
 pub struct MqttConnection {
-    /// Forwards rumqttc's connections over TLS for `mqtts://`; removed with the connection.
-    _tunnel: Option<Tunnel>,
     client: AsyncClient,
     publisher: Publisher,
     topics: BridgeTopics,
@@ -262,16 +268,18 @@ pub fn start(
     topics: &BridgeTopics,
     ha: HomeAssistantLink,
 ) -> Result<(Publisher, MqttConnection), MqttSetupError> {
-    let (mut options, tunnel) = connect_options(config, &config.client_id)?;
+    let mut options = connect_options(config, &config.client_id)?;
     options
-        .set_keep_alive(config.keep_alive)
+        .set_keep_alive(keep_alive_seconds(config.keep_alive))
         .set_clean_session(true)
         .set_max_packet_size(config.max_packet_size, config.max_packet_size)
         .set_inflight(config.max_inflight)
+        .set_max_request_batch(REQUEST_BATCH)
         .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let (client, mut eventloop) =
+        AsyncClient::builder(options).capacity(64).try_build().map_err(|e| MqttSetupError::Options(e.to_string()))?;
     // Every message is a notification someone waits for: send it now rather than let Nagle's algorithm hold it
-    // until the previous one is acknowledged. (For `mqtts://` the tunnel's own socket is set the same way.)
+    // until the previous one is acknowledged.
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
@@ -282,6 +290,7 @@ pub fn start(
         room_wanted: std::sync::atomic::AtomicBool::new(false),
         live_full: std::sync::atomic::AtomicBool::new(false),
         max_packet_size: config.max_packet_size,
+        broker: format!("{}:{}", config.host, config.port),
         stale: Default::default(),
         scan_done: watch::channel(false).0,
     });
@@ -296,7 +305,6 @@ pub fn start(
     let scan = StaleScan::new(client.clone(), topics.prefix(), &ha.config_filter);
     let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, ha, stop_driving.clone()));
     let connection = MqttConnection {
-        _tunnel: tunnel,
         client,
         publisher: publisher.clone(),
         topics: topics.clone(),
@@ -308,24 +316,24 @@ pub fn start(
     Ok((publisher, connection))
 }
 
-/// Options to reach the broker as `client_id` with the configured credentials: directly for `mqtt://`, through a
-/// [`Tunnel`] for `mqtts://` (keep the tunnel alive as long as the client).
-pub fn connect_options(config: &MqttConfig, client_id: &str) -> Result<(MqttOptions, Option<Tunnel>), MqttSetupError> {
-    let (mut options, tunnel) = match &config.tls {
-        None => (MqttOptions::new(client_id, config.host.clone(), config.port), None),
-        Some(tls) => {
-            let tls_config = crate::tls::client_config(tls)?;
-            let tunnel = Tunnel::start(config.host.clone(), config.port, tls_config)?;
-            let mut options = MqttOptions::new(client_id, tunnel.socket().to_string_lossy(), 0);
-            options.set_transport(rumqttc::Transport::Unix);
-            (options, Some(tunnel))
-        }
-    };
+/// Options to reach the broker as `client_id` with the configured credentials, over TLS (rustls, the
+/// bridge's own verifier and crypto provider) for `mqtts://`.
+pub fn connect_options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, MqttSetupError> {
+    let mut options = MqttOptions::new(client_id, (config.host.clone(), config.port));
+    if let Some(tls) = &config.tls {
+        let tls_config = crate::tls::client_config(tls)?;
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls_config)));
+    }
     if let Some(username) = &config.username {
         let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
         options.set_credentials(username.clone(), password);
     }
-    Ok((options, tunnel))
+    Ok(options)
+}
+
+/// MQTT's keep-alive is whole seconds in 16 bits (the config allows at least 1 s).
+pub fn keep_alive_seconds(keep_alive: Duration) -> u16 {
+    u16::try_from(keep_alive.as_secs().max(1)).unwrap_or(u16::MAX)
 }
 
 impl MqttConnection {
@@ -395,7 +403,7 @@ async fn send(
         };
         match next {
             Some(Outgoing { topic, payload, retain }) => {
-                if client.publish_bytes(topic, qos, retain, payload).await.is_err() {
+                if client.publish(topic, payload, PublishOptions::new(qos).retain(retain)).await.is_err() {
                     return; // the event loop is gone
                 }
                 crate::telemetry::telemetry().published();
@@ -425,7 +433,9 @@ async fn drive(
     ha: HomeAssistantLink,
     stop: CancellationToken,
 ) {
+    let broker = shared.broker.as_str();
     let mut outage_reported = false;
+    let mut last_tls_error = String::new();
     // When the current broker session was accepted (CONNACK).
     let mut session_started: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -447,6 +457,7 @@ async fn drive(
                 };
                 tracing::info!(dropped_live_events_total = dropped, "connected to the MQTT broker");
                 outage_reported = false;
+                last_tls_error.clear();
                 // The backoff is reset only once a connection has lasted (below): a broker that accepts and
                 // then drops every connection — another client taking over the client id, an ACL kick — must
                 // not be reconnected to at the minimum delay for ever.
@@ -464,17 +475,17 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => scan.subscribed(),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if ha.status_topic.as_deref() == Some(publish.topic.as_str()) {
+                let Ok(topic) = std::str::from_utf8(&publish.topic) else { continue };
+                if ha.status_topic.as_deref() == Some(topic) {
                     if publish.payload.as_ref() == b"online" {
                         resend_discovery_soon(shared.clone(), ha.own_config_prefix.clone());
                     }
                 } else if publish.retain && !publish.payload.is_empty() && scan.active() {
                     // Payloads are kept only for the bridge's own topics and configs (other integrations'
                     // configs are only ever listed, never read).
-                    let own =
-                        publish.topic.starts_with(&scan.own_topics) || publish.topic.starts_with(&ha.own_config_prefix);
+                    let own = topic.starts_with(&scan.own_topics) || topic.starts_with(&ha.own_config_prefix);
                     let payload = if own { publish.payload.clone() } else { Bytes::new() };
-                    shared.stale.lock().unwrap_or_else(|p| p.into_inner()).insert(publish.topic.clone(), payload);
+                    shared.stale.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.to_owned(), payload);
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => shared.outbox().written(pkid),
@@ -493,7 +504,7 @@ async fn drive(
                     backoff.reset();
                 }
                 if lasted.is_some_and(|d| d < STABLE_SESSION) {
-                    tracing::warn!(lasted = ?lasted.unwrap_or_default(), reason = %describe(&error),
+                    tracing::warn!(lasted = ?lasted.unwrap_or_default(), reason = %describe(&error, broker),
                         "the broker closed the connection soon after accepting it; if another client uses the same \
                          mqtt.client_id it takes the connection over each time (give each bridge its own id); \
                          reconnecting with growing delays");
@@ -504,7 +515,13 @@ async fn drive(
                 telemetry.dropped(lost);
                 telemetry.reconnect("mqtt", "", if outage_reported { "still_unreachable" } else { "connection_lost" });
                 let delay = backoff.next_delay();
-                let reason = describe(&error);
+                let reason = describe(&error, broker);
+                // Logged as an error once per distinct cause: a certificate problem does not fix itself, and the
+                // retries would repeat it.
+                if matches!(error, ConnectionError::Tls(_)) && reason != last_tls_error {
+                    tracing::error!(%broker, %reason, "MQTT TLS connection failed");
+                    last_tls_error.clone_from(&reason);
+                }
                 if outage_reported {
                     tracing::debug!(%reason, retry_in = ?delay, "MQTT broker still unreachable");
                 } else {
@@ -521,8 +538,9 @@ async fn drive(
 }
 
 /// A readable reason for a broker connection error (rumqttc's own texts are terse).
-fn describe(error: &ConnectionError) -> String {
+fn describe(error: &ConnectionError, broker: &str) -> String {
     match error {
+        ConnectionError::Tls(tls) => crate::tls::describe_handshake_error(broker, tls),
         ConnectionError::ConnectionRefused(code) => {
             format!("broker refused the connection ({code:?}); check mqtt.username / mqtt.password")
         }

@@ -94,7 +94,7 @@ pub async fn connect(config: Arc<ClientConfig>, host: &str, tcp: TcpStream) -> R
 }
 
 /// A handshake error with a hint at the usual fix.
-pub fn describe_handshake_error(host: &str, error: &std::io::Error) -> String {
+pub fn describe_handshake_error(host: &str, error: &dyn std::fmt::Display) -> String {
     let text = error.to_string();
     let hint = if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         "; if the server uses a private CA or a self-signed certificate, point `ca_file` at it"

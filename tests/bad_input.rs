@@ -1067,7 +1067,7 @@ async fn a_client_taking_over_the_bridges_client_id_causes_no_reconnect_storm() 
     // Another client with the same id, which (like a second bridge) reconnects at once whenever it is kicked.
     let rival = tokio::spawn(async move {
         let (_client, mut eventloop) =
-            rumqttc::AsyncClient::new(support::mqtt::mqtt_options(&client_id, broker.port()), 8);
+            rumqttc::AsyncClient::builder(support::mqtt::mqtt_options(&client_id, broker.port())).capacity(8).build();
         let until = std::time::Instant::now() + Duration::from_secs(6);
         while std::time::Instant::now() < until {
             let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;

@@ -29,7 +29,8 @@ struct RawPublisher {
 
 impl RawPublisher {
     fn connect(port: u16) -> RawPublisher {
-        let (client, mut eventloop) = AsyncClient::new(mqtt_options(&unique_client_id("raw-pub"), port), 64);
+        let (client, mut eventloop) =
+            AsyncClient::builder(mqtt_options(&unique_client_id("raw-pub"), port)).capacity(64).build();
         let task = tokio::spawn(async move {
             loop {
                 if eventloop.poll().await.is_err() {
@@ -41,7 +42,10 @@ impl RawPublisher {
     }
 
     async fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
-        self.client.publish(topic, QoS::AtLeastOnce, retain, payload.to_vec()).await.expect("queue publish");
+        self.client
+            .publish(topic, payload.to_vec(), rumqttc::PublishOptions::new(QoS::AtLeastOnce).retain(retain))
+            .await
+            .expect("queue publish");
     }
 }
 
@@ -136,7 +140,8 @@ async fn mosquitto_with_password() {
         let mut probe = Probe::subscribe_with_credentials(broker.port(), "bridge", "s3cret", &["auth/#"]).await;
 
         // Anonymous clients are refused.
-        let (_client, mut eventloop) = AsyncClient::new(mqtt_options(&unique_client_id("anon"), broker.port()), 8);
+        let (_client, mut eventloop) =
+            AsyncClient::builder(mqtt_options(&unique_client_id("anon"), broker.port())).capacity(8).build();
         match tokio::time::timeout(WAIT, eventloop.poll()).await.expect("connect attempt") {
             Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
                 assert_eq!(code, rumqttc::ConnectReturnCode::NotAuthorized)
@@ -146,8 +151,11 @@ async fn mosquitto_with_password() {
 
         let mut options = mqtt_options(&unique_client_id("authed"), broker.port());
         options.set_credentials("bridge", "s3cret");
-        let (client, mut eventloop) = AsyncClient::new(options, 8);
-        client.publish("auth/ok", QoS::AtLeastOnce, false, "yes").await.expect("queue publish");
+        let (client, mut eventloop) = AsyncClient::builder(options).capacity(8).build();
+        client
+            .publish("auth/ok", "yes", rumqttc::PublishOptions::new(QoS::AtLeastOnce).retain(false))
+            .await
+            .expect("queue publish");
         tokio::time::timeout(WAIT, async {
             loop {
                 if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.expect("authed client") {

@@ -184,7 +184,7 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
     let mut sent = Sent::default();
     let mut seq = 0u64;
     while seq < TOTAL {
-        if seq % 100_000 == 0 {
+        if seq.is_multiple_of(100_000) {
             println!(
                 "{:>6.1} s: sent {seq}, received {}, bridge RSS {} KiB",
                 started.elapsed().as_secs_f64(),
@@ -199,7 +199,7 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
             }
             continue;
         }
-        if seq > 0 && seq % PMS_DROP_EVERY == 0 {
+        if seq > 0 && seq.is_multiple_of(PMS_DROP_EVERY) {
             let total = pms.ws_connections_total();
             assert_eq!(pms.drop_connections(), 1, "one connection to drop at {seq}");
             assert!(
@@ -212,7 +212,7 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
         wait_window(&sub, seq, sent.lost()).await;
         push(&pms, seq, base, &mut sent);
         seq += 1;
-        if seq % 64 == 0 {
+        if seq.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     }

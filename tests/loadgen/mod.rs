@@ -340,9 +340,9 @@ impl Subscriber {
     /// Waits (bounded) for the first SubAck.
     pub async fn start(port: u16, base: Instant, others: &[&str], track_seqs: bool) -> Subscriber {
         let client_id = format!("load-counter-{}-{}", std::process::id(), base.elapsed().as_nanos());
-        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30)).set_clean_session(true).set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let mut options = MqttOptions::new(client_id, ("127.0.0.1", port));
+        options.set_keep_alive(30).set_clean_session(true).set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::builder(options).capacity(64).build();
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
@@ -428,11 +428,12 @@ async fn run_subscriber(
                 counter.subacks.fetch_add(1, Ordering::SeqCst);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if live.contains(&p.topic) {
+                let topic = String::from_utf8_lossy(&p.topic);
+                if live.iter().any(|t| *t == topic) {
                     counter.on_live(&p.payload);
                 } else {
                     let mut others = counter.others.lock().expect("others lock");
-                    let entry = others.entry(p.topic.clone()).or_insert_with(|| (Vec::new(), 0, false));
+                    let entry = others.entry(topic.into_owned()).or_insert_with(|| (Vec::new(), 0, false));
                     entry.0 = p.payload.to_vec();
                     entry.1 += 1;
                     entry.2 = p.retain;
@@ -454,10 +455,11 @@ pub struct RawPublisher {
 
 impl RawPublisher {
     pub async fn connect(port: u16, inflight: u16) -> RawPublisher {
-        let mut options = MqttOptions::new(format!("load-raw-publisher-{}", std::process::id()), "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30)).set_clean_session(true).set_max_packet_size(1 << 20, 1 << 20);
-        options.set_inflight(inflight);
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let mut options = MqttOptions::new(format!("load-raw-publisher-{}", std::process::id()), ("127.0.0.1", port));
+        options.set_keep_alive(30).set_clean_session(true).set_max_packet_size(1 << 20, 1 << 20);
+        // The bridge's own client settings: in-flight limit and requests written per flush.
+        options.set_inflight(inflight).set_max_request_batch(plex_mqtt_bridge::mqtt::REQUEST_BATCH);
+        let (client, mut eventloop) = AsyncClient::builder(options).capacity(64).build();
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);

@@ -117,9 +117,9 @@ impl Probe {
         let client_id = unique_client_id("probe");
         let mut options = mqtt_options(&client_id, port);
         if let Some((user, pass)) = credentials {
-            options.set_credentials(user, pass);
+            options.set_credentials(user, pass.to_owned());
         }
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, eventloop) = AsyncClient::builder(options).capacity(1024).build();
         let (tx, rx) = mpsc::unbounded_channel();
         let history = Arc::new(Mutex::new(Vec::new()));
         let (status_tx, mut status) = watch::channel(Status::default());
@@ -292,7 +292,12 @@ async fn run_probe(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let msg = Msg { topic: p.topic, payload: p.payload.to_vec(), retain: p.retain, qos: p.qos };
+                let msg = Msg {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload.to_vec(),
+                    retain: p.retain,
+                    qos: p.qos,
+                };
                 history.lock().expect("probe history lock").push(msg.clone());
                 // The receiver is gone only while the Probe is being dropped.
                 let _ = tx.send(msg);
@@ -319,8 +324,8 @@ async fn run_probe(
 
 /// rumqttc options for a harness client on 127.0.0.1:`port`: 64 MiB packets both ways, clean session.
 pub fn mqtt_options(client_id: &str, port: u16) -> MqttOptions {
-    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-    options.set_max_packet_size(MAX_PACKET, MAX_PACKET).set_keep_alive(Duration::from_secs(5)).set_clean_session(true);
+    let mut options = MqttOptions::new(client_id, ("127.0.0.1", port));
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET).set_keep_alive(5).set_clean_session(true);
     options
 }
 
@@ -354,9 +359,9 @@ pub async fn retained(port: u16, filter: &str, settle: Duration) -> BTreeMap<Str
 /// Handy to seed retained state (e.g. stale topics the bridge must clear).
 pub async fn publish(port: u16, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
     let client_id = unique_client_id("publisher");
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&client_id, port), 16);
+    let (client, mut eventloop) = AsyncClient::builder(mqtt_options(&client_id, port)).capacity(16).build();
     client
-        .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+        .publish(topic, payload.into(), rumqttc::PublishOptions::new(QoS::AtLeastOnce).retain(retain))
         .await
         .expect("queue a publish on a fresh rumqttc client");
     let acked = tokio::time::timeout(Duration::from_secs(10), async {
