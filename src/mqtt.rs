@@ -63,7 +63,7 @@ struct Shared {
     stale: Mutex<std::collections::BTreeMap<String, Bytes>>,
     scan_done: watch::Sender<bool>,
     wake: Notify,
-    /// Signalled when the live queue drains below [`ROOM_AGAIN`] while a reader waits ([`Publisher::live_room`]).
+    /// Signalled when the live queue drains below [`room_again`] while a reader waits ([`Publisher::live_room`]).
     room: Notify,
     /// A reader is waiting for room (so the sender signals `room`).
     room_wanted: std::sync::atomic::AtomicBool,
@@ -332,7 +332,7 @@ pub fn connect_options(config: &MqttConfig, client_id: &str) -> Result<MqttOptio
 }
 
 /// MQTT's keep-alive is whole seconds in 16 bits (the config allows at least 1 s).
-pub fn keep_alive_seconds(keep_alive: Duration) -> u16 {
+fn keep_alive_seconds(keep_alive: Duration) -> u16 {
     u16::try_from(keep_alive.as_secs().max(1)).unwrap_or(u16::MAX)
 }
 
@@ -499,15 +499,14 @@ async fn drive(
             Ok(_) => {}
             Err(error) => {
                 connected.send_replace(false);
-                let lasted = session_started.take().map(|at| at.elapsed());
-                if lasted.is_some_and(|d| d >= STABLE_SESSION) {
-                    backoff.reset();
-                }
-                if lasted.is_some_and(|d| d < STABLE_SESSION) {
-                    tracing::warn!(lasted = ?lasted.unwrap_or_default(), reason = %describe(&error, broker),
+                let reason = describe(&error, broker);
+                match session_started.take().map(|at| at.elapsed()) {
+                    Some(lasted) if lasted >= STABLE_SESSION => backoff.reset(),
+                    Some(lasted) => tracing::warn!(?lasted, %reason,
                         "the broker closed the connection soon after accepting it; if another client uses the same \
                          mqtt.client_id it takes the connection over each time (give each bridge its own id); \
-                         reconnecting with growing delays");
+                         reconnecting with growing delays"),
+                    None => {}
                 }
                 let lost = shared.outbox().connection_lost();
                 let telemetry = crate::telemetry::telemetry();
@@ -515,7 +514,6 @@ async fn drive(
                 telemetry.dropped(lost);
                 telemetry.reconnect("mqtt", "", if outage_reported { "still_unreachable" } else { "connection_lost" });
                 let delay = backoff.next_delay();
-                let reason = describe(&error, broker);
                 // Logged as an error once per distinct cause: a certificate problem does not fix itself, and the
                 // retries would repeat it.
                 if matches!(error, ConnectionError::Tls(_)) && reason != last_tls_error {
