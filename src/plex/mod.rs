@@ -174,15 +174,13 @@ pub trait ReadGate {
     fn ready(&self) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// Waits at `gate` when it is blocked; returns false if `cancel` fired meanwhile, and whether it waited.
-pub async fn pass(
+/// Waits at a blocked `gate` until it has room (true) or `cancel` fires (false); counted in `stats`. Callers
+/// ask [`ReadGate::blocked`] first, because a wait also restarts their liveness timers.
+pub async fn wait_for_room(
     gate: &impl ReadGate,
     cancel: &tokio_util::sync::CancellationToken,
     stats: &mut SessionStats,
 ) -> bool {
-    if !gate.blocked() {
-        return true;
-    }
     stats.paused += 1;
     tokio::select! {
         () = gate.ready() => true,

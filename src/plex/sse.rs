@@ -126,7 +126,7 @@ pub async fn run_session(
                     }
                     // One chunk may hold many events: wait for room before each (see `ReadGate`).
                     if gate.blocked() {
-                        if !super::pass(gate, cancel, stats).await {
+                        if !super::wait_for_room(gate, cancel, stats).await {
                             return SessionEnd::Shutdown;
                         }
                         last_seen = Instant::now();

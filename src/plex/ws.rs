@@ -210,7 +210,7 @@ pub async fn run_session(
     tokio::pin!(idle, ping);
     loop {
         if gate.blocked() {
-            if !super::pass(gate, cancel, stats).await {
+            if !super::wait_for_room(gate, cancel, stats).await {
                 let _ = timeout(Duration::from_millis(300), stream.close(None)).await;
                 return SessionEnd::Shutdown;
             }
