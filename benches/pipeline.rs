@@ -16,7 +16,13 @@
 //!    time of the bridge, the broker, this process and everything else on the machine, and the PUBLISHes the
 //!    broker received per notification (the bridge adds retained session/activity state);
 //! 4. burst: frames pushed with no window at all, as fast as the fake PMS writes them: what the bridge delivers
-//!    and drops when its input outruns the broker, and its memory with a full queue.
+//!    and drops when its input outruns the broker, and its memory with a full queue;
+//! 5. burst with a broker outage: the same 100,000 frames in three parts, with the broker killed (SIGKILL)
+//!    once a quarter of them arrived and restarted on the same port 10 s later (no persistence: it forgets
+//!    retained messages and sessions). Half are pushed before the kill (the bridge is then holding the PMS
+//!    back, its queue full), a quarter while the broker is down, a quarter once the bridge is back. Drops must
+//!    happen only during the outage and be counted, everything pushed after it must arrive, and the retained
+//!    state must be exact at the end (checked; the bench exits 1 if not).
 //!
 //! `PIPELINE_DUMP=<dir>` writes every latency sample (send time and delay, ms) to `<dir>/latency-*.txt`.
 
@@ -36,12 +42,12 @@ use std::time::{Duration, Instant};
 
 use loadgen::{
     clock_ticks_per_second, context_switches, cpu_ticks, find_pid, percentile, proc_status_kib, RawPublisher,
-    Subscriber,
+    RetainedTruth, Subscriber,
 };
 use rumqttc::QoS;
 use support::bridge::toml_string;
 use support::fake_pms::CannedResponse;
-use support::{Bridge, FakePms, Mosquitto, Probe, TokenFile};
+use support::{retained, Bridge, FakePms, Mosquitto, Probe, TokenFile};
 
 /// Sent but not yet received, at most (the bridge's live-event queue holds 10,000 by default).
 const WINDOW: u64 = 8_000;
@@ -70,8 +76,10 @@ const THROUGHPUT_MEASURE: Duration = Duration::from_secs(10);
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_WARMUP: Duration = Duration::from_secs(1);
 const LATENCY_MEASURE: Duration = Duration::from_secs(10);
-/// Frames of the burst phase.
+/// Frames of the burst phases (a multiple of 4,000: see [`burst_with_outage`]).
 const BURST: u64 = 100_000;
+/// How long the broker stays down in the middle of the second burst.
+const OUTAGE: Duration = Duration::from_secs(10);
 /// Mosquitto raised for the load: no limit on in-flight messages, a deep queue, Nagle off, `$SYS` every second.
 const BROKER_CONFIG: &str =
     "max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nsys_interval 1\n";
@@ -415,7 +423,7 @@ async fn run() {
     println!("machine: {}", machine());
     println!("bridge binary: {}", support::bridge::BIN);
 
-    let broker = Mosquitto::start_with_extra_config(BROKER_CONFIG);
+    let mut broker = Mosquitto::start_with_extra_config(BROKER_CONFIG);
     let broker_pid = find_pid(&broker.dir().join("mosquitto.conf").to_string_lossy()).expect("mosquitto's pid");
     let pms = FakePms::start_default().await;
     pms.set_canned("/status/sessions", CannedResponse::json(loadgen::sessions_body()));
@@ -461,9 +469,9 @@ async fn run() {
     let packets1 = broker_messages_received(&sub).await;
     drop(raw);
     let rss = RssSampler::start(pids.bridge);
-    let untracked0 = untracked(http).await;
+    let untracked0 = counter(http, UNTRACKED).await;
     let through = closed_loop(&Target::Bridge(&pms), &sub, &mut seq, base, &pids).await;
-    let untracked_through = untracked(http).await - untracked0;
+    let untracked_through = counter(http, UNTRACKED).await - untracked0;
     let load_rss = rss.take();
     let load_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
     let packets2 = broker_messages_received(&sub).await;
@@ -484,8 +492,14 @@ async fn run() {
     let burst_seconds =
         (burst_start.elapsed() - if burst_delivered < BURST { quiet } else { Duration::ZERO }).as_secs_f64();
     let burst_rss = rss.take();
-    let untracked_burst = untracked(http).await - untracked0 - untracked_through;
+    let untracked_burst = counter(http, UNTRACKED).await - untracked0 - untracked_through;
     let burst_hwm = proc_status_kib(pids.bridge, "VmHWM").unwrap_or(0);
+    let burst_dropped = counter(http, DROPPED).await;
+    drop(sub);
+
+    // 5. Burst with a broker outage.
+    let outage = burst_with_outage(&mut broker, &bridge, &pms, http, &mut seq, base).await;
+    let outage_rss = rss.take();
     drop(rss);
 
     // Shutdown: SIGTERM, exit 0 within 5 s, and the bridge's own count of dropped live events.
@@ -585,16 +599,22 @@ async fn run() {
     println!();
     println!("== burst: {BURST} frames pushed with no window");
     println!(
-        "  pushed in {:.2} s; delivered {} ({:.0}/s over {:.2} s); dropped by the bridge (whole run, from its log): {}",
+        "  pushed in {:.2} s; delivered {} ({:.0}/s over {:.2} s); dropped by the bridge (whole run so far): {}",
         push_seconds,
         burst_delivered,
         burst_delivered as f64 / burst_seconds.max(0.001),
         burst_seconds,
-        dropped.map(|d| d.to_string()).unwrap_or_else(|| "?".into())
+        burst_dropped
     );
     println!("  RSS with the queue full: {:.1} MiB (VmHWM {:.1} MiB)", mib(burst_rss), mib(burst_hwm));
     println!("  notifications forwarded raw only (session/library tracking behind): {untracked_burst}");
     println!();
+    let failures = outage.report(outage_rss);
+    println!();
+    println!(
+        "bridge dropped_live_events over the whole run (its stopped line): {}",
+        dropped.map(|d| d.to_string()).unwrap_or_else(|| "?".into())
+    );
     println!(
         "bridge exit: {}; warnings logged: {}; bench took {:.0} s",
         status.map(|s| s.to_string()).unwrap_or_else(|| "still running after 5 s".into()),
@@ -613,15 +633,200 @@ async fn run() {
     for (message, n) in kinds {
         println!("  {n} x WARN {message}");
     }
+    if !failures.is_empty() {
+        println!("\nFAILED: {}", failures.join("; "));
+        std::process::exit(1);
+    }
 }
 
-/// The bridge's `notifications_untracked` counter, read from its `/metrics`.
-async fn untracked(http: std::net::SocketAddr) -> u64 {
+/// Notifications the bridge forwarded raw only (its session/library tracking was behind).
+const UNTRACKED: &str = "plex_mqtt_bridge_notifications_untracked_total";
+/// Live events the bridge dropped (queue overflow while the broker is away, or lost with its connection).
+const DROPPED: &str = "plex_mqtt_bridge_messages_dropped_total";
+
+/// A counter of the bridge's, read from its `/metrics`.
+async fn counter(http: std::net::SocketAddr, name: &str) -> u64 {
     let (status, metrics) = plex_mqtt_bridge::http_server::get(http, "/metrics").await.expect("the bridge's /metrics");
     assert_eq!(status, 200, "/metrics: {metrics}");
+    let prefix = format!("{name} ");
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("plex_mqtt_bridge_notifications_untracked_total "))
+        .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
-        .expect("plex_mqtt_bridge_notifications_untracked_total in /metrics")
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
+/// What the burst with a broker outage measured.
+struct OutageRun {
+    /// The first sequence number of the phase, and the one after its last.
+    first: u64,
+    end: u64,
+    /// Every sequence number below this had arrived when the broker was killed.
+    settled_at_kill: u64,
+    /// Pushed but not yet received at the kill: the messages whose fate is uncertain (see the soak test).
+    in_flight_at_kill: u64,
+    /// From this sequence number on, the broker, the subscriber and the bridge were all back.
+    recovered_at: u64,
+    /// Kill → the bridge's `online` on the restarted broker.
+    down_for: Duration,
+    bridge_was_first: bool,
+    /// The bridge's dropped counter: before the phase, at the kill, once it had drained after the outage, and
+    /// at the end.
+    dropped: [u64; 4],
+    missing: Vec<u64>,
+    duplicates: u64,
+    /// Seconds from the first push after the outage until the last of those frames arrived.
+    after_seconds: f64,
+    retained_mismatch: Vec<String>,
+}
+
+/// Phase 5; see the module doc. The sequence numbers start at a multiple of 4,000 (a number is a label, so
+/// some are skipped) and the phase pushes a multiple of 4,000, so every short activity the phase starts also
+/// ends in it and the retained activities are exactly the three long-running ones.
+async fn burst_with_outage(
+    broker: &mut Mosquitto,
+    bridge: &Bridge,
+    pms: &FakePms,
+    http: std::net::SocketAddr,
+    seq: &mut u64,
+    base: Instant,
+) -> OutageRun {
+    *seq = seq.next_multiple_of(4_000);
+    let first = *seq;
+    let end = first + BURST;
+    let sub = Subscriber::start(broker.port(), base, &["plex/bridge/state"], true).await;
+    let mut truth = RetainedTruth::default();
+    let mut push = |seq: &mut u64, count: u64| {
+        for _ in 0..count {
+            let t = base.elapsed();
+            let item = loadgen::item(*seq, t.as_nanos() as u64, t.as_millis() as u64);
+            truth.note(&item);
+            assert_eq!(pms.push_text(&item.ws_frame()), 1, "the bridge's WebSocket is not open");
+            *seq += 1;
+        }
+    };
+    let unique = |sub: &Subscriber| sub.counter.unique.load(Ordering::SeqCst);
+    let dropped_before = counter(http, DROPPED).await;
+
+    // Half, with the broker up; killed once a quarter arrived (the bridge then holds the PMS back).
+    push(seq, BURST / 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while unique(&sub) < BURST / 4 {
+        assert!(Instant::now() < deadline, "a quarter of the burst did not arrive within 30 s");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let dropped_at_kill = counter(http, DROPPED).await;
+    let settled_at_kill = first + unique(&sub);
+    let in_flight_at_kill = *seq - settled_at_kill;
+    let killed = Instant::now();
+    tokio::task::block_in_place(|| broker.stop());
+
+    // A quarter while it is down; restarted after OUTAGE.
+    push(seq, BURST / 4);
+    tokio::time::sleep_until((killed + OUTAGE).into()).await;
+    let bridge_was_first = loadgen::restart_broker_behind(broker, bridge, &sub).await;
+    let down_for = killed.elapsed();
+    let recovered_at = *seq;
+    sub.wait_for(u64::MAX, Duration::from_secs(2)).await;
+    let dropped_after_outage = counter(http, DROPPED).await;
+
+    // The last quarter, with everything back.
+    let after_start = Instant::now();
+    let target = sub.received() + BURST / 4;
+    push(seq, BURST / 4);
+    sub.wait_for(target, Duration::from_secs(2)).await;
+    let after_seconds = after_start.elapsed().as_secs_f64();
+    // Past the bridge's progress refresh, so the session documents carry the last offsets.
+    tokio::time::sleep(Duration::from_millis(plex_mqtt_bridge::playback::PROGRESS_REFRESH_MS + 500)).await;
+    let dropped_end = counter(http, DROPPED).await;
+    let held = retained(broker.port(), "plex/#", Duration::from_millis(1500)).await;
+    let text = |topic: &str| held.get(topic).map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut retained_mismatch: Vec<String> =
+        [truth.activities_mismatch(&held), truth.sessions_mismatch(&held)].into_iter().flatten().collect();
+    for (topic, expected) in [("plex/test/state", "connected"), ("plex/bridge/state", "online")] {
+        if text(topic).as_deref() != Some(expected) {
+            retained_mismatch.push(format!("{topic}: {:?}, expected {expected}", text(topic)));
+        }
+    }
+    let missing = sub.counter.missing(end).into_iter().filter(|s| *s >= first).collect();
+    OutageRun {
+        first,
+        end,
+        settled_at_kill,
+        in_flight_at_kill,
+        recovered_at,
+        down_for,
+        bridge_was_first,
+        dropped: [dropped_before, dropped_at_kill, dropped_after_outage, dropped_end],
+        missing,
+        duplicates: sub.counter.duplicates.load(Ordering::SeqCst),
+        after_seconds,
+        retained_mismatch,
+    }
+}
+
+impl OutageRun {
+    /// Prints the figures and the checks; returns the checks that failed.
+    fn report(&self, rss_kib: u64) -> Vec<String> {
+        let [before, at_kill, after_outage, end] = self.dropped;
+        let lost = self.missing.len() as u64;
+        println!(
+            "== burst with the broker killed for {:.0} s in the middle ({BURST} frames: half before, a quarter during, \
+             a quarter after)",
+            OUTAGE.as_secs_f64()
+        );
+        println!(
+            "  killed with {} delivered and {} in flight; the bridge back {:.1} s after the kill (first: {})",
+            self.settled_at_kill - self.first,
+            self.in_flight_at_kill,
+            self.down_for.as_secs_f64(),
+            self.bridge_was_first
+        );
+        println!(
+            "  dropped by the bridge: {} before the kill, {} during the outage, {} after it; missing at the \
+             subscriber: {lost} (seq {:?}), duplicates {}",
+            at_kill - before,
+            after_outage - at_kill,
+            end - after_outage,
+            self.missing.first().zip(self.missing.last()),
+            self.duplicates
+        );
+        println!(
+            "  the last quarter ({}) arrived {:.2} s after its first push; bridge RSS peak over the phase {:.1} MiB",
+            BURST / 4,
+            self.after_seconds,
+            mib(rss_kib)
+        );
+        let outside: Vec<u64> =
+            self.missing.iter().copied().filter(|s| !(self.settled_at_kill..self.recovered_at).contains(s)).collect();
+        let counted = (after_outage - at_kill) as i64;
+        let checks = [
+            (at_kill == before, "no drop before the kill".to_owned()),
+            (end == after_outage, "no drop after the outage".to_owned()),
+            (
+                outside.is_empty(),
+                format!("nothing missing outside the outage (outside: {:?})", &outside[..outside.len().min(10)]),
+            ),
+            (
+                (lost as i64 - counted).unsigned_abs() <= self.in_flight_at_kill,
+                format!(
+                    "missing ({lost}) = counted drops ({counted}) within the {} in flight at the kill",
+                    self.in_flight_at_kill
+                ),
+            ),
+            (self.duplicates == 0, "no duplicates".to_owned()),
+            (!self.bridge_was_first, "the subscriber was back before the bridge".to_owned()),
+            (self.retained_mismatch.is_empty(), format!("retained state exact {:?}", self.retained_mismatch)),
+            (rss_kib <= 64 * 1024, "bridge RSS <= 64 MiB".to_owned()),
+            (self.end - self.first == BURST, "the whole burst pushed".to_owned()),
+        ];
+        let mut failures = Vec::new();
+        for (ok, what) in checks {
+            println!("  {} {what}", if ok { "ok    " } else { "FAILED" });
+            if !ok {
+                failures.push(what);
+            }
+        }
+        failures
+    }
 }

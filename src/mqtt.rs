@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, PublishOptions, QoS,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, PublishOptions, QoS, StateError,
     TlsConfiguration, Transport,
 };
 use tokio::sync::{watch, Notify};
@@ -541,6 +541,17 @@ fn describe(error: &ConnectionError, broker: &str) -> String {
         ConnectionError::Tls(tls) => crate::tls::describe_handshake_error(broker, tls),
         ConnectionError::ConnectionRefused(code) => {
             format!("broker refused the connection ({code:?}); check mqtt.username / mqtt.password")
+        }
+        // The fork reports a failed socket read as a "serialization/deserialization error"; what the user
+        // needs to know is that the connection broke (a broker restart or crash, a network fault).
+        ConnectionError::Io(io)
+        | ConnectionError::MqttState(
+            StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)),
+        ) => {
+            format!("connection to the broker at {broker} failed: {io}")
+        }
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            format!("the broker at {broker} closed the connection")
         }
         other => other.to_string(),
     }

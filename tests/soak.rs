@@ -15,12 +15,11 @@
 mod loadgen;
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use loadgen::{field_u64, proc_status_kib, Subscriber, RUNNING_ACTIVITIES};
+use loadgen::{field_u64, proc_status_kib, RetainedTruth, Subscriber};
 use support::bridge::toml_string;
 use support::fake_pms::CannedResponse;
 use support::{retained, Bridge, FakePms, Mosquitto, Probe, TokenFile};
@@ -85,7 +84,7 @@ format = "text"
 /// What the producer remembers: the last payload of every activity uuid, the PMS drops and the broker outages.
 #[derive(Default)]
 struct Sent {
-    last_activity: HashMap<String, (String, &'static str)>,
+    truth: RetainedTruth,
     pms_drops: u64,
     outages: Vec<Outage>,
 }
@@ -119,9 +118,7 @@ struct Outage {
 fn push(pms: &FakePms, seq: u64, base: Instant, sent: &mut Sent) {
     let t = base.elapsed();
     let item = loadgen::item(seq, t.as_nanos() as u64, t.as_millis() as u64);
-    if let Some((uuid, event)) = &item.activity {
-        sent.last_activity.insert(uuid.clone(), (item.json.clone(), event));
-    }
+    sent.truth.note(&item);
     let frame = item.ws_frame();
     assert_eq!(pms.push_text(&frame), 1, "notification {seq}: the bridge's WebSocket is not open");
 }
@@ -348,24 +345,9 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
     );
     let bridge_info = json("plex/bridge/info").unwrap_or_default();
     check(bridge_info["servers"] == serde_json::json!([loadgen::SERVER]), format!("plex/bridge/info: {bridge_info}"));
-    let activities: HashMap<String, String> = held
-        .iter()
-        .filter_map(|(topic, payload)| {
-            let uuid = topic.strip_prefix(&format!("plex/{}/activities/", loadgen::SERVER))?;
-            Some((uuid.to_owned(), String::from_utf8_lossy(payload).into_owned()))
-        })
-        .collect();
-    let expected_activities: HashMap<String, String> = sent
-        .last_activity
-        .iter()
-        .filter(|(_, (_, event))| *event != "ended")
-        .map(|(uuid, (payload, _))| (uuid.clone(), payload.clone()))
-        .collect();
-    check(expected_activities.len() == RUNNING_ACTIVITIES.len(), "the short activities did not all end".into());
-    check(
-        activities == expected_activities,
-        format!("retained activities {activities:#?}\nare not the last items sent {expected_activities:#?}"),
-    );
+    if let Some(mismatch) = sent.truth.activities_mismatch(&held) {
+        check(false, mismatch);
+    }
 
     // Loss only around the outages: every missing notification was sent after the last one delivered before a
     // kill and before both sides were back.
@@ -418,8 +400,6 @@ async fn broker_outage(
     base: Instant,
     sent: &mut Sent,
 ) -> u64 {
-    let online_before = sub.counter.other("plex/bridge/state").map(|(_, n, _)| n).unwrap_or(0);
-    let subacks_before = sub.counter.subacks.load(Ordering::SeqCst);
     let settled_at_kill = sub.counter.unique.load(Ordering::SeqCst) + sent.lost();
     let in_flight_at_kill = seq - settled_at_kill;
     let killed = Instant::now();
@@ -431,29 +411,7 @@ async fn broker_outage(
         push(pms, seq, base, sent);
         seq += 1;
     }
-    // The counting subscriber must be subscribed before the bridge publishes again, or what the bridge sends
-    // in between is lost without anyone knowing (the restarted broker has no sessions). The bridge reconnects
-    // within its backoff (at most 1 s here) and the subscriber within 100 ms, but either may win: hold the
-    // bridge (SIGSTOP, like a long scheduling pause) until the subscriber is back.
-    bridge.signal("STOP");
-    tokio::task::block_in_place(|| broker.restart());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sub.counter.subacks.load(Ordering::SeqCst) == subacks_before {
-        if Instant::now() >= deadline {
-            bridge.signal("CONT");
-            panic!("the subscriber did not re-subscribe within 30 s of the broker restart");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bridge.signal("CONT");
-    let bridge_was_first = loop {
-        let online = sub.counter.other("plex/bridge/state").filter(|(p, n, _)| *n > online_before && p == b"online");
-        if let Some((_, _, retained)) = online {
-            break retained;
-        }
-        assert!(Instant::now() < deadline, "the bridge was not back within 30 s of the broker restart");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let bridge_was_first = loadgen::restart_broker_behind(broker, bridge, sub).await;
     let duration = killed.elapsed();
     let recovered_at = seq;
     // Let what the bridge queued drain, then remember what is gone for the window arithmetic.

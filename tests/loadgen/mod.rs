@@ -8,7 +8,7 @@
 // The benchmark and the soak test each use a part.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,6 +115,8 @@ pub struct Item {
     pub json: String,
     /// For activity items: the uuid and the event.
     pub activity: Option<(String, &'static str)>,
+    /// For playing items: the session key and the `viewOffset` (ms).
+    pub session: Option<(&'static str, u64)>,
 }
 
 /// The item with sequence number `seq`, sent `t_ns` after the base instant; `elapsed_ms` is the playback clock
@@ -123,9 +125,11 @@ pub fn item(seq: u64, t_ns: u64, elapsed_ms: u64) -> Item {
     let kind = Kind::of(seq);
     let n = seq / 4; // the n-th item of its kind
     let mut activity = None;
+    let mut session = None;
     let json = match kind {
         Kind::Playing => {
             let key = SESSION_KEYS[(n % 3) as usize];
+            session = Some((key, 600_000 + elapsed_ms));
             format!(
                 concat!(
                     r#"{{"sessionKey":"{key}","clientIdentifier":"4b45c1d2a8e93f7b60c4d1e2{key}","#,
@@ -193,7 +197,7 @@ pub fn item(seq: u64, t_ns: u64, elapsed_ms: u64) -> Item {
             t = t_ns
         ),
     };
-    Item { kind, json, activity }
+    Item { kind, json, activity, session }
 }
 
 impl Item {
@@ -205,6 +209,67 @@ impl Item {
             self.kind.array_key(),
             self.json
         )
+    }
+}
+
+/// What the items sent so far make the retained state: the last item of every activity and the last
+/// `viewOffset` of every playback session.
+#[derive(Default)]
+pub struct RetainedTruth {
+    /// uuid → (the last item's JSON, its event).
+    pub last_activity: HashMap<String, (String, &'static str)>,
+    /// session key → the last `viewOffset` sent.
+    pub last_offset: HashMap<&'static str, u64>,
+}
+
+impl RetainedTruth {
+    /// Takes note of an item about to be sent.
+    pub fn note(&mut self, item: &Item) {
+        if let Some((uuid, event)) = &item.activity {
+            self.last_activity.insert(uuid.clone(), (item.json.clone(), event));
+        }
+        if let Some((key, offset)) = item.session {
+            self.last_offset.insert(key, offset);
+        }
+    }
+
+    /// Where the retained `<prefix>/test/activities/+` topics in `held` differ from the last item of each
+    /// running activity (ended ones must be cleared), or why the load itself was not as meant.
+    pub fn activities_mismatch(&self, held: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+        let prefix = format!("plex/{SERVER}/activities/");
+        let activities: HashMap<&str, String> = held
+            .iter()
+            .filter_map(|(topic, payload)| {
+                Some((topic.strip_prefix(&prefix)?, String::from_utf8_lossy(payload).into_owned()))
+            })
+            .collect();
+        let expected: HashMap<&str, String> = self
+            .last_activity
+            .iter()
+            .filter(|(_, (_, event))| *event != "ended")
+            .map(|(uuid, (payload, _))| (uuid.as_str(), payload.clone()))
+            .collect();
+        if expected.len() != RUNNING_ACTIVITIES.len() {
+            return Some(format!("the short activities did not all end: {:?}", expected.keys()));
+        }
+        (activities != expected)
+            .then(|| format!("retained activities {activities:#?}\nare not the last items sent {expected:#?}"))
+    }
+
+    /// Where the `view_offset_ms` of the retained `<prefix>/test/sessions/<key>` documents differs from the
+    /// last `viewOffset` sent for each session (once the bridge's progress refresh has passed).
+    pub fn sessions_mismatch(&self, held: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+        let wrong: Vec<String> = self
+            .last_offset
+            .iter()
+            .filter_map(|(key, offset)| {
+                let topic = format!("plex/{SERVER}/sessions/{key}");
+                let document = held.get(&topic).and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok());
+                let retained = document.as_ref().and_then(|d| d["view_offset_ms"].as_u64());
+                (retained != Some(*offset)).then(|| format!("{topic}: view_offset_ms {retained:?}, last sent {offset}"))
+            })
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join("; "))
     }
 }
 
@@ -443,6 +508,41 @@ async fn run_subscriber(
             Ok(_) => {}
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Restarts a stopped broker so that `sub` is subscribed again before the bridge publishes: the restarted
+/// broker has no sessions, so what the bridge sent before the subscriber is back would be lost without anyone
+/// knowing. Both reconnect within their backoff and either may win, so the bridge is held (SIGSTOP, like a long
+/// scheduling pause) until the subscriber has its SubAck. Then waits (30 s at most) until the bridge's
+/// `plex/bridge/state` says `online` again; returns whether that came as a stored retained message (the bridge
+/// was back before the subscriber after all: with SIGSTOP holding it, this must be false). `sub` must subscribe
+/// to `plex/bridge/state`.
+pub async fn restart_broker_behind(
+    broker: &mut crate::support::Mosquitto,
+    bridge: &crate::support::Bridge,
+    sub: &Subscriber,
+) -> bool {
+    let online_before = sub.counter.other("plex/bridge/state").map(|(_, n, _)| n).unwrap_or(0);
+    let subacks_before = sub.counter.subacks.load(Ordering::SeqCst);
+    bridge.signal("STOP");
+    tokio::task::block_in_place(|| broker.restart());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sub.counter.subacks.load(Ordering::SeqCst) == subacks_before {
+        if Instant::now() >= deadline {
+            bridge.signal("CONT");
+            panic!("the subscriber did not re-subscribe within 30 s of the broker restart");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bridge.signal("CONT");
+    loop {
+        let online = sub.counter.other("plex/bridge/state").filter(|(p, n, _)| *n > online_before && p == b"online");
+        if let Some((_, _, retained)) = online {
+            return retained;
+        }
+        assert!(Instant::now() < deadline, "the bridge was not back within 30 s of the broker restart");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
