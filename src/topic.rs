@@ -25,6 +25,14 @@ pub fn fold_segment(raw: &str) -> String {
 }
 
 fn fold_unbounded(raw: &str) -> String {
+    if raw.is_ascii() {
+        fold_ascii(raw.as_bytes())
+    } else {
+        fold_chars(raw)
+    }
+}
+
+fn fold_chars(raw: &str) -> String {
     let mut folded = String::with_capacity(raw.len());
     for ch in raw.chars().flat_map(char::to_lowercase) {
         let ch = if ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_' { ch } else { '_' };
@@ -32,6 +40,24 @@ fn fold_unbounded(raw: &str) -> String {
             continue;
         }
         folded.push(ch);
+    }
+    while folded.ends_with('_') {
+        folded.pop();
+    }
+    folded
+}
+
+/// [`fold_unbounded`] for ASCII text (every type and uuid PMS sends), a byte at a time: the same result
+/// without the per-character Unicode case mapping, which made folding a visible cost per notification.
+fn fold_ascii(raw: &[u8]) -> String {
+    let mut folded = String::with_capacity(raw.len());
+    for &b in raw {
+        let b = b.to_ascii_lowercase();
+        let b = if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' { b } else { b'_' };
+        if b == b'_' && (folded.is_empty() || folded.ends_with('_')) {
+            continue;
+        }
+        folded.push(char::from(b));
     }
     while folded.ends_with('_') {
         folded.pop();
@@ -234,6 +260,15 @@ pub fn player_segment(machine_identifier: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_folding_matches_the_unicode_path() {
+        let mut samples: Vec<String> = (0u8..128).map(|b| format!("a{}B", char::from(b))).collect();
+        samples.extend(["transcodeSession.update", "__A--b__", "  ", "_", "X/Y+Z#", "ab\0cd", ""].map(String::from));
+        for sample in samples {
+            assert_eq!(fold_ascii(sample.as_bytes()), fold_chars(&sample), "{sample:?}");
+        }
+    }
 
     #[test]
     fn folding_follows_the_contract() {

@@ -89,7 +89,7 @@ pub fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
 }
 
 /// A string that borrows from the input when it can (serde's own `Cow<str>` always allocates).
-struct MaybeBorrowed<'a>(Cow<'a, str>);
+pub(crate) struct MaybeBorrowed<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -46,19 +46,205 @@ pub fn decode_websocket(frame: &str) -> Result<Notification, DecodeError> {
 /// copied by whoever keeps it, or it keeps the whole frame alive).
 pub fn decode_websocket_shared(frame: &str, buffer: &Bytes) -> Result<Notification, DecodeError> {
     let cut = Cutter { text: frame, buffer };
+    if let Some(standard) = single_pass::decode(frame)? {
+        let items = standard.items.into_iter().map(|item| cut.cut(item.get())).collect();
+        return Ok(Notification { kind: standard.kind, items });
+    }
+    decode_websocket_general(&cut, frame)
+}
+
+/// Every frame shape PMS versions send (see [`decode_websocket`]), a few scans of the frame.
+fn decode_websocket_general(cut: &Cutter<'_>, frame: &str) -> Result<Notification, DecodeError> {
     let top = Fields::parse_str(frame)?;
     if let Some(container) = top.raw(CONTAINER_KEY) {
-        return decode_container(&cut, container.get(), None);
+        return decode_container(cut, container.get(), None);
     }
     if let Some(element_type) = top.raw("_elementType") {
         if string_value(element_type).as_deref() == Some(CONTAINER_KEY) {
-            return decode_legacy(&cut, &top);
+            return decode_legacy(cut, &top);
         }
     }
     if top.raw("type").is_some() {
-        return decode_container(&cut, frame, None);
+        return decode_container(cut, frame, None);
     }
     Err(DecodeError::Shape("no NotificationContainer object"))
+}
+
+/// The common WebSocket frame in one pass over its bytes: `{"NotificationContainer":{"type":…,"<Key>":[…]}}`.
+///
+/// The general decoder below reads the envelope, then the container, then each array, each a full scan of every
+/// item (a profile of the pipeline benchmark put JSON scanning first among the bridge's costs). This one walks
+/// the frame once with serde visitors and slices the items out as it passes them. It answers only for frames
+/// whose container is an object with a string or number `type` and whose other values are arrays or scalars;
+/// anything else valid (the legacy envelope, a container without envelope, an object in place of an array, no
+/// `type`) returns `None`, and the general decoder takes the frame, so both give the same result.
+mod single_pass {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    use super::{string_value, CONTAINER_KEY};
+    use crate::plex::fields::MaybeBorrowed;
+
+    /// A frame of the common shape: its type and its items, borrowed from the frame.
+    pub struct Standard<'a> {
+        pub kind: String,
+        pub items: Vec<&'a RawValue>,
+    }
+
+    /// `Ok(None)`: valid JSON of another shape. `Err`: not JSON (the general decoder would say the same).
+    pub fn decode(frame: &str) -> Result<Option<Standard<'_>>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(frame);
+        let standard = de.deserialize_any(Envelope)?;
+        de.end()?;
+        Ok(standard)
+    }
+
+    /// Skips what a visitor does not want, whatever it is.
+    fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    /// Implements the scalar visits of a visitor whose value is an `Option` as `None` (the value is not of the
+    /// shape looked for; serde has consumed it already).
+    macro_rules! scalars_are_none {
+        () => {
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+        };
+    }
+
+    /// The top level: the value of its (last) `NotificationContainer` key.
+    struct Envelope;
+
+    impl<'de> Visitor<'de> for Envelope {
+        type Value = Option<Standard<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            let mut other_shape = false;
+            while let Some(MaybeBorrowed(key)) = map.next_key()? {
+                if key == CONTAINER_KEY {
+                    let container = map.next_value_seed(Container)?;
+                    other_shape = container.is_none();
+                    found = container;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found.filter(|_| !other_shape))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq).map(|()| None)
+        }
+        scalars_are_none!();
+    }
+
+    /// The container object: `type` and the items of every array under another key.
+    struct Container;
+
+    impl<'de> DeserializeSeed<'de> for Container {
+        type Value = Option<Standard<'de>>;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Container {
+        type Value = Option<Standard<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a NotificationContainer object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kind = None;
+            let mut items = Vec::new();
+            let mut other_shape = false;
+            while let Some(MaybeBorrowed(key)) = map.next_key()? {
+                match key.as_ref() {
+                    "type" => kind = string_value(map.next_value::<&'de RawValue>()?).map(|k| k.into_owned()),
+                    "size" => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                    _ => other_shape |= !map.next_value_seed(Items(&mut items))?,
+                }
+            }
+            Ok(kind.filter(|_| !other_shape).map(|kind| Standard { kind, items }))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq).map(|()| None)
+        }
+        scalars_are_none!();
+    }
+
+    /// A value under a container key: an array adds its elements to the items, a scalar adds nothing. `false`
+    /// for an object (its bytes, the item, cannot be sliced out here).
+    struct Items<'v, 'de>(&'v mut Vec<&'de RawValue>);
+
+    impl<'de> DeserializeSeed<'de> for Items<'_, 'de> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Items<'_, 'de> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of items")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                self.0.push(item);
+            }
+            Ok(true)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+            skip_map(map).map(|()| false)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(true)
+        }
+    }
 }
 
 /// Decodes one EventSource event: `event: <type>` with `data: {"<ArrayKey>": {…}}` (one object), the same with
@@ -215,6 +401,51 @@ mod tests {
         }
         let deep = "[".repeat(10_000);
         assert!(decode_websocket(&format!("{{\"NotificationContainer\":{deep}")).is_err());
+    }
+
+    /// The single pass and the general decoder agree on every frame: the common shape, each shape the single
+    /// pass hands over, and every prefix of them (invalid JSON: both refuse).
+    #[test]
+    fn single_pass_and_general_decoder_agree() {
+        let frames = [
+            r#"{"NotificationContainer":{"type":"playing","size":1,"PlaySessionStateNotification":[{"sessionKey":"1","a":[1,{"b":"}"}]}]}}"#,
+            r#"{"NotificationContainer":{"size":2,"type":12,"A":[{"x":1}],"B":[[1],"s",null],"size":"x"}}"#,
+            r#"{"NotificationContainer":{"type":"a","type":true,"X":[{}]}}"#,
+            r#"{"NotificationContainer":{"type":"a","X":{"single":"object"}}}"#,
+            r#"{"NotificationContainer":{"X":[{}]}}"#,
+            r#"{"NotificationContainer":[1],"NotificationContainer":{"type":"last","X":[{"k":"v"}]}}"#,
+            r#"{"NotificationContainer":{"type":"first","X":[{}]},"NotificationContainer":5}"#,
+            r#"{"NotificationContainer":{"type":"esc","size":[{"not":"an item"}],"X":[{"k":"A"}]}}"#,
+            r#"{"other":1,"NotificationContainer":{"type":"a","title":"stray","X":[]}}"#,
+            r#"{"_elementType":"NotificationContainer","type":"playing","_children":[{"k":1}]}"#,
+            r#"{"type":"timeline","size":1,"TimelineEntry":[{"k":1}]}"#,
+            r#"[{"NotificationContainer":{"type":"a","X":[{}]}}]"#,
+            r#""NotificationContainer""#,
+            r#"{}"#,
+        ];
+        let agree = |frame: &str| {
+            let buffer = Bytes::copy_from_slice(frame.as_bytes());
+            let general = decode_websocket_general(&Cutter { text: frame, buffer: &buffer }, frame);
+            match (decode_websocket_shared(frame, &buffer), general) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{frame}"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{frame}: single pass {a:?}, general {b:?}"),
+            }
+        };
+        let answered: Vec<bool> = frames.iter().map(|f| single_pass::decode(f).is_ok_and(|s| s.is_some())).collect();
+        assert_eq!(
+            answered,
+            [true, true, false, false, false, true, false, true, true, false, false, false, false, false],
+            "which frames the single pass answers itself"
+        );
+        for frame in frames {
+            agree(frame);
+            for end in 0..frame.len() {
+                if frame.is_char_boundary(end) {
+                    agree(&frame[..end]);
+                }
+            }
+        }
     }
 
     #[test]
