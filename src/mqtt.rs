@@ -42,6 +42,13 @@ const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// `writev` system call per message).
 pub const REQUEST_BATCH: usize = 64;
 
+/// Packets (PUBACKs, mostly) the event loop reads before it finishes a read batch (128 is the fork's most).
+/// Finishing one walks every packet-id slot the client ever used (up to `mqtt.max_inflight`, to mark
+/// in-flight PUBLISHes for its optional session store) and flushes; with the fork's adaptive size (16 while
+/// requests are waiting) that walk was a tenth of the bridge's CPU under load (see BENCHMARKS.md). Reading
+/// more per batch never waits: packets after the first are only taken when already buffered.
+pub const READ_BATCH: usize = 128;
+
 /// Room left in a packet for the fixed header, topic length and packet id.
 const PACKET_OVERHEAD: usize = 16;
 /// While the broker is connected, the live queue may hold this many times `mqtt.queue_size` before the oldest
@@ -275,6 +282,7 @@ pub fn start(
         .set_max_packet_size(config.max_packet_size, config.max_packet_size)
         .set_inflight(config.max_inflight)
         .set_max_request_batch(REQUEST_BATCH)
+        .set_read_batch_size(READ_BATCH)
         .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
     let (client, mut eventloop) =
         AsyncClient::builder(options).capacity(64).try_build().map_err(|e| MqttSetupError::Options(e.to_string()))?;

@@ -557,8 +557,11 @@ impl RawPublisher {
     pub async fn connect(port: u16, inflight: u16) -> RawPublisher {
         let mut options = MqttOptions::new(format!("load-raw-publisher-{}", std::process::id()), ("127.0.0.1", port));
         options.set_keep_alive(30).set_clean_session(true).set_max_packet_size(1 << 20, 1 << 20);
-        // The bridge's own client settings: in-flight limit and requests written per flush.
-        options.set_inflight(inflight).set_max_request_batch(plex_mqtt_bridge::mqtt::REQUEST_BATCH);
+        // The bridge's own client settings: in-flight limit, requests written per flush, packets read per batch.
+        options
+            .set_inflight(inflight)
+            .set_max_request_batch(plex_mqtt_bridge::mqtt::REQUEST_BATCH)
+            .set_read_batch_size(plex_mqtt_bridge::mqtt::READ_BATCH);
         let (client, mut eventloop) = AsyncClient::builder(options).capacity(64).build();
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
