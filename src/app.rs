@@ -10,7 +10,7 @@ use tracing::Instrument;
 use crate::bridge_info::BridgeInfo;
 use crate::config::Config;
 use crate::discovery::{Discovery, KnownServers};
-use crate::mqtt::{self, HomeAssistantLink};
+use crate::mqtt::{self, CommandInbox, HomeAssistantLink};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, PlexError};
 use crate::supervisor::Supervisor;
@@ -52,7 +52,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
         config_filter: discovery.config_filter(),
         own_config_prefix: discovery.own_config_prefix(),
     };
-    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics, ha_link)?;
+    let inbox = config.commands.enabled.then(|| CommandInbox::new(bridge_topics.prefix()));
+    let (publisher, connection) = mqtt::start(&config.mqtt, &bridge_topics, ha_link, inbox.clone())?;
     // Remove discovery configs of servers no longer configured (or all of ours when discovery is off) once
     // the start-up read of the broker's retained topics is complete and every server's identity is known.
     let known_servers = KnownServers::new(config.servers.len());
@@ -107,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
             tls,
             index,
             players: config.players.clone(),
+            commands: inbox.clone().map(|inbox| (config.commands.clone(), inbox)),
         };
         supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));
     }

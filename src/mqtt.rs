@@ -8,6 +8,7 @@
 //!
 //! Producers only touch the outbox through a [`Publisher`] handle and never block on the broker.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::Action;
-use crate::topic::BridgeTopics;
+use crate::topic::{BridgeTopics, CommandTopic};
 
 /// Why the publisher could not be set up (everything after that is retried, never fatal).
 #[derive(Debug, thiserror::Error)]
@@ -268,12 +269,82 @@ pub struct HomeAssistantLink {
     pub own_config_prefix: String,
 }
 
+/// A message that arrived on a command topic, as the broker delivered it.
+#[derive(Debug, Clone)]
+pub struct InboundCommand {
+    pub topic: String,
+    pub payload: Bytes,
+    /// A stored retained message: never executed.
+    pub retain: bool,
+    /// QoS 1 packet id and DUP flag: a redelivery carries the same id with DUP set.
+    pub pkid: u16,
+    pub dup: bool,
+}
+
+/// Hands messages on the command topics (`[commands] enabled`) to each server's command task, by the server's
+/// topic level. The publisher subscribes to [`CommandTopic::filters`] on every broker session; a server
+/// registers once its topics are known. The mqtt layer only routes: what a command means is the command
+/// task's business.
+#[derive(Clone)]
+pub struct CommandInbox {
+    prefix: String,
+    servers: Arc<Mutex<HashMap<String, tokio::sync::mpsc::Sender<InboundCommand>>>>,
+}
+
+impl CommandInbox {
+    pub fn new(prefix: &str) -> Self {
+        CommandInbox { prefix: prefix.to_owned(), servers: Arc::default() }
+    }
+
+    /// Routes commands for `server` (its topic level) to `tx` from now on.
+    pub fn register(&self, server: &str, tx: tokio::sync::mpsc::Sender<InboundCommand>) {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(server.to_owned(), tx);
+    }
+
+    /// Stops routing to `server`.
+    pub fn unregister(&self, server: &str) {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).remove(server);
+    }
+
+    /// Whether `topic` is a command topic (then it is handed over, or dropped with a log line, never treated
+    /// as anything else).
+    fn deliver(&self, topic: &str, publish: &rumqttc::Publish) -> bool {
+        let Some(parsed) = CommandTopic::parse(&self.prefix, topic) else { return false };
+        if parsed.verb == crate::topic::COMMAND_RESULT && parsed.player.is_none() {
+            return true; // our own results come back through the same filter
+        }
+        let tx = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(parsed.server).cloned();
+        let Some(tx) = tx else {
+            tracing::debug!(%topic, "command for a server this bridge does not know (or not yet); ignored");
+            return true;
+        };
+        let inbound = InboundCommand {
+            topic: topic.to_owned(),
+            payload: publish.payload.clone(),
+            retain: publish.retain,
+            pkid: publish.pkid,
+            dup: publish.dup,
+        };
+        if tx.try_send(inbound).is_err() {
+            tracing::warn!(%topic, "command queue full; command dropped without a result");
+        }
+        true
+    }
+}
+
+/// What the driver listens to besides acknowledgements: Home Assistant's status, and the command topics.
+struct Listeners {
+    ha: HomeAssistantLink,
+    commands: Option<CommandInbox>,
+}
+
 /// Starts the publisher. `online` is set at once as retained state, so it is the first thing every new session
 /// publishes; the last will says `offline` when the bridge vanishes without a clean shutdown.
 pub fn start(
     config: &MqttConfig,
     topics: &BridgeTopics,
     ha: HomeAssistantLink,
+    commands: Option<CommandInbox>,
 ) -> Result<(Publisher, MqttConnection), MqttSetupError> {
     let mut options = connect_options(config, &config.client_id)?;
     options
@@ -311,7 +382,8 @@ pub fn start(
     let sender = tokio::spawn(send(client.clone(), shared.clone(), config.qos, connected_rx, stop_sending.clone()));
     let backoff = Backoff::new(Duration::from_millis(250), config.reconnect_max);
     let scan = StaleScan::new(client.clone(), topics.prefix(), &ha.config_filter);
-    let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, ha, stop_driving.clone()));
+    let listeners = Listeners { ha, commands };
+    let driver = tokio::spawn(drive(eventloop, shared, connected_tx, backoff, scan, listeners, stop_driving.clone()));
     let connection = MqttConnection {
         client,
         publisher: publisher.clone(),
@@ -438,9 +510,10 @@ async fn drive(
     connected: watch::Sender<bool>,
     mut backoff: Backoff,
     mut scan: StaleScan,
-    ha: HomeAssistantLink,
+    listeners: Listeners,
     stop: CancellationToken,
 ) {
+    let Listeners { ha, commands } = listeners;
     let broker = shared.broker.as_str();
     let mut outage_reported = false;
     let mut last_tls_error = String::new();
@@ -480,10 +553,20 @@ async fn drive(
                         tracing::warn!(topic = %status, "cannot subscribe to Home Assistant's status topic");
                     }
                 }
+                if let Some(commands) = &commands {
+                    for filter in CommandTopic::filters(&commands.prefix) {
+                        if client_subscribe(&scan.client, &filter).is_err() {
+                            tracing::warn!(%filter, "cannot subscribe to the command topics");
+                        }
+                    }
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => scan.subscribed(),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let Ok(topic) = std::str::from_utf8(&publish.topic) else { continue };
+                if commands.as_ref().is_some_and(|c| c.deliver(topic, &publish)) {
+                    continue;
+                }
                 if ha.status_topic.as_deref() == Some(topic) {
                     if publish.payload.as_ref() == b"online" {
                         resend_discovery_soon(shared.clone(), ha.own_config_prefix.clone());

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::bridge_info::BridgeInfo;
-use crate::config::{PlayersConfig, PlexConfig, ServerConfig, Transport};
+use crate::commands::CommandTask;
+use crate::config::{CommandsConfig, PlayersConfig, PlexConfig, ServerConfig, Transport};
 use crate::discovery::{Discovery, KnownServers, ServerDevice};
-use crate::mqtt::Publisher;
+use crate::mqtt::{CommandInbox, Publisher};
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
 use crate::plex::ws::{self, WsEndpoint, WsStream};
@@ -66,6 +67,8 @@ pub struct Supervisor {
     /// This server's position in the configuration (for `bridge/info`).
     pub index: usize,
     pub players: PlayersConfig,
+    /// Commands from MQTT (`[commands] enabled`): the settings and where the publisher routes them.
+    pub commands: Option<(CommandsConfig, CommandInbox)>,
 }
 
 /// Notification types the state task follows.
@@ -99,6 +102,8 @@ struct Session {
     last_known_looked_up: bool,
     /// The config topic of the provisional device announced while the server was never identified.
     provisional: Option<String>,
+    /// The running command task: the topic level it is registered under, and how to stop it.
+    commands: Option<(String, CancellationToken)>,
 }
 
 /// An open notification session on either transport.
@@ -152,6 +157,7 @@ impl Supervisor {
             identified: false,
             last_known_looked_up: false,
             provisional: None,
+            commands: None,
         };
         if let Some(name) = session.name.clone() {
             self.adopt_name(&mut session, name);
@@ -212,6 +218,7 @@ impl Supervisor {
             }
         }
         self.set_state(&mut session, ServerState::Disconnected);
+        self.stop_commands(&mut session);
         state_cancel.cancel();
         let _ = state_handle.await;
         tracing::debug!("supervisor stopped");
@@ -360,9 +367,40 @@ impl Supervisor {
     }
 
     fn adopt_name(&self, session: &mut Session, name: ServerName) {
-        session.topics = Some(self.bridge_topics.server(&name));
+        let topics = self.bridge_topics.server(&name);
+        if session.commands.as_ref().is_none_or(|(segment, _)| segment != topics.server_segment()) {
+            self.start_commands(session, &topics);
+        }
+        session.topics = Some(topics);
         self.bridge_info.set_server(self.index, name.as_str());
         session.name = Some(name);
+    }
+
+    /// (Re)starts the command task under the server's topic level, when commands are enabled.
+    fn start_commands(&self, session: &mut Session, topics: &ServerTopics) {
+        let Some((config, inbox)) = &self.commands else { return };
+        self.stop_commands(session);
+        let (tx, rx) = mpsc::channel(crate::commands::QUEUE);
+        let stop = CancellationToken::new();
+        let task = CommandTask {
+            config: config.clone(),
+            http: self.http.clone(),
+            token: self.server.token.clone(),
+            topics: topics.clone(),
+            prefix: self.bridge_topics.prefix().to_owned(),
+            publisher: self.publisher.clone(),
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(task.run(rx, stop.clone())));
+        inbox.register(topics.server_segment(), tx);
+        tracing::info!(topics = %topics.server_command("#"), "listening for commands");
+        session.commands = Some((topics.server_segment().to_owned(), stop));
+    }
+
+    fn stop_commands(&self, session: &mut Session) {
+        if let (Some((segment, stop)), Some((_, inbox))) = (session.commands.take(), &self.commands) {
+            inbox.unregister(&segment);
+            stop.cancel();
+        }
     }
 
     fn set_state(&self, session: &mut Session, state: ServerState) {

@@ -257,8 +257,83 @@ pub fn player_segment(machine_identifier: &str) -> String {
     fold_segment_or(machine_identifier, "unknown")
 }
 
+/// Where a message on a command topic points: `<p>/<server>/command/<verb>` or
+/// `<p>/<server>/players/<player>/command/<verb>` (segments as they are in the topic; the verb is not checked
+/// here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTopic<'a> {
+    pub server: &'a str,
+    pub player: Option<&'a str>,
+    pub verb: &'a str,
+}
+
+/// The results topic's last level, which shares the command topics' filter but is never a command.
+pub const COMMAND_RESULT: &str = "result";
+
+impl<'a> CommandTopic<'a> {
+    /// The subscriptions that receive every command topic under `prefix`.
+    pub fn filters(prefix: &str) -> [String; 2] {
+        [format!("{prefix}/+/command/+"), format!("{prefix}/+/players/+/command/+")]
+    }
+
+    /// Splits a topic under `prefix`; `None` for any other topic.
+    pub fn parse(prefix: &str, topic: &'a str) -> Option<CommandTopic<'a>> {
+        let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+        let levels: Vec<&str> = rest.split('/').collect();
+        match levels.as_slice() {
+            [server, "command", verb] => Some(CommandTopic { server, player: None, verb }),
+            [server, "players", player, "command", verb] => Some(CommandTopic { server, player: Some(player), verb }),
+            _ => None,
+        }
+    }
+}
+
+impl ServerTopics {
+    /// `<p>/<server>/command/result`: one result per command (not retained).
+    pub fn command_result(&self) -> String {
+        format!("{}/command/{COMMAND_RESULT}", self.base)
+    }
+
+    /// `<p>/<server>/command/<verb>`.
+    pub fn server_command(&self, verb: &str) -> String {
+        format!("{}/command/{verb}", self.base)
+    }
+
+    /// `<p>/<server>/players/<player>/command/<verb>`.
+    pub fn player_command(&self, player: &str, verb: &str) -> String {
+        format!("{}/players/{player}/command/{verb}", self.base)
+    }
+
+    /// The server's own topic level (`<server>`), as command topics carry it.
+    pub fn server_segment(&self) -> &str {
+        self.base.rsplit('/').next().unwrap_or(&self.base)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn command_topics_are_split_only_in_their_two_forms() {
+        use super::CommandTopic;
+        let p = "home/plex";
+        assert_eq!(
+            CommandTopic::parse(p, "home/plex/den/command/library_scan"),
+            Some(CommandTopic { server: "den", player: None, verb: "library_scan" })
+        );
+        assert_eq!(
+            CommandTopic::parse(p, "home/plex/den/players/tv-1/command/pause"),
+            Some(CommandTopic { server: "den", player: Some("tv-1"), verb: "pause" })
+        );
+        for other in [
+            "home/plex/den/command",
+            "home/plexx/den/command/a",
+            "home/plex/den/sessions/1",
+            "home/plex/den/command/a/b",
+        ] {
+            assert_eq!(CommandTopic::parse(p, other), None, "{other}");
+        }
+    }
+
     use super::*;
 
     #[test]

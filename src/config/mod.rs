@@ -5,7 +5,10 @@
 //! and says how to fix it, and the process exits with 78 (EX_CONFIG). Secrets are [`Secret`]s, so printing the
 //! effective config (`--print-config`) shows `***` in their place.
 
+mod commands;
 mod syntax;
+
+pub use commands::CommandsConfig;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -66,6 +69,7 @@ pub struct Config {
     pub homeassistant: HomeAssistantConfig,
     pub http: HttpConfig,
     pub players: PlayersConfig,
+    pub commands: CommandsConfig,
 }
 
 /// Plex players (clients): their retained state and Home Assistant devices.
@@ -280,6 +284,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     players: RawPlayers,
+    #[serde(default)]
+    commands: commands::RawCommands,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,7 +541,7 @@ struct EnvProvider {
     vars: Vec<(String, String)>,
 }
 
-const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant", "http", "players"];
+const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant", "http", "players", "commands"];
 const PARSED_KEYS: &[&str] = &[
     "qos",
     "queue_size",
@@ -549,6 +555,8 @@ const PARSED_KEYS: &[&str] = &[
     "artwork",
     "insecure_skip_verify",
     "servers",
+    "allow",
+    "rate_limit",
 ];
 
 impl EnvProvider {
@@ -693,7 +701,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         expire_after: (!expire_after.is_zero()).then_some(expire_after),
         artwork: raw.players.artwork.unwrap_or(true),
     };
-    Ok(Config { mqtt, plex, servers, logging, homeassistant, http: HttpConfig { listen }, players })
+    let commands = commands::validate(raw.commands)?;
+    Ok(Config { mqtt, plex, servers, logging, homeassistant, http: HttpConfig { listen }, players, commands })
 }
 
 fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {

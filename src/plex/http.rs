@@ -128,6 +128,54 @@ impl PlexHttp {
     }
 }
 
+/// What PMS answered a request that acts: its status, whatever it is, and the start of its body.
+#[derive(Debug, Clone)]
+pub struct ActResponse {
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+impl PlexHttp {
+    /// A request that acts on the server (a command from MQTT): `method` on `path` (a fixed path the caller built
+    /// from checked values, never text from a message) with `query` pairs (percent-encoded here) and extra
+    /// `headers`. Any status is an answer, not an error; at most `limit` bytes of the body are kept.
+    pub async fn act(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: &[(&'static str, String)],
+        token: &Secret,
+        limit: usize,
+    ) -> Result<ActResponse, PlexError> {
+        let mut url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let (name, value) = token_header(token)?;
+        let mut request = self.client.request(method, url).header(name, value).timeout(self.request_timeout);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let mut response = request.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            let room = limit.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room < chunk.len() {
+                break;
+            }
+        }
+        Ok(ActResponse { status, body: body.freeze() })
+    }
+
+    /// How long a REST call may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}
+
 /// The shared HTTP client: client headers on every request, a connect timeout, and redirects followed only within
 /// the origin a request was sent to (see [`super::redirect`]). There is no overall timeout here because the
 /// EventSource stream lasts as long as the session; REST calls set their own.
