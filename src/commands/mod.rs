@@ -3,7 +3,10 @@
 //! publishes one result per command on `<p>/<server>/command/result`.
 //!
 //! Safety rules, in the order they are checked ([`Gate::check`]):
-//! 1. a stored *retained* message is never executed (reported once per topic, with how to clear it);
+//! 1. a stored *retained* message is never executed (reported once per topic, with how to clear it; the empty
+//!    message that clears it is not a command either). MQTT 3.1.1 brokers deliver a retained message to
+//!    subscribers already connected as an ordinary one, so this rule is about replays: a retained command
+//!    never runs again on a reconnect or a restart;
 //! 2. a QoS 1 redelivery (DUP set, a packet id seen in the last 60 s) is the same message: ignored;
 //! 3. payloads over [`MAX_PAYLOAD`] bytes, payloads that are not a JSON object, and an `id` that is not a string
 //!    of at most 64 characters are refused;
@@ -125,6 +128,11 @@ impl Gate {
                     inbound.topic
                 ),
             );
+        }
+        if inbound.payload.is_empty() && self.retained_reported.remove(&inbound.topic) {
+            // The user cleared the retained command as the refusal said (an empty retained message, which
+            // reaches subscribers as an ordinary empty message): that is not a command.
+            return Decision::Ignore;
         }
         if inbound.pkid != 0 {
             let seen = self.packets.insert(inbound.pkid, now).is_some();
@@ -454,6 +462,7 @@ mod tests {
         let retained = InboundCommand { retain: true, ..message(scan, "") };
         assert!(error(gate.check(&retained, now)).contains("mosquitto_pub -r -n -t 'plex/home/command/library_scan'"));
         assert_eq!(gate.check(&retained, now), Decision::Ignore, "reported once");
+        assert_eq!(gate.check(&message(scan, ""), now), Decision::Ignore, "the empty message that clears it");
         assert!(error(gate.check(&message(scan, &"x".repeat(MAX_PAYLOAD + 1)), now)).contains("too large"));
         assert!(error(gate.check(&message(scan, "{nope"), now)).contains("malformed JSON"));
         assert!(error(gate.check(&message(scan, "[1]"), now)).contains("JSON object"));

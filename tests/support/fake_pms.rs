@@ -330,6 +330,11 @@ impl FakePms {
         config.singular_ws = singular;
     }
 
+    /// Like [`FakePms::set_canned`], for another method than GET (`"POST"`).
+    pub fn set_canned_for(&self, method: &str, path: &str, response: CannedResponse) {
+        self.shared.canned.lock().expect("fake pms canned lock").insert(format!("{method} {path}"), response);
+    }
+
     /// Serves `response` on `path` (exact, decoded, any query) for requests with method GET. For endpoints
     /// the fake does not implement itself; the built-in routes take precedence.
     pub fn set_canned(&self, path: &str, response: CannedResponse) {
@@ -709,7 +714,11 @@ fn photo_key(source: &str) -> String {
 /// a fixed response on any path with [`FakePms::set_canned`].
 fn route(request: &RecordedRequest, config: &FakePmsConfig, canned: &HashMap<String, CannedResponse>) -> Route {
     if request.method != "GET" {
-        return Route::NotFound;
+        // Requests that act (`POST /butler/<task>`): only what a test set with [`FakePms::set_canned_for`].
+        return match canned.get(&format!("{} {}", request.method, request.path)) {
+            Some(response) => Route::Canned(response.clone()),
+            None => Route::NotFound,
+        };
     }
     match request.path.as_str() {
         "/identity" => Route::Identity,
