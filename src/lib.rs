@@ -9,6 +9,7 @@ pub mod app;
 pub mod backoff;
 pub mod bridge_info;
 pub mod check;
+pub mod command_cli;
 pub mod command_verb;
 pub mod commands;
 pub mod config;

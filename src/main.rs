@@ -36,18 +36,57 @@ struct Cli {
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<Operation>,
 }
 
-/// Operator commands (without one, the bridge runs).
+/// Operator commands (without one, the bridge runs). Parsed once, so the size of `command`'s arguments does not
+/// matter.
 #[derive(clap::Subcommand, Debug)]
-enum Command {
+#[allow(clippy::large_enum_variant)]
+enum Operation {
     /// Validate the configuration, reach every Plex server (identity and token) and the broker; one line per
     /// check with the fix for each failure. Exits 1 if any check fails.
     Check,
     /// Ask the running bridge's health endpoint (http.listen, default 127.0.0.1:9184); exits 0 when healthy.
     /// Meant for Docker's HEALTHCHECK.
     Health,
+    /// Publish one command to the running bridge (which needs `[commands] enabled = true` and the verb in
+    /// `commands.allow`) and print its result. Exits 0 when the command ran, 1 when it was refused or failed.
+    Command(CommandArgs),
+}
+
+/// `command`: what to publish.
+#[derive(clap::Args, Debug)]
+struct CommandArgs {
+    /// The server's topic name (as in `plex/<server>/…`).
+    #[arg(long)]
+    server: String,
+    /// library_scan, terminate_session, butler, play, pause, stop, skip_next, skip_previous or seek.
+    verb: String,
+    /// For player verbs: the player's topic level (`plex/<server>/players/<player>`).
+    #[arg(long)]
+    player: Option<String>,
+    /// library_scan: the section id or title (default: every library).
+    #[arg(long)]
+    section: Option<String>,
+    /// library_scan: one folder of that section.
+    #[arg(long)]
+    path: Option<String>,
+    /// terminate_session: the stream's session key.
+    #[arg(long)]
+    session_key: Option<String>,
+    /// terminate_session: the message the viewer sees.
+    #[arg(long)]
+    reason: Option<String>,
+    /// butler: the task, e.g. BackupDatabase.
+    #[arg(long)]
+    task: Option<String>,
+    /// seek: the position in milliseconds.
+    #[arg(long)]
+    offset_ms: Option<u64>,
+    /// How long to wait for the result.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -87,11 +126,50 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Check) => {
+        Some(Operation::Check) => {
             let ok = runtime.block_on(plex_mqtt_bridge::check::run(&config));
             return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
-        Some(Command::Health) => return runtime.block_on(health(&config)),
+        Some(Operation::Health) => return runtime.block_on(health(&config)),
+        Some(Operation::Command(CommandArgs {
+            server,
+            verb,
+            player,
+            section,
+            path,
+            session_key,
+            reason,
+            task,
+            offset_ms,
+            timeout,
+        })) => {
+            let mut args = serde_json::Map::new();
+            for (key, value) in
+                [("section", section), ("path", path), ("session_key", session_key), ("reason", reason), ("task", task)]
+            {
+                if let Some(value) = value {
+                    args.insert(key.into(), value.into());
+                }
+            }
+            if let Some(offset) = offset_ms {
+                args.insert("offset_ms".into(), offset.into());
+            }
+            let request = plex_mqtt_bridge::command_cli::CommandRequest { server, verb, player, args, timeout };
+            return match runtime.block_on(plex_mqtt_bridge::command_cli::run(&config, &request)) {
+                Ok(result) => {
+                    println!("{result}");
+                    if result["ok"] == true {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(error) => {
+                    eprintln!("plex-mqtt-bridge: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => {}
     }
     logging::init(&config.logging);

@@ -93,6 +93,8 @@ pub struct StateTask {
     /// Home Assistant discovery, when enabled (for the players' devices).
     pub discovery: Option<Discovery>,
     pub bridge_topics: BridgeTopics,
+    /// Player verbs allowed as commands (empty when commands are off): a button each on player devices.
+    pub player_commands: Vec<crate::command_verb::Verb>,
 }
 
 /// The players of the server and what their devices are announced with.
@@ -412,6 +414,7 @@ impl StateTask {
             title: &record.title,
             product: &record.product,
             platform: &record.platform,
+            commands: &self.player_commands,
         };
         let (topic, config) = discovery.player_config(&device, &self.bridge_topics);
         Some(Action::Retain { topic, payload: Bytes::from(config.to_string()) })

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::bridge_info::BridgeInfo;
+use crate::command_verb::Verb;
 use crate::commands::CommandTask;
 use crate::config::{CommandsConfig, PlayersConfig, PlexConfig, ServerConfig, Transport};
-use crate::discovery::{Discovery, KnownServers, ServerDevice};
+use crate::discovery::{Discovery, KnownServers, ServerButtons, ServerDevice};
 use crate::mqtt::{CommandInbox, Publisher};
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
@@ -104,6 +105,8 @@ struct Session {
     provisional: Option<String>,
     /// The running command task: the topic level it is registered under, and how to stop it.
     commands: Option<(String, CancellationToken)>,
+    /// The scan buttons of the server's device (sections read at every connect when scans are allowed).
+    buttons: ServerButtons,
 }
 
 /// An open notification session on either transport.
@@ -127,6 +130,7 @@ impl Supervisor {
             players: self.players.clone(),
             discovery: self.discovery.clone(),
             bridge_topics: self.bridge_topics.clone(),
+            player_commands: self.allowed(|verb| verb.is_player()),
         };
         let state_cancel = cancel.child_token();
         let state_handle =
@@ -158,6 +162,7 @@ impl Supervisor {
             last_known_looked_up: false,
             provisional: None,
             commands: None,
+            buttons: ServerButtons::default(),
         };
         if let Some(name) = session.name.clone() {
             self.adopt_name(&mut session, name);
@@ -269,6 +274,7 @@ impl Supervisor {
             return Attempt::Failed(PlexError::Transport("no topic name".into()));
         };
         self.publish_info(session, &identity, transport.as_str());
+        self.refresh_buttons(session, &token).await;
         self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
         telemetry().server_problem(&self.label(session), None);
@@ -396,6 +402,27 @@ impl Supervisor {
         session.commands = Some((topics.server_segment().to_owned(), stop));
     }
 
+    /// The allowed command verbs that `pick` selects (none when commands are off).
+    fn allowed(&self, pick: impl Fn(&Verb) -> bool) -> Vec<Verb> {
+        self.commands.as_ref().map(|(c, _)| c.allow.iter().copied().filter(|v| pick(v)).collect()).unwrap_or_default()
+    }
+
+    /// Reads the library sections for the scan buttons, when scans are allowed and discovery is on; a failed
+    /// read keeps the last list.
+    async fn refresh_buttons(&self, session: &mut Session, token: &crate::secret::Secret) {
+        session.buttons.scan = !self.allowed(|v| *v == Verb::LibraryScan).is_empty();
+        if !session.buttons.scan || self.discovery.is_none() {
+            return;
+        }
+        match self.http.get_bytes("/library/sections", token).await {
+            Ok(body) => {
+                session.buttons.sections =
+                    crate::commands::request::sections(&body).into_iter().map(|s| (s.key, s.title)).collect();
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the library sections for the scan buttons"),
+        }
+    }
+
     fn stop_commands(&self, session: &mut Session) {
         if let (Some((segment, stop)), Some((_, inbox))) = (session.commands.take(), &self.commands) {
             inbox.unregister(&segment);
@@ -423,7 +450,7 @@ impl Supervisor {
         let (Some(name), Some(topics)) = (&session.name, &session.topics) else {
             return;
         };
-        let device = ServerDevice { url: self.server.url.as_str(), name, identity, topics };
+        let device = ServerDevice { url: self.server.url.as_str(), name, identity, topics, buttons: &session.buttons };
         let (topic, config) = discovery.server_config(&device, &self.bridge_topics);
         // Earlier versions announced this server under a URL-keyed id: if the broker still has that device,
         // remove it first, so Home Assistant frees the entity ids before the new device claims them (else

@@ -305,3 +305,32 @@ async fn the_safety_rules_hold_end_to_end() {
     assert!(bridge.is_running(), "nothing crashed");
     assert!(!bridge.logs().contains(&pms.token()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_cli_prints_the_result_and_exits_by_it() {
+    let broker = Mosquitto::start();
+    let pms = pms().await;
+    let token = TokenFile::new(&pms.token());
+    let cfg = config(&broker, &pms, &token, "enabled = true\n");
+    let _bridge = start(&broker, &cfg).await;
+    let args = ["command", "--server", "test", "library_scan", "--section", "Films"];
+    let out = Bridge::run_to_exit_split(&args, &[], Some(&cfg), WAIT).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let result: Value = serde_json::from_str(out.stdout.trim()).expect("the result as JSON on stdout");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(pms.count_requests("/library/sections/1/refresh"), 1);
+    // Refused (not in the allow-list): exit 1, the refusal printed.
+    let out = Bridge::run_to_exit_split(
+        &["command", "--server", "test", "pause", "--player", "tv-living"],
+        &[],
+        Some(&cfg),
+        WAIT,
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("not allowed"), "{out:?}");
+    // A player verb without --player never reaches the broker.
+    let out = Bridge::run_to_exit_split(&["command", "--server", "test", "pause"], &[], Some(&cfg), WAIT).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("--player"), "{out:?}");
+}

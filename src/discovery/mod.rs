@@ -14,12 +14,14 @@
 //! player entities. Device-based discovery needs Home Assistant 2024.11 or newer ([`MIN_HOME_ASSISTANT`]).
 
 mod bridge;
+mod buttons;
 mod ownership;
 mod player;
 mod server;
 
 use serde_json::{json, Map, Value};
 
+pub use buttons::{ServerButtons, PLAYER_BUTTONS};
 pub use ownership::KnownServers;
 pub use player::PlayerDevice;
 pub use server::ServerDevice;
@@ -194,6 +196,11 @@ impl Components {
     }
 
     /// The whole discovery message.
+    /// A component sent as its platform alone: device-based discovery removes it from the device.
+    fn removed(&mut self, key: &str, platform: &str) {
+        self.map.insert(key.to_owned(), json!({ "p": platform }));
+    }
+
     fn message(self, device: Value) -> Value {
         json!({ "dev": device, "o": origin(), "cmps": self.map, "qos": 1 })
     }

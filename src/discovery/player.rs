@@ -18,6 +18,8 @@ pub struct PlayerDevice<'a> {
     pub title: &'a str,
     pub product: &'a str,
     pub platform: &'a str,
+    /// The player verbs `commands.allow` allows (none when commands are off): one button each.
+    pub commands: &'a [crate::command_verb::Verb],
 }
 
 /// The `states` of the "Now playing" sensor.
@@ -82,6 +84,7 @@ impl Discovery {
         for subtype in PLAYER_TRIGGERS {
             c.trigger("playback", subtype, &events);
         }
+        c.player_buttons(topics, player.player, player.commands, &both);
         let name = if player.title.is_empty() { player.player } else { player.title };
         let device = json!({
             "identifiers": [id.clone()],
@@ -112,6 +115,7 @@ mod tests {
             title: "Living Room TV",
             product: "Plex for LG",
             platform: "webOS",
+            commands: &[],
         };
         let (topic, config) = d.player_config(&player, &bridge);
         assert_eq!(topic, d.config_topic(&d.player_device_id("abc", "tv1")));
@@ -120,6 +124,15 @@ mod tests {
         let cmps = &config["cmps"];
         assert_eq!(cmps["now_playing"]["default_entity_id"], "sensor.plex_home_living_room_tv_now_playing");
         assert_eq!(cmps["artwork"]["image_topic"], "plex/home/players/tv1/artwork");
+        assert_eq!(cmps["button_pause"], serde_json::json!({"p": "button"}), "no command allowed: buttons removed");
+        let commands = [crate::command_verb::Verb::Pause, crate::command_verb::Verb::Stop];
+        let (_, with_buttons) = d.player_config(&PlayerDevice { commands: &commands, ..player }, &bridge);
+        let pause = &with_buttons["cmps"]["button_pause"];
+        assert_eq!(pause["p"], "button");
+        assert_eq!(pause["command_topic"], "plex/home/players/tv1/command/pause");
+        assert_eq!(pause["payload_press"], "{}");
+        assert_eq!(with_buttons["cmps"]["button_stop"]["name"], "Stop");
+        assert_eq!(with_buttons["cmps"]["button_play"], serde_json::json!({"p": "button"}), "play is not allowed");
         assert_eq!(cmps["trigger_play"]["payload"], "play");
         assert_eq!(cmps["trigger_play"]["topic"], "plex/home/players/tv1/events");
         let mut without_origin = config.clone();

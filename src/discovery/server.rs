@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use super::SERVER_TRIGGERS;
 use super::{bridge_and_server, bridge_only, slug, Components, Discovery, LIBRARY_EVENTS, PLAYBACK_EVENTS};
+use super::{ServerButtons, SERVER_TRIGGERS};
 use crate::plex::http::ServerIdentity;
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
@@ -15,6 +15,8 @@ pub struct ServerDevice<'a> {
     pub name: &'a ServerName,
     pub identity: &'a ServerIdentity,
     pub topics: &'a ServerTopics,
+    /// Buttons for the allowed commands (`[commands]`).
+    pub buttons: &'a ServerButtons,
 }
 
 impl Discovery {
@@ -136,6 +138,7 @@ impl Discovery {
         for subtype in SERVER_TRIGGERS {
             c.trigger("library", subtype, &topics.events("library"));
         }
+        c.server_buttons(topics, server.buttons, &both);
         let identity = server.identity;
         let name = if identity.friendly_name.is_empty() { server.name.as_str() } else { &identity.friendly_name };
         let device = json!({
@@ -205,14 +208,22 @@ mod tests {
         let bridge = BridgeTopics::new("plex");
         let name = ServerName::configured("living-room").unwrap();
         let topics = bridge.server(&name);
-        let server = ServerDevice { url: "http://x:32400/", name: &name, identity: &identity(), topics: &topics };
+        let no_buttons = ServerButtons::default();
+        let server = ServerDevice {
+            url: "http://x:32400/",
+            name: &name,
+            identity: &identity(),
+            topics: &topics,
+            buttons: &no_buttons,
+        };
         let (topic, config) = d.server_config(&server, &bridge);
         assert_eq!(topic, d.config_topic(&d.server_device_id("abc")));
         assert_eq!(config["dev"]["identifiers"][0], "plex_abc");
         assert_eq!(config["dev"]["configuration_url"], "http://x:32400/web");
         assert_eq!(config["o"]["name"], "plex-mqtt-bridge");
         let components = config["cmps"].as_object().unwrap();
-        let entities: Vec<_> = components.values().filter(|c| c["p"] != "device_automation").collect();
+        let entities: Vec<_> =
+            components.values().filter(|c| c["p"] != "device_automation" && c["p"] != "button").collect();
         assert_eq!(entities.len(), 9);
         for c in entities {
             assert!(c["state_topic"].as_str().unwrap().starts_with("plex/living-room/"));
@@ -226,5 +237,14 @@ mod tests {
         let (moved_topic, moved_config) = d.server_config(&moved, &bridge);
         assert_eq!(moved_topic, topic);
         assert_eq!(moved_config["cmps"], config["cmps"]);
+        // Scan buttons: removed while scans are not allowed; one for everything and one per section when they are.
+        assert_eq!(components["button_scan_all"], json!({"p": "button"}));
+        let buttons = ServerButtons { scan: true, sections: vec![("1".into(), "Films".into())] };
+        let (_, with_buttons) = d.server_config(&ServerDevice { buttons: &buttons, ..server }, &bridge);
+        let cmps = &with_buttons["cmps"];
+        assert_eq!(cmps["button_scan_all"]["command_topic"], "plex/living-room/command/library_scan");
+        assert_eq!(cmps["button_scan_all"]["name"], "Scan all libraries");
+        assert_eq!(cmps["button_scan_1"]["name"], "Scan Films");
+        assert_eq!(cmps["button_scan_1"]["payload_press"], r#"{"section":"1"}"#);
     }
 }

@@ -1,0 +1,100 @@
+//! `plex-mqtt-bridge command`: publishes one command the way an automation would and prints its result, for
+//! users trying commands out and for scripts (exit 0 when the result says `ok`).
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Packet, PublishOptions, QoS};
+use serde_json::{json, Map, Value};
+
+use crate::command_verb::Verb;
+use crate::config::Config;
+use crate::topic::{BridgeTopics, ServerName};
+
+/// What to send: the verb and its arguments as the flags gave them.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRequest {
+    /// The server's topic name (`[[servers]] name`, as in its topics).
+    pub server: String,
+    pub verb: String,
+    /// For player verbs: the player's topic level (`…/players/<player>/…`).
+    pub player: Option<String>,
+    /// Arguments (`section`, `path`, `session_key`, `reason`, `task`, `offset_ms`).
+    pub args: Map<String, Value>,
+    pub timeout: Duration,
+}
+
+/// Why the command could not be sent or answered (its own refusal is a result, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandCliError {
+    #[error("`--server {0}` cannot be a topic level: {1}")]
+    Server(String, &'static str),
+    #[error("unknown command `{0}`; the commands are {1}")]
+    Verb(String, String),
+    #[error("`{0}` is a player command: give the player with --player")]
+    NeedsPlayer(String),
+    #[error("`{0}` is a server command: leave out --player")]
+    NoPlayer(String),
+    #[error("MQTT: {0}")]
+    Mqtt(String),
+    #[error("no result within {0:?}: is the bridge running, with [commands] enabled, and is --server its topic name?")]
+    NoResult(Duration),
+}
+
+/// Publishes the command and waits for its result; returns the result document.
+pub async fn run(config: &Config, request: &CommandRequest) -> Result<Value, CommandCliError> {
+    let name = ServerName::configured(&request.server)
+        .ok_or_else(|| CommandCliError::Server(request.server.clone(), "use the server's name as in its topics"))?;
+    let verb =
+        Verb::parse(&request.verb).ok_or_else(|| CommandCliError::Verb(request.verb.clone(), Verb::all_names()))?;
+    let topics = BridgeTopics::new(&config.mqtt.topic_prefix).server(&name);
+    let topic = match (&request.player, verb.is_player()) {
+        (Some(player), true) => topics.player_command(player, verb.name()),
+        (None, false) => topics.server_command(verb.name()),
+        (None, true) => return Err(CommandCliError::NeedsPlayer(request.verb.clone())),
+        (Some(_), false) => return Err(CommandCliError::NoPlayer(request.verb.clone())),
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let id = format!("cli-{}-{nanos}", std::process::id());
+    let mut payload = request.args.clone();
+    payload.insert("id".into(), json!(id));
+
+    let client_id = format!("{}-cli-{}", config.mqtt.client_id, std::process::id());
+    let mut options =
+        crate::mqtt::connect_options(&config.mqtt, &client_id).map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
+    options.set_keep_alive(30).set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::builder(options).capacity(8).build();
+    let result_topic = topics.command_result();
+    let wait = async {
+        let mut published = false;
+        loop {
+            match eventloop.poll().await.map_err(|e| CommandCliError::Mqtt(e.to_string()))? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .subscribe(result_topic.clone(), QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
+                }
+                Event::Incoming(Packet::SubAck(_)) if !published => {
+                    published = true;
+                    let options = PublishOptions::new(QoS::AtLeastOnce).retain(false);
+                    let body = Value::Object(payload.clone()).to_string();
+                    client
+                        .publish(topic.clone(), body.into_bytes(), options)
+                        .await
+                        .map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
+                }
+                Event::Incoming(Packet::Publish(p)) if p.topic == result_topic.as_bytes() => {
+                    let result: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if result["id"] == json!(id) {
+                        return Ok(result);
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let outcome =
+        tokio::time::timeout(request.timeout, wait).await.map_err(|_| CommandCliError::NoResult(request.timeout))?;
+    let _ = client.try_disconnect();
+    outcome
+}
