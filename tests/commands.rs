@@ -334,3 +334,59 @@ async fn the_command_cli_prints_the_result_and_exits_by_it() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("--player"), "{out:?}");
 }
+
+/// The retained discovery configs, as JSON, with the components each has.
+async fn device_configs(broker: &Mosquitto) -> Vec<Value> {
+    support::retained(broker.port(), "homeassistant/device/+/config", Duration::from_millis(1500))
+        .await
+        .into_values()
+        .filter_map(|payload| serde_json::from_slice(&payload).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_buttons_follow_the_allow_list() {
+    let broker = Mosquitto::start();
+    let pms = pms().await;
+    let token = TokenFile::new(&pms.token());
+    let find = |configs: &[Value], key: &str| configs.iter().find(|c| c["cmps"].get(key).is_some()).cloned();
+    let removed = serde_json::json!({"p": "button"});
+
+    let mut bridge =
+        start(&broker, &config(&broker, &pms, &token, "enabled = true\nallow = [\"library_scan\", \"pause\"]\n")).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let configs = loop {
+        let configs = device_configs(&broker).await;
+        if find(&configs, "now_playing").is_some() || std::time::Instant::now() > deadline {
+            break configs;
+        }
+    };
+    let server = find(&configs, "library_scan").expect("the server's device");
+    let cmps = &server["cmps"];
+    assert_eq!(cmps["button_scan_all"]["command_topic"], "plex/test/command/library_scan", "{cmps}");
+    assert_eq!(cmps["button_scan_1"]["name"], "Scan Films");
+    assert_eq!(cmps["button_scan_2"]["payload_press"], r#"{"section":"2"}"#);
+    let player = find(&configs, "now_playing").expect("the player's device");
+    assert_eq!(player["cmps"]["button_pause"]["command_topic"], "plex/test/players/tv-living/command/pause");
+    assert_eq!(player["cmps"]["button_stop"], removed, "stop is not allowed");
+    // A button press is a command like any other.
+    let mut results = Probe::subscribe(broker.port(), &[RESULT]).await;
+    let press = cmps["button_scan_1"]["payload_press"].as_str().expect("payload_press").to_owned();
+    publish(broker.port(), "plex/test/command/library_scan", press, false).await;
+    assert_eq!(result(&mut results).await["ok"], true);
+
+    // Scans no longer allowed: the scan buttons are removed at the next start.
+    bridge.sigterm();
+    assert!(bridge.wait_exit(WAIT).await.is_some());
+    let _bridge = start(&broker, &config(&broker, &pms, &token, "enabled = true\nallow = [\"pause\"]\n")).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let configs = device_configs(&broker).await;
+        let server = find(&configs, "library_scan").expect("the server's device");
+        if server["cmps"]["button_scan_all"] == removed {
+            assert!(server["cmps"].get("button_scan_1").is_none(), "{server}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scan button was not removed: {server}");
+    }
+}

@@ -102,6 +102,14 @@ fn other_invalid_values_name_their_key() {
         "plex.idle_timeout",
     );
     assert_config_error(&run(Some(&server("transport = \"carrier-pigeon\"")), &[], &[]), "servers[0].transport");
+    let commands = format!("[commands]\nenabled = true\nallow = [\"pause\", \"reboot\"]\n{}", server(""));
+    let output = run(Some(&commands), &[], &[]);
+    assert_config_error(&output, "commands.allow");
+    assert!(stderr(&output).contains("library_scan"), "the fix lists the verbs: {}", stderr(&output));
+    assert_config_error(
+        &run(Some(&format!("[commands]\nrate_limit = 0\n{}", server(""))), &[], &[]),
+        "commands.rate_limit",
+    );
     assert_config_error(&run(None, &[], &[]), "servers");
     let missing = Path::new("/nonexistent/token");
     let output =
