@@ -112,27 +112,27 @@ mod single_pass {
         Ok(())
     }
 
-    /// Implements the scalar visits of a visitor whose value is an `Option` as `None` (the value is not of the
-    /// shape looked for; serde has consumed it already).
-    macro_rules! scalars_are_none {
-        () => {
+    /// Implements the scalar visits of a visitor as returning `$value` (a scalar is not of the shape looked
+    /// for, or adds nothing; serde has consumed it already).
+    macro_rules! scalars_are {
+        ($value:expr) => {
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok($value)
             }
             fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok($value)
             }
             fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok($value)
             }
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok($value)
             }
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok($value)
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok($value)
             }
         };
     }
@@ -146,23 +146,21 @@ mod single_pass {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // The last container wins, as in the general decoder; `None` if it is not of the common shape.
             let mut found = None;
-            let mut other_shape = false;
             while let Some(MaybeBorrowed(key)) = map.next_key()? {
                 if key == CONTAINER_KEY {
-                    let container = map.next_value_seed(Container)?;
-                    other_shape = container.is_none();
-                    found = container;
+                    found = map.next_value_seed(Container)?;
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            Ok(found.filter(|_| !other_shape))
+            Ok(found)
         }
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
             skip_seq(seq).map(|()| None)
         }
-        scalars_are_none!();
+        scalars_are!(None);
     }
 
     /// The container object: `type` and the items of every array under another key.
@@ -198,7 +196,7 @@ mod single_pass {
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
             skip_seq(seq).map(|()| None)
         }
-        scalars_are_none!();
+        scalars_are!(None);
     }
 
     /// A value under a container key: an array adds its elements to the items, a scalar adds nothing. `false`
@@ -226,24 +224,7 @@ mod single_pass {
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
             skip_map(map).map(|()| false)
         }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-            Ok(true)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-            Ok(true)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-            Ok(true)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-            Ok(true)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-            Ok(true)
-        }
-        fn visit_unit<E>(self) -> Result<bool, E> {
-            Ok(true)
-        }
+        scalars_are!(true);
     }
 }
 
