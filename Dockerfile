@@ -38,6 +38,7 @@ RUN mkdir -p src benches \
     && : > src/lib.rs \
     && echo 'fn main() {}' > benches/pipeline.rs \
     && echo 'fn main() {}' > benches/sessions.rs \
+    && echo 'fn main() {}' > benches/decode.rs \
     && cargo build --release --locked \
     && rm -rf src
 
