@@ -30,6 +30,8 @@ pub enum CommandCliError {
     Server(String, &'static str),
     #[error("unknown command `{0}`; the commands are {1}")]
     Verb(String, String),
+    #[error("`--player` cannot be a topic level: it {0}; use the player's level as in plex/<server>/players/<player>")]
+    Player(&'static str),
     #[error("`{0}` is a player command: give the player with --player")]
     NeedsPlayer(String),
     #[error("`{0}` is a server command: leave out --player")]
@@ -47,6 +49,9 @@ pub async fn run(config: &Config, request: &CommandRequest) -> Result<Value, Com
     let verb =
         Verb::parse(&request.verb).ok_or_else(|| CommandCliError::Verb(request.verb.clone(), Verb::all_names()))?;
     let topics = BridgeTopics::new(&config.mqtt.topic_prefix).server(&name);
+    if let Some(problem) = request.player.as_deref().and_then(|p| crate::topic::topic_text_problem(p, false)) {
+        return Err(CommandCliError::Player(problem));
+    }
     let topic = match (&request.player, verb.is_player()) {
         (Some(player), true) => topics.player_command(player, verb.name()),
         (None, false) => topics.server_command(verb.name()),

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// Largest command payload accepted (bytes); larger ones are refused without being queued or parsed.
+pub const MAX_PAYLOAD: usize = 4096;
+
 /// One command a user may allow in `commands.allow`. Server verbs act on the server (`<p>/<server>/command/
 /// <verb>`), player verbs on one player through the server's player proxy (`<p>/<server>/players/<player>/
 /// command/<verb>`).

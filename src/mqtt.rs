@@ -273,7 +273,11 @@ pub struct HomeAssistantLink {
 #[derive(Debug, Clone)]
 pub struct InboundCommand {
     pub topic: String,
+    /// The payload; empty when it is over [`crate::command_verb::MAX_PAYLOAD`] (then only its size is passed
+    /// on, for the refusal: an oversized message is never queued).
     pub payload: Bytes,
+    /// The payload's size in bytes.
+    pub size: usize,
     /// A stored retained message: never executed.
     pub retain: bool,
     /// QoS 1 packet id and DUP flag: a redelivery carries the same id with DUP set.
@@ -301,9 +305,13 @@ impl CommandInbox {
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(server.to_owned(), tx);
     }
 
-    /// Stops routing to `server`.
-    pub fn unregister(&self, server: &str) {
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).remove(server);
+    /// Stops routing to `server`, if `tx` is still the one registered there (two servers may briefly claim the
+    /// same topic name; one leaving must not cut the other off).
+    pub fn unregister(&self, server: &str, tx: &tokio::sync::mpsc::Sender<InboundCommand>) {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if servers.get(server).is_some_and(|registered| registered.same_channel(tx)) {
+            servers.remove(server);
+        }
     }
 
     /// Whether `topic` is a command topic (then it is handed over, or dropped with a log line, never treated
@@ -318,9 +326,11 @@ impl CommandInbox {
             tracing::debug!(%topic, "command for a server this bridge does not know (or not yet); ignored");
             return true;
         };
+        let size = publish.payload.len();
         let inbound = InboundCommand {
             topic: topic.to_owned(),
-            payload: publish.payload.clone(),
+            payload: if size > crate::command_verb::MAX_PAYLOAD { Bytes::new() } else { publish.payload.clone() },
+            size,
             retain: publish.retain,
             pkid: publish.pkid,
             dup: publish.dup,

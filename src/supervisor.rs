@@ -18,8 +18,8 @@ use crate::bridge_info::BridgeInfo;
 use crate::command_verb::Verb;
 use crate::commands::CommandTask;
 use crate::config::{CommandsConfig, PlayersConfig, PlexConfig, ServerConfig, Transport};
-use crate::discovery::{Discovery, KnownServers, ServerButtons, ServerDevice};
-use crate::mqtt::{CommandInbox, Publisher};
+use crate::discovery::{section_button_keys, Discovery, KnownServers, ServerButtons, ServerDevice};
+use crate::mqtt::{CommandInbox, InboundCommand, Publisher};
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
 use crate::plex::ws::{self, WsEndpoint, WsStream};
@@ -103,8 +103,8 @@ struct Session {
     last_known_looked_up: bool,
     /// The config topic of the provisional device announced while the server was never identified.
     provisional: Option<String>,
-    /// The running command task: the topic level it is registered under, and how to stop it.
-    commands: Option<(String, CancellationToken)>,
+    /// The running command task: the topic level it is registered under, its queue, and how to stop it.
+    commands: Option<(String, mpsc::Sender<InboundCommand>, CancellationToken)>,
     /// The scan buttons of the server's device (sections read at every connect when scans are allowed).
     buttons: ServerButtons,
 }
@@ -274,7 +274,10 @@ impl Supervisor {
             return Attempt::Failed(PlexError::Transport("no topic name".into()));
         };
         self.publish_info(session, &identity, transport.as_str());
-        self.refresh_buttons(session, &token).await;
+        tokio::select! {
+            () = self.refresh_buttons(session, &token) => {}
+            () = cancel.cancelled() => return Attempt::Shutdown,
+        }
         self.announce(session, &identity);
         self.set_state(session, ServerState::Connected);
         telemetry().server_problem(&self.label(session), None);
@@ -374,7 +377,7 @@ impl Supervisor {
 
     fn adopt_name(&self, session: &mut Session, name: ServerName) {
         let topics = self.bridge_topics.server(&name);
-        if session.commands.as_ref().is_none_or(|(segment, _)| segment != topics.server_segment()) {
+        if session.commands.as_ref().is_none_or(|(segment, _, _)| segment != topics.server_segment()) {
             self.start_commands(session, &topics);
         }
         session.topics = Some(topics);
@@ -397,9 +400,9 @@ impl Supervisor {
             publisher: self.publisher.clone(),
         };
         tokio::spawn(tracing::Instrument::in_current_span(task.run(rx, stop.clone())));
-        inbox.register(topics.server_segment(), tx);
+        inbox.register(topics.server_segment(), tx.clone());
         tracing::info!(topics = %topics.server_command("#"), "listening for commands");
-        session.commands = Some((topics.server_segment().to_owned(), stop));
+        session.commands = Some((topics.server_segment().to_owned(), tx, stop));
     }
 
     /// The allowed command verbs that `pick` selects (none when commands are off).
@@ -414,7 +417,8 @@ impl Supervisor {
         if !session.buttons.scan || self.discovery.is_none() {
             return;
         }
-        match self.http.get_bytes("/library/sections", token).await {
+        let read = self.http.get_bytes_limited("/library/sections", token, crate::commands::MAX_ANSWER);
+        match read.await {
             Ok(body) => {
                 session.buttons.sections =
                     crate::commands::request::sections(&body).into_iter().map(|s| (s.key, s.title)).collect();
@@ -424,8 +428,8 @@ impl Supervisor {
     }
 
     fn stop_commands(&self, session: &mut Session) {
-        if let (Some((segment, stop)), Some((_, inbox))) = (session.commands.take(), &self.commands) {
-            inbox.unregister(&segment);
+        if let (Some((segment, tx, stop)), Some((_, inbox))) = (session.commands.take(), &self.commands) {
+            inbox.unregister(&segment, &tx);
             stop.cancel();
         }
     }
@@ -450,8 +454,18 @@ impl Supervisor {
         let (Some(name), Some(topics)) = (&session.name, &session.topics) else {
             return;
         };
+        // Section buttons this device had (in this run, or in the config an earlier run left): removed unless
+        // offered again.
+        let config_topic = discovery.config_topic(&discovery.server_device_id(&identity.machine_identifier));
+        for (_, payload) in self.publisher.stale_payloads(|t| t == config_topic) {
+            let earlier = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
+            session.buttons.previous.extend(section_button_keys(&earlier));
+        }
+        session.buttons.previous.sort();
+        session.buttons.previous.dedup();
         let device = ServerDevice { url: self.server.url.as_str(), name, identity, topics, buttons: &session.buttons };
         let (topic, config) = discovery.server_config(&device, &self.bridge_topics);
+        session.buttons.previous = section_button_keys(&config);
         // Earlier versions announced this server under a URL-keyed id: if the broker still has that device,
         // remove it first, so Home Assistant frees the entity ids before the new device claims them (else
         // every entity would come back as `…_2`).

@@ -40,15 +40,20 @@ use crate::topic::{CommandTopic, ServerTopics};
 use request::Args;
 
 /// Largest command payload read; larger ones are refused without being parsed.
-pub const MAX_PAYLOAD: usize = 4096;
+pub const MAX_PAYLOAD: usize = crate::command_verb::MAX_PAYLOAD;
 /// Longest `id` echoed in results.
 pub const MAX_ID: usize = 64;
 /// How long an executed `id` (and a delivered packet id) is remembered.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 /// Most bytes of a PMS answer kept (the lists commands resolve against are small; more is not read).
-const MAX_ANSWER: usize = 4 << 20;
+pub const MAX_ANSWER: usize = 4 << 20;
 /// Commands waiting for their task at most (floods beyond are dropped with a log line by the publisher).
-pub const QUEUE: usize = 256;
+/// Oversized payloads are not queued (see [`InboundCommand::size`]), so this bounds memory at about 4 MiB.
+pub const QUEUE: usize = 1024;
+/// Retained command topics remembered as reported, at most.
+const MAX_RETAINED_REPORTED: usize = 1024;
+/// Commands still running at shutdown get this long to finish and publish their results.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(2);
 
 /// One checked command, ready to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +122,15 @@ impl Gate {
             error,
         };
         if inbound.retain {
+            if self.retained_reported.len() >= MAX_RETAINED_REPORTED {
+                self.retained_reported.clear(); // bounded: at worst a topic is reported once more
+            }
             if !self.retained_reported.insert(inbound.topic.clone()) {
                 return Decision::Ignore;
             }
+            let id = payload_object(&inbound.payload).ok().and_then(|p| valid_id(&p).ok().flatten());
             return refuse(
-                None,
+                id,
                 format!(
                     "a retained message on a command topic is never executed; clear it with \
                      mosquitto_pub -r -n -t '{}' and publish commands without the retain flag",
@@ -129,10 +138,19 @@ impl Gate {
                 ),
             );
         }
-        if inbound.payload.is_empty() && self.retained_reported.remove(&inbound.topic) {
-            // The user cleared the retained command as the refusal said (an empty retained message, which
-            // reaches subscribers as an ordinary empty message): that is not a command.
-            return Decision::Ignore;
+        if inbound.size == 0 {
+            // An empty message is how MQTT clears a retained one, and a broker hands the clearing message to
+            // connected subscribers as an ordinary empty message: so it is never a command. Clearing a topic
+            // reported as retained gets no answer; any other empty message a refusal saying to send `{}`.
+            if self.retained_reported.remove(&inbound.topic) {
+                return Decision::Ignore;
+            }
+            return refuse(
+                None,
+                "an empty message is not a command (it is how retained messages are cleared); publish {} for a \
+                 command without arguments"
+                    .into(),
+            );
         }
         if inbound.pkid != 0 {
             let seen = self.packets.insert(inbound.pkid, now).is_some();
@@ -140,17 +158,16 @@ impl Gate {
                 return Decision::Ignore;
             }
         }
-        if inbound.payload.len() > MAX_PAYLOAD {
-            return refuse(None, format!("payload too large ({} bytes; at most {MAX_PAYLOAD})", inbound.payload.len()));
+        if inbound.size > MAX_PAYLOAD {
+            return refuse(None, format!("payload too large ({} bytes; at most {MAX_PAYLOAD})", inbound.size));
         }
         let payload = match payload_object(&inbound.payload) {
             Ok(payload) => payload,
             Err(error) => return refuse(None, error),
         };
-        let id = match payload.get("id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) if id.chars().count() <= MAX_ID => Some(id.clone()),
-            Some(_) => return refuse(None, format!("`id` must be a string of at most {MAX_ID} characters")),
+        let id = match valid_id(&payload) {
+            Ok(id) => id,
+            Err(error) => return refuse(None, error),
         };
         let Some(verb) = Verb::parse(topic.verb) else {
             return refuse(id, format!("unknown command `{}`; the commands are {}", topic.verb, Verb::all_names()));
@@ -207,15 +224,21 @@ impl Gate {
     }
 }
 
-/// The payload as a JSON object (empty: no arguments).
+/// The payload as a JSON object.
 fn payload_object(payload: &[u8]) -> Result<Map<String, Value>, String> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
     match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("the payload must be empty or a JSON object".into()),
+        Ok(_) => Err("the payload must be a JSON object ({} for a command without arguments)".into()),
         Err(error) => Err(format!("malformed JSON: {error}")),
+    }
+}
+
+/// The payload's `id`, if it has one; the error when it is not a string of at most [`MAX_ID`] characters.
+fn valid_id(payload: &Map<String, Value>) -> Result<Option<String>, String> {
+    match payload.get("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if id.chars().count() <= MAX_ID => Ok(Some(id.clone())),
+        Some(_) => Err(format!("`id` must be a string of at most {MAX_ID} characters")),
     }
 }
 
@@ -241,7 +264,10 @@ impl CommandTask {
     pub async fn run(self, mut inbound: mpsc::Receiver<InboundCommand>, cancel: CancellationToken) {
         let mut gate = Gate::new(&self.config, &self.prefix, self.topics.server_segment());
         let mut running = JoinSet::new();
-        let mut command_id = 0u64;
+        // Players may ignore a `commandID` not above the last one from this controller: start from the clock, so
+        // a restarted bridge goes on counting upwards.
+        let mut command_id =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         loop {
             let message = tokio::select! {
                 () = cancel.cancelled() => break,
@@ -278,7 +304,10 @@ impl CommandTask {
                 }
             }
         }
-        running.abort_all();
+        let drain = async { while running.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_ON_STOP, drain).await.is_err() {
+            tracing::warn!("commands still running at shutdown were abandoned without a result");
+        }
     }
 
     async fn execute(self, command: Command, command_id: u64) {
@@ -300,11 +329,13 @@ impl CommandTask {
     /// Resolves what the command names against the server's lists, then makes the request that acts.
     async fn act(&self, command: &Command, command_id: u64, token: &crate::secret::Secret) -> Outcome {
         let lookup = |path: &'static str| async move {
-            match self.http.act(reqwest::Method::GET, path, &[], &[], token, MAX_ANSWER).await {
-                Ok(answer) if (200..300).contains(&answer.status) => Ok(answer.body),
-                Ok(answer) => Err(failure(command.verb, Some(answer.status), None)),
-                Err(error) => Err(failure(command.verb, None, Some(&error))),
-            }
+            self.http.get_bytes_limited(path, token, MAX_ANSWER).await.map_err(|error| match error {
+                PlexError::Unauthorized(status) | PlexError::Status(status) => {
+                    failure(command.verb, Some(status), None)
+                }
+                PlexError::NotFound => failure(command.verb, Some(404), None),
+                other => failure(command.verb, None, Some(&other)),
+            })
         };
         let request = match &command.args {
             Args::LibraryScan { section: None, .. } => PmsRequest::get("/library/sections/all/refresh".into(), vec![]),
@@ -439,6 +470,7 @@ mod tests {
 
     fn message(topic: &str, payload: &str) -> InboundCommand {
         InboundCommand {
+            size: payload.len(),
             topic: topic.into(),
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             retain: false,
@@ -467,15 +499,16 @@ mod tests {
         assert!(error(gate.check(&message(scan, "{nope"), now)).contains("malformed JSON"));
         assert!(error(gate.check(&message(scan, "[1]"), now)).contains("JSON object"));
         assert!(error(gate.check(&message(scan, &format!(r#"{{"id":"{}"}}"#, "i".repeat(65))), now)).contains("`id`"));
-        assert!(error(gate.check(&message("plex/home/command/reboot", ""), now)).contains("unknown command"));
-        assert!(error(gate.check(&message("plex/home/command/pause", ""), now)).contains("player command"));
-        assert!(error(gate.check(&message("plex/home/players/tv/command/stop", ""), now)).contains("not allowed"));
+        assert!(error(gate.check(&message("plex/home/command/reboot", "{}"), now)).contains("unknown command"));
+        assert!(error(gate.check(&message("plex/home/command/pause", "{}"), now)).contains("player command"));
+        assert!(error(gate.check(&message("plex/home/players/tv/command/stop", "{}"), now)).contains("not allowed"));
         assert!(matches!(gate.check(&message(scan, r#"{"id":"a"}"#), now), Decision::Execute(_)));
         assert!(error(gate.check(&message(scan, r#"{"id":"a"}"#), now)).contains("duplicate"));
-        assert!(matches!(gate.check(&message("plex/home/players/tv/command/pause", ""), now), Decision::Execute(_)));
-        assert!(error(gate.check(&message(scan, ""), now)).contains("rate limited"));
+        assert!(matches!(gate.check(&message("plex/home/players/tv/command/pause", "{}"), now), Decision::Execute(_)));
+        assert!(error(gate.check(&message(scan, "{}"), now)).contains("rate limited"));
         let later = now + Duration::from_secs(11);
-        assert!(matches!(gate.check(&message(scan, ""), later), Decision::Execute(_)), "the window moved on");
+        assert!(error(gate.check(&message(scan, ""), later)).contains("not a command"), "an empty message");
+        assert!(matches!(gate.check(&message(scan, "{}"), later), Decision::Execute(_)), "the window moved on");
         assert!(matches!(gate.check(&message(scan, r#"{"id":"a"}"#), later + DUPLICATE_WINDOW), Decision::Execute(_)));
     }
 
@@ -483,7 +516,7 @@ mod tests {
     fn a_qos1_redelivery_runs_once() {
         let mut gate = Gate::new(&config(&[Verb::LibraryScan]), "plex", "home");
         let now = Instant::now();
-        let first = InboundCommand { pkid: 7, ..message("plex/home/command/library_scan", "") };
+        let first = InboundCommand { pkid: 7, ..message("plex/home/command/library_scan", "{}") };
         assert!(matches!(gate.check(&first, now), Decision::Execute(_)));
         assert_eq!(gate.check(&InboundCommand { dup: true, ..first.clone() }, now), Decision::Ignore);
         assert!(matches!(gate.check(&first, now), Decision::Execute(_)), "a reused packet id without DUP is new");

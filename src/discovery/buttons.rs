@@ -28,28 +28,47 @@ pub struct ServerButtons {
     pub scan: bool,
     /// The server's library sections (key, title), from `/library/sections` at the last connect.
     pub sections: Vec<(String, String)>,
+    /// Section buttons announced before (this run, or in the config an earlier run left on the broker): any of
+    /// them not offered now is removed.
+    pub previous: Vec<String>,
+}
+
+const SECTION_BUTTON: &str = "button_scan_";
+const SCAN_ALL: &str = "button_scan_all";
+
+/// The section-button keys a device config offers (removed ones, sent as their platform alone, left out).
+pub fn section_button_keys(config: &Value) -> Vec<String> {
+    let Some(components) = config["cmps"].as_object() else { return Vec::new() };
+    components
+        .iter()
+        .filter(|(key, c)| {
+            key.starts_with(SECTION_BUTTON) && key.as_str() != SCAN_ALL && c.as_object().is_some_and(|c| c.len() > 1)
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 impl Components {
     /// The scan buttons of a server device (or their removal).
     pub(super) fn server_buttons(&mut self, topics: &ServerTopics, buttons: &ServerButtons, availability: &Value) {
         let topic = topics.server_command(Verb::LibraryScan.name());
-        if !buttons.scan {
-            self.removed("button_scan_all", "button");
-            return;
+        if buttons.scan {
+            let all = json!({ "command_topic": topic, "payload_press": "{}", "icon": "mdi:folder-refresh" });
+            self.entity(SCAN_ALL, "button", "Scan all libraries", availability, all);
+            for (key, title) in &buttons.sections {
+                let press = json!({ "section": key }).to_string();
+                let extra =
+                    json!({ "command_topic": topic, "payload_press": press, "icon": "mdi:folder-refresh-outline" });
+                let name = format!("Scan {title}");
+                self.entity(&format!("{SECTION_BUTTON}{}", id_segment(key)), "button", &name, availability, extra);
+            }
+        } else {
+            self.removed(SCAN_ALL, "button");
         }
-        let all = json!({ "command_topic": topic, "payload_press": "{}", "icon": "mdi:folder-refresh" });
-        self.entity("button_scan_all", "button", "Scan all libraries", availability, all);
-        for (key, title) in &buttons.sections {
-            let press = json!({ "section": key }).to_string();
-            let extra = json!({ "command_topic": topic, "payload_press": press, "icon": "mdi:folder-refresh-outline" });
-            self.entity(
-                &format!("button_scan_{}", id_segment(key)),
-                "button",
-                &format!("Scan {title}"),
-                availability,
-                extra,
-            );
+        for key in &buttons.previous {
+            if !self.map.contains_key(key) {
+                self.removed(key, "button");
+            }
         }
     }
 

@@ -21,7 +21,7 @@ mod server;
 
 use serde_json::{json, Map, Value};
 
-pub use buttons::{ServerButtons, PLAYER_BUTTONS};
+pub use buttons::{section_button_keys, ServerButtons, PLAYER_BUTTONS};
 pub use ownership::KnownServers;
 pub use player::PlayerDevice;
 pub use server::ServerDevice;

@@ -239,12 +239,18 @@ mod tests {
         assert_eq!(moved_config["cmps"], config["cmps"]);
         // Scan buttons: removed while scans are not allowed; one for everything and one per section when they are.
         assert_eq!(components["button_scan_all"], json!({"p": "button"}));
-        let buttons = ServerButtons { scan: true, sections: vec![("1".into(), "Films".into())] };
+        let buttons = ServerButtons {
+            scan: true,
+            sections: vec![("1".into(), "Films".into())],
+            previous: vec!["button_scan_9".into()],
+        };
         let (_, with_buttons) = d.server_config(&ServerDevice { buttons: &buttons, ..server }, &bridge);
         let cmps = &with_buttons["cmps"];
         assert_eq!(cmps["button_scan_all"]["command_topic"], "plex/living-room/command/library_scan");
         assert_eq!(cmps["button_scan_all"]["name"], "Scan all libraries");
         assert_eq!(cmps["button_scan_1"]["name"], "Scan Films");
         assert_eq!(cmps["button_scan_1"]["payload_press"], r#"{"section":"1"}"#);
+        assert_eq!(cmps["button_scan_9"], json!({"p": "button"}), "a library gone: its button removed");
+        assert_eq!(super::super::section_button_keys(&with_buttons), ["button_scan_1"]);
     }
 }
