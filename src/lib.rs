@@ -6,6 +6,7 @@
 //! server) → [`plex`] (transport and decoding) → [`router`] → [`mqtt`] (via the [`outbox`]).
 
 pub mod app;
+pub mod atomic_file;
 pub mod backoff;
 pub mod bridge_info;
 pub mod check;
@@ -23,6 +24,7 @@ pub mod outbox;
 pub mod playback;
 pub mod players;
 pub mod plex;
+pub mod plextv;
 pub mod router;
 pub mod sd_notify;
 pub mod secret;

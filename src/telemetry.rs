@@ -49,6 +49,8 @@ struct ServerHealth {
     problem: Option<Problem>,
     /// Why the last REST look-up (sessions, activities, metadata) failed (cleared by the next success).
     rest_problem: Option<Problem>,
+    /// The server's token file and its renewal, when it has one.
+    token: Option<crate::plextv::renew::RenewalHandle>,
 }
 
 /// A failure as `/healthz` shows it: a short word and the readable sentence (never holding the token).
@@ -77,6 +79,18 @@ pub struct Telemetry {
     rest_latency: Family<ServerPath, Histogram>,
     servers: Mutex<BTreeMap<String, ServerHealth>>,
     broker_connected: Mutex<bool>,
+    token_renewals: Family<RenewalResult, Counter>,
+    token_expiry: Family<TokenFileLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenewalResult {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenFileLabel {
+    file: String,
 }
 
 /// Notification types counted as their own series per server; further types (PMS data decides them, so a
@@ -167,6 +181,14 @@ impl Telemetry {
         registry.register("reconnects", "Connection losses and failed attempts, by leg and reason", reconnects.clone());
         registry.register("connected", "1 while the connection is up", connected.clone());
         registry.register("rest_request_duration_seconds", "Plex REST call latency", rest_latency.clone());
+        let token_renewals = Family::<RenewalResult, Counter>::default();
+        let token_expiry = Family::<TokenFileLabel, Gauge>::default();
+        registry.register("token_renewals", "Plex JWT renewals, by result (ok, failed)", token_renewals.clone());
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the Plex JWT in a token file expires (Unix time)",
+            token_expiry.clone(),
+        );
         Telemetry {
             registry,
             notifications,
@@ -179,6 +201,8 @@ impl Telemetry {
             rest_latency,
             servers: Mutex::new(BTreeMap::new()),
             broker_connected: Mutex::new(false),
+            token_renewals,
+            token_expiry,
         }
     }
 
@@ -259,6 +283,23 @@ impl Telemetry {
             .observe(took.as_secs_f64());
     }
 
+    /// Attaches a server's token renewal to its health entry.
+    pub fn server_token(&self, server: &str, token: crate::plextv::renew::RenewalHandle) {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.entry(server.to_owned()).or_default().token = Some(token);
+    }
+
+    /// A Plex JWT renewal finished.
+    pub fn token_renewal(&self, ok: bool) {
+        self.token_renewals.get_or_create(&RenewalResult { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+
+    /// The expiry of the JWT in `file`.
+    pub fn token_expiry(&self, file: &str, at: std::time::SystemTime) {
+        let seconds = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.token_expiry.get_or_create(&TokenFileLabel { file: file.to_owned() }).set(seconds as i64);
+    }
+
     /// The Prometheus text exposition.
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
@@ -283,6 +324,7 @@ impl Telemetry {
                     "last_event_age_seconds": age,
                     "problem": Problem::json(&s.problem),
                     "rest_problem": Problem::json(&s.rest_problem),
+                    "token": s.token.as_ref().map(|t| token_json(&t.status())),
                 });
                 (name.clone(), doc)
             })
@@ -294,6 +336,16 @@ impl Telemetry {
         });
         (healthy, doc)
     }
+}
+
+/// A token's part of `/healthz`.
+fn token_json(status: &crate::plextv::renew::TokenStatus) -> Value {
+    json!({
+        "kind": status.kind,
+        "expires_at": status.expires_at.map(crate::plextv::renew::describe),
+        "renewable": status.renewable,
+        "problem": status.problem.as_ref().map(|(reason, error)| json!({ "reason": reason, "error": error })),
+    })
 }
 
 #[cfg(test)]

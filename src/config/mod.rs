@@ -169,6 +169,46 @@ pub struct PlexConfig {
     pub enrichment_wait: Duration,
     /// Largest REST response read from PMS (`/status/sessions`, `/activities`, metadata), in bytes.
     pub max_response_size: usize,
+    /// plex.tv's base URL for token renewal (`https://clients.plex.tv`; a loopback `http://` URL for tests).
+    #[serde(serialize_with = "serialize_display")]
+    pub plextv_url: Url,
+    /// A Plex JWT is renewed when less than this of its life is left.
+    #[serde(with = "humantime_serde")]
+    pub renew_before: Duration,
+    /// The device key that renews a Plex JWT; `None`: `<token_file>.key` beside each server's token file.
+    pub device_key_file: Option<PathBuf>,
+}
+
+impl PlexConfig {
+    /// The device key file for a server whose token is in `token_file`.
+    pub fn device_key_for(&self, token_file: &Path) -> PathBuf {
+        match &self.device_key_file {
+            Some(path) => resolve_credential(path),
+            None => default_device_key_file(token_file),
+        }
+    }
+}
+
+/// plex.tv's base URL for the token endpoints.
+pub const DEFAULT_PLEXTV_URL: &str = "https://clients.plex.tv";
+
+/// plex.tv carries the account token, so its URL must be `https://`, or `http://` on a loopback address (a
+/// test's fake plex.tv): a typo cannot send the token in clear text.
+pub fn plextv_url_allowed(url: &Url) -> bool {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
+/// `<token_file>.key`: where `login` puts the device key unless told otherwise.
+pub fn default_device_key_file(token_file: &Path) -> PathBuf {
+    let mut name = token_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".key");
+    token_file.with_file_name(name)
 }
 
 /// One Plex Media Server.
@@ -365,6 +405,12 @@ struct RawPlex {
     enrichment_wait: Option<Duration>,
     #[serde(default)]
     max_response_size: Option<usize>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    plextv_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    renew_before: Option<Duration>,
+    #[serde(default)]
+    device_key_file: Option<PathBuf>,
     /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
     #[serde(flatten)]
     server: RawServer,
@@ -907,6 +953,30 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
     if max_sessions == 0 {
         return Err(ConfigError::new("plex.max_sessions", "is 0", "use at least 1 (default 1000)"));
     }
+    let plextv_url = match &raw.plextv_url {
+        None => Url::parse(DEFAULT_PLEXTV_URL).map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"))?,
+        Some(text) => {
+            let url = Url::parse(text.trim()).map_err(|_| {
+                ConfigError::new("plex.plextv_url", "is not a URL", "remove it to use https://clients.plex.tv")
+            })?;
+            plextv_url_allowed(&url).then_some(()).ok_or_else(|| {
+                ConfigError::new(
+                    "plex.plextv_url",
+                    "is not https:// (plain http is allowed on loopback only)",
+                    "remove it to use https://clients.plex.tv",
+                )
+            })?;
+            url
+        }
+    };
+    let renew_before = raw.renew_before.unwrap_or(Duration::from_secs(24 * 3600));
+    if renew_before < Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "plex.renew_before",
+            format!("is {}", humantime::format_duration(renew_before)),
+            "use at least 1m (default 24h: a Plex JWT lives about 7 days)",
+        ));
+    }
     Ok(PlexConfig {
         client_identifier,
         device_name: raw.device_name.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "plex-mqtt-bridge".into()),
@@ -923,6 +993,9 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         max_sessions,
         enrichment_wait,
         max_response_size,
+        plextv_url,
+        renew_before,
+        device_key_file: raw.device_key_file.clone(),
     })
 }
 

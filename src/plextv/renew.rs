@@ -1,0 +1,258 @@
+//! Keeping a Plex JWT alive in the daemon: one renewer per token file.
+//!
+//! The renewer re-reads the token file (a legacy token needs nothing), and when the JWT has less than
+//! `plex.renew_before` left, or a Plex server refused it (401), it runs the device flow (nonce → signed client
+//! JWT → new Plex JWT), checks the new token's signature against plex.tv's keys and against the Plex servers
+//! that use it (`/` and `/status/sessions` — `/identity` answers without a token, so it proves nothing), and only
+//! then replaces the file atomically. Open notification sessions are not touched: they go on with the old token
+//! while it works, and every later request reads the new file. A failure leaves the old token in place, is
+//! retried with backoff, logged once per kind of failure, counted, and shown in `/healthz` (`token_expiring`
+//! once the renewal window has begun, `renewal_failed` before).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::device_key::DeviceKey;
+use super::token::{verify_plex_jwt, TokenKind};
+use super::{PlexTv, PlexTvError};
+use crate::backoff::Backoff;
+use crate::plex::http::PlexHttp;
+use crate::plex::PlexError;
+use crate::secret::Secret;
+
+/// How often the token file is looked at again while nothing is due (a `login` may have replaced it).
+const RECHECK: Duration = Duration::from_secs(3600);
+
+/// What `/healthz` shows of a server's token.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenStatus {
+    /// `legacy` or `jwt` (None until the file was read).
+    pub kind: Option<&'static str>,
+    pub expires_at: Option<SystemTime>,
+    /// Whether a device key makes renewal possible.
+    pub renewable: bool,
+    /// The last renewal problem: (reason, sentence).
+    pub problem: Option<(&'static str, String)>,
+}
+
+/// Shared between the renewer and the supervisors of the servers using its token file.
+#[derive(Clone, Debug, Default)]
+pub struct RenewalHandle {
+    status: Arc<Mutex<TokenStatus>>,
+    wake: Arc<Notify>,
+    renewed: Option<watch::Receiver<u64>>,
+}
+
+impl RenewalHandle {
+    /// A Plex server refused the token: renew now (at most once per retry delay).
+    pub fn rejected(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The token status now.
+    pub fn status(&self) -> TokenStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resolves when the token file was renewed after this handle last saw it (never without a renewer).
+    pub async fn renewed(&mut self) {
+        match &mut self.renewed {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// One token file's renewer.
+pub struct Renewer {
+    pub token_file: PathBuf,
+    pub key_file: PathBuf,
+    pub plextv_url: url::Url,
+    pub device_name: String,
+    pub renew_before: Duration,
+    pub request_timeout: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// The servers that use this token (label, REST client), to check a new token before it is written.
+    pub servers: Vec<(String, PlexHttp)>,
+}
+
+/// What the renewer's loop learned from one look at the file.
+enum Next {
+    Renew,
+    Wait(Duration),
+}
+
+impl Renewer {
+    /// Starts the renewer and returns the handle the supervisors share.
+    pub fn spawn(self, cancel: CancellationToken) -> RenewalHandle {
+        let (tx, rx) = watch::channel(0u64);
+        let handle = RenewalHandle { renewed: Some(rx), ..RenewalHandle::default() };
+        let task_handle = handle.clone();
+        tokio::spawn(tracing::Instrument::instrument(
+            self.run(task_handle, tx, cancel),
+            tracing::info_span!("token"),
+        ));
+        handle
+    }
+
+    async fn run(self, handle: RenewalHandle, renewed: watch::Sender<u64>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
+        let mut last_failure: Option<&'static str> = None;
+        let mut missing_key_logged = false;
+        let mut woken = false;
+        loop {
+            let next = match self.look(&handle, woken, &mut missing_key_logged) {
+                Some(next) => next,
+                None => Next::Wait(RECHECK),
+            };
+            woken = false;
+            let delay = match next {
+                Next::Wait(delay) => delay,
+                Next::Renew => match self.renew().await {
+                    Ok(expires_at) => {
+                        backoff.reset();
+                        last_failure = None;
+                        renewed.send_modify(|n| *n += 1);
+                        crate::telemetry::telemetry().token_renewal(true);
+                        tracing::info!(file = %self.token_file.display(), expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
+                            "Plex token renewed");
+                        let mut status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
+                        status.problem = None;
+                        continue;
+                    }
+                    Err(error) => {
+                        crate::telemetry::telemetry().token_renewal(false);
+                        let delay = backoff.next_delay();
+                        let expiring = {
+                            let status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
+                            status.expires_at.is_some_and(|at| {
+                                at.duration_since(SystemTime::now()).unwrap_or_default() <= self.renew_before
+                            })
+                        };
+                        let reason = if expiring { "token_expiring" } else { "renewal_failed" };
+                        if last_failure != Some(error.kind()) {
+                            tracing::warn!(%error, retry_in = ?delay, file = %self.token_file.display(),
+                                "cannot renew the Plex token; the current one stays in place");
+                            last_failure = Some(error.kind());
+                        } else {
+                            tracing::debug!(%error, retry_in = ?delay, "token renewal failed again");
+                        }
+                        handle.status.lock().unwrap_or_else(|p| p.into_inner()).problem =
+                            Some((reason, error.to_string()));
+                        delay
+                    }
+                },
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = handle.wake.notified() => {
+                    woken = true;
+                    // A 401 storm (several servers, reconnects) renews at most once per minimum retry delay.
+                    tokio::select! {
+                        () = tokio::time::sleep(self.retry_min) => {}
+                        () = cancel.cancelled() => return,
+                    }
+                }
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Reads the token file and decides what to do; updates the status. `None`: nothing can be done now.
+    fn look(&self, handle: &RenewalHandle, woken: bool, missing_key_logged: &mut bool) -> Option<Next> {
+        let token = std::fs::read_to_string(&self.token_file).ok().map(Secret::new)?;
+        let kind = TokenKind::of(token.expose());
+        let key_present = self.key_file.exists();
+        let expires_at = match kind {
+            TokenKind::Jwt { expires_at } => expires_at,
+            TokenKind::Legacy => None,
+        };
+        {
+            let mut status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.kind = Some(kind.name());
+            status.expires_at = expires_at;
+            status.renewable = matches!(kind, TokenKind::Jwt { .. }) && key_present;
+            if let Some(at) = expires_at {
+                crate::telemetry::telemetry().token_expiry(&self.token_file.display().to_string(), at);
+            }
+        }
+        if !matches!(kind, TokenKind::Jwt { .. }) {
+            return None;
+        }
+        if !key_present {
+            if !*missing_key_logged {
+                tracing::warn!(file = %self.token_file.display(), key_file = %self.key_file.display(),
+                    expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
+                    "the token is a Plex JWT but there is no device key to renew it; run `plex-mqtt-bridge login` to set up renewal");
+                *missing_key_logged = true;
+            }
+            let mut status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.problem = Some(("no_device_key", format!("no device key file at {}", self.key_file.display())));
+            return None;
+        }
+        let due = expires_at.and_then(|at| at.checked_sub(self.renew_before));
+        let now = SystemTime::now();
+        match due {
+            _ if woken => Some(Next::Renew),
+            Some(due) if due <= now => Some(Next::Renew),
+            Some(due) => Some(Next::Wait(due.duration_since(now).unwrap_or_default().min(RECHECK))),
+            None => Some(Next::Wait(RECHECK)),
+        }
+    }
+
+    /// One renewal; on success the file holds the new token and its expiry is returned.
+    async fn renew(&self) -> Result<Option<SystemTime>, PlexTvError> {
+        let key = DeviceKey::load(&self.key_file)?;
+        let plextv = PlexTv::new(&self.plextv_url, key.client_identifier(), &self.device_name, self.request_timeout)?;
+        let token = plextv.exchange(&key).await?;
+        let keys = plextv.keys().await?;
+        let claims = verify_plex_jwt(token.expose(), &keys)?;
+        self.check_with_servers(&token).await?;
+        crate::atomic_file::write_private(&self.token_file, format!("{}\n", token.expose()).as_bytes()).map_err(
+            |e| PlexTvError::Key(format!("cannot write the token file {}: {e}", self.token_file.display())),
+        )?;
+        Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp)))
+    }
+
+    /// The new token must be accepted by at least one of the servers and refused by none.
+    async fn check_with_servers(&self, token: &Secret) -> Result<(), PlexTvError> {
+        let mut accepted = 0;
+        let mut unreachable = Vec::new();
+        for (label, http) in &self.servers {
+            let checked = async {
+                http.identity(token).await?;
+                http.get_bytes("/status/sessions", token).await.map(|_| ())
+            };
+            match checked.await {
+                Ok(()) => accepted += 1,
+                Err(PlexError::Unauthorized(status)) => {
+                    return Err(PlexTvError::BadToken(format!(
+                        "was refused by the Plex server {label} (HTTP {status}); kept the old one"
+                    )))
+                }
+                Err(error) => unreachable.push(format!("{label}: {error}")),
+            }
+        }
+        if accepted == 0 && !self.servers.is_empty() {
+            return Err(PlexTvError::BadToken(format!(
+                "could not be checked against any Plex server ({}); kept the old one",
+                unreachable.join("; ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// RFC 3339 in UTC, for logs and health.
+pub fn describe(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
