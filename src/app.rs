@@ -8,11 +8,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bridge_info::BridgeInfo;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig, TokenSource};
 use crate::discovery::{Discovery, KnownServers};
 use crate::mqtt::{self, CommandInbox, HomeAssistantLink};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, PlexError};
+use crate::plextv::renew::{RenewalHandle, Renewer};
 use crate::supervisor::Supervisor;
 use crate::topic::BridgeTopics;
 
@@ -21,6 +22,11 @@ const SUPERVISOR_STOP: Duration = Duration::from_millis(500);
 /// How long the publisher gets for `offline`, the last messages and DISCONNECT. With the above, well within the
 /// 2 s a service manager is promised.
 const PUBLISHER_STOP: Duration = Duration::from_millis(1200);
+
+/// Token renewal retries: the first failure is retried after about this long …
+const RENEWAL_RETRY_MIN: Duration = Duration::from_secs(10);
+/// … and the delay grows to at most this (a Plex JWT is renewed a day before it expires, so there is time).
+const RENEWAL_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// Why the bridge could not start (everything after start-up is retried, never fatal).
 #[derive(Debug, thiserror::Error)]
@@ -85,18 +91,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
 
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
-    for (index, server) in config.servers.iter().enumerate() {
+    let mut prepared = Vec::new();
+    for server in &config.servers {
         let tls = server.tls_config()?;
         if tls.is_some() && server.tls.insecure_skip_verify {
             tracing::warn!(server = %server.url, "TLS certificate checks are OFF for this server (insecure_skip_verify): \
                 anyone on the network path can impersonate it and read the token");
         }
         let client = build_client(headers.clone(), config.plex.connect_timeout, tls.clone())?;
+        let http = PlexHttp::new(client, server.url.clone(), config.plex.request_timeout)
+            .with_max_response_size(config.plex.max_response_size);
+        prepared.push((server, tls, http));
+    }
+    let renewals = start_renewers(&config, &prepared, &stop_background);
+    for (index, (server, tls, http)) in prepared.into_iter().enumerate() {
         let span =
             tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
         let supervisor = Supervisor {
-            http: PlexHttp::new(client.clone(), server.url.clone(), config.plex.request_timeout)
-                .with_max_response_size(config.plex.max_response_size),
+            http,
             server: server.clone(),
             plex: plex.clone(),
             headers: headers.clone(),
@@ -109,6 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
             index,
             players: config.players.clone(),
             commands: inbox.clone().map(|inbox| (config.commands.clone(), inbox)),
+            token_renewal: renewals.get(index).cloned().flatten(),
         };
         supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));
     }
@@ -128,6 +141,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     let untracked_notifications = crate::telemetry::telemetry().untracked_total();
     tracing::info!(dropped_live_events = publisher.dropped(), untracked_notifications, "stopped");
     Ok(())
+}
+
+/// One token renewer per token file (servers of one account usually share one); returns each server's handle
+/// (`None` for an inline token: there is no file to renew into).
+fn start_renewers(
+    config: &Config,
+    servers: &[(&ServerConfig, Option<Arc<rustls::ClientConfig>>, PlexHttp)],
+    stop: &CancellationToken,
+) -> Vec<Option<RenewalHandle>> {
+    let mut by_file: Vec<(std::path::PathBuf, Vec<usize>)> = Vec::new();
+    for (index, (server, _, _)) in servers.iter().enumerate() {
+        if let TokenSource::File(path) = &server.token {
+            let path = crate::config::resolve_credential(path);
+            match by_file.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, users)) => users.push(index),
+                None => by_file.push((path, vec![index])),
+            }
+        }
+    }
+    let mut handles = vec![None; servers.len()];
+    for (token_file, users) in by_file {
+        let renewer = Renewer {
+            key_file: config.plex.device_key_for(&token_file),
+            token_file,
+            plextv_url: config.plex.plextv_url.clone(),
+            device_name: config.plex.device_name.clone(),
+            renew_before: config.plex.renew_before,
+            request_timeout: config.plex.request_timeout,
+            retry_min: RENEWAL_RETRY_MIN,
+            retry_max: RENEWAL_RETRY_MAX,
+            servers: users
+                .iter()
+                .map(|&i| (servers[i].0.name.clone().unwrap_or_else(|| servers[i].0.key.clone()), servers[i].2.clone()))
+                .collect(),
+        };
+        let handle = renewer.spawn(stop.clone());
+        for i in users {
+            handles[i] = Some(handle.clone());
+        }
+    }
+    handles
 }
 
 /// systemd `Type=notify`: READY once the broker is connected, STATUS with each part's state, WATCHDOG pings

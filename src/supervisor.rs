@@ -70,6 +70,8 @@ pub struct Supervisor {
     pub players: PlayersConfig,
     /// Commands from MQTT (`[commands] enabled`): the settings and where the publisher routes them.
     pub commands: Option<(CommandsConfig, CommandInbox)>,
+    /// The renewer of this server's token file (a Plex JWT with a device key), told about rejected tokens.
+    pub token_renewal: Option<crate::plextv::renew::RenewalHandle>,
 }
 
 /// Notification types the state task follows.
@@ -169,6 +171,8 @@ impl Supervisor {
         }
         let mut backoff = Backoff::new(self.plex.backoff_min, self.plex.backoff_max);
         let mut unauthorized_reported = false;
+        // A renewed token is worth trying at once (a rejected one waits the backoff cap otherwise).
+        let mut renewal = self.token_renewal.clone().unwrap_or_default();
         // `connecting` until the first session is up; after that, retries keep `disconnected` or `unauthorized`
         // so the topic changes only when something a user cares about changes.
         self.set_state(&mut session, ServerState::Connecting);
@@ -188,6 +192,9 @@ impl Supervisor {
                     }
                     self.set_state(&mut session, ServerState::Unauthorized);
                     self.announce_last_known(&mut session, ServerState::Unauthorized).await;
+                    if let Some(renewal) = &self.token_renewal {
+                        renewal.rejected();
+                    }
                     backoff.max()
                 }
                 Attempt::Failed(error) => {
@@ -219,6 +226,7 @@ impl Supervisor {
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
+                () = renewal.renewed() => tracing::debug!("token renewed; retrying now"),
                 () = cancel.cancelled() => break,
             }
         }
@@ -381,6 +389,9 @@ impl Supervisor {
             self.start_commands(session, &topics);
         }
         session.topics = Some(topics);
+        if let Some(renewal) = &self.token_renewal {
+            telemetry().server_token(name.as_str(), renewal.clone());
+        }
         self.bridge_info.set_server(self.index, name.as_str());
         session.name = Some(name);
     }

@@ -109,59 +109,57 @@ impl Renewer {
         let mut last_failure: Option<&'static str> = None;
         let mut missing_key_logged = false;
         let mut woken = false;
+        let mut last_attempt: Option<tokio::time::Instant> = None;
         loop {
-            let next = match self.look(&handle, woken, &mut missing_key_logged) {
-                Some(next) => next,
-                None => Next::Wait(RECHECK),
-            };
+            let next = self.look(&handle, woken, &mut missing_key_logged).unwrap_or(Next::Wait(RECHECK));
             woken = false;
             let delay = match next {
                 Next::Wait(delay) => delay,
-                Next::Renew => match self.renew().await {
-                    Ok(expires_at) => {
-                        backoff.reset();
-                        last_failure = None;
-                        renewed.send_modify(|n| *n += 1);
-                        crate::telemetry::telemetry().token_renewal(true);
-                        tracing::info!(file = %self.token_file.display(), expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
-                            "Plex token renewed");
-                        let mut status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
-                        status.problem = None;
-                        continue;
-                    }
-                    Err(error) => {
-                        crate::telemetry::telemetry().token_renewal(false);
-                        let delay = backoff.next_delay();
-                        let expiring = {
-                            let status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
-                            status.expires_at.is_some_and(|at| {
-                                at.duration_since(SystemTime::now()).unwrap_or_default() <= self.renew_before
-                            })
-                        };
-                        let reason = if expiring { "token_expiring" } else { "renewal_failed" };
-                        if last_failure != Some(error.kind()) {
-                            tracing::warn!(%error, retry_in = ?delay, file = %self.token_file.display(),
-                                "cannot renew the Plex token; the current one stays in place");
-                            last_failure = Some(error.kind());
-                        } else {
-                            tracing::debug!(%error, retry_in = ?delay, "token renewal failed again");
+                Next::Renew => {
+                    // A 401 storm (several servers, reconnects) renews at most once per minimum retry delay.
+                    if let Some(wait) = last_attempt.map(|at| self.retry_min.saturating_sub(at.elapsed())) {
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = cancel.cancelled() => return,
                         }
-                        handle.status.lock().unwrap_or_else(|p| p.into_inner()).problem =
-                            Some((reason, error.to_string()));
-                        delay
                     }
-                },
+                    last_attempt = Some(tokio::time::Instant::now());
+                    match self.renew().await {
+                        Ok(expires_at) => {
+                            backoff.reset();
+                            last_failure = None;
+                            renewed.send_modify(|n| *n += 1);
+                            crate::telemetry::telemetry().token_renewal(true);
+                            tracing::info!(file = %self.token_file.display(),
+                                expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
+                                "Plex token renewed");
+                            handle.status.lock().unwrap_or_else(|p| p.into_inner()).problem = None;
+                            continue;
+                        }
+                        Err(error) => {
+                            crate::telemetry::telemetry().token_renewal(false);
+                            let delay = backoff.next_delay();
+                            let expiring = handle.status().expires_at.is_some_and(|at| {
+                                at.duration_since(SystemTime::now()).unwrap_or_default() <= self.renew_before
+                            });
+                            let reason = if expiring { "token_expiring" } else { "renewal_failed" };
+                            if last_failure != Some(error.kind()) {
+                                tracing::warn!(%error, retry_in = ?delay, file = %self.token_file.display(),
+                                    "cannot renew the Plex token; the current one stays in place");
+                                last_failure = Some(error.kind());
+                            } else {
+                                tracing::debug!(%error, retry_in = ?delay, "token renewal failed again");
+                            }
+                            handle.status.lock().unwrap_or_else(|p| p.into_inner()).problem =
+                                Some((reason, error.to_string()));
+                            delay
+                        }
+                    }
+                }
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = handle.wake.notified() => {
-                    woken = true;
-                    // A 401 storm (several servers, reconnects) renews at most once per minimum retry delay.
-                    tokio::select! {
-                        () = tokio::time::sleep(self.retry_min) => {}
-                        () = cancel.cancelled() => return,
-                    }
-                }
+                () = handle.wake.notified() => woken = true,
                 () = cancel.cancelled() => return,
             }
         }
