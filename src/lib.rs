@@ -19,6 +19,7 @@ pub mod http_server;
 pub mod lenient;
 pub mod library;
 pub mod logging;
+pub mod login;
 pub mod mqtt;
 pub mod outbox;
 pub mod playback;

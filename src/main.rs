@@ -53,6 +53,37 @@ enum Operation {
     /// Publish one command to the running bridge (which needs `[commands] enabled = true` and the verb in
     /// `commands.allow`) and print its result. Exits 0 when the command ran, 1 when it was refused or failed.
     Command(CommandArgs),
+    /// Get a Plex token with a PIN (approve it at plex.tv/link), write it to --token-file (mode 0600) and print a
+    /// ready [[servers]] block for the account's server. With --jwt (the default) the token is a Plex JWT that
+    /// the bridge renews itself with the device key written beside it. Exits 0 when done, 2 when the PIN
+    /// expired, 1 on other failures. Needs no configuration file.
+    Login(LoginArgs),
+}
+
+/// `login`: where to put what it gets.
+#[derive(clap::Args, Debug)]
+struct LoginArgs {
+    /// Where to write the token (default: $STATE_DIRECTORY/plex_token under systemd).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Where to write the device key (default: the token file's path with `.key` appended).
+    #[arg(long, value_name = "PATH")]
+    device_key_file: Option<PathBuf>,
+    /// Append the [[servers]] block to this configuration file instead of printing it.
+    #[arg(long, value_name = "PATH")]
+    write_config: Option<PathBuf>,
+    /// Take this server (name or machineIdentifier) instead of the first one the account owns.
+    #[arg(long, value_name = "NAME")]
+    server: Option<String>,
+    /// A renewable Plex JWT (default). --jwt=false gets a long-lived legacy token instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    jwt: bool,
+    /// A long code in a link (app.plex.tv) instead of a 4-character code for plex.tv/link.
+    #[arg(long)]
+    strong: bool,
+    /// plex.tv's base URL.
+    #[arg(long, value_name = "URL", default_value = plex_mqtt_bridge::config::DEFAULT_PLEXTV_URL)]
+    plextv_url: String,
 }
 
 /// `command`: what to publish.
@@ -91,6 +122,9 @@ struct CommandArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Operation::Login(args)) = &cli.command {
+        return login(args);
+    }
     let mut overrides = Vec::new();
     for (key, value) in [
         ("mqtt.url", &cli.mqtt_url),
@@ -131,6 +165,7 @@ fn main() -> ExitCode {
             return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
         Some(Operation::Health) => return runtime.block_on(health(&config)),
+        Some(Operation::Login(ref args)) => return login(args),
         Some(Operation::Command(CommandArgs {
             server,
             verb,
@@ -230,4 +265,53 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         let _ = tokio::signal::ctrl_c().await;
     }
     shutdown.cancel();
+}
+
+/// `login` runs before (and without) the configuration: it is how a first configuration is made.
+fn login(args: &LoginArgs) -> ExitCode {
+    let token_file = match args.token_file.clone().or_else(|| {
+        std::env::var_os("STATE_DIRECTORY").map(|dir| PathBuf::from(dir).join("plex_token"))
+    }) {
+        Some(path) => path,
+        None => {
+            eprintln!("plex-mqtt-bridge login: --token-file is missing; give the path the token should be written to");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let plextv_url = match reqwest::Url::parse(&args.plextv_url) {
+        Ok(url) if config::plextv_url_allowed(&url) => url,
+        _ => {
+            eprintln!("plex-mqtt-bridge login: --plextv-url must be an https:// URL (http:// only on loopback)");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let options = plex_mqtt_bridge::login::LoginOptions {
+        device_key_file: args.device_key_file.clone().unwrap_or_else(|| config::default_device_key_file(&token_file)),
+        token_file,
+        plextv_url,
+        jwt: args.jwt,
+        strong: args.strong,
+        write_config: args.write_config.clone(),
+        server: args.server.clone(),
+        poll_interval: std::time::Duration::from_secs(1),
+        request_timeout: std::time::Duration::from_secs(15),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(plex_mqtt_bridge::login::run(&options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ plex_mqtt_bridge::login::LoginError::PinExpired) => {
+            eprintln!("plex-mqtt-bridge login: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge login: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

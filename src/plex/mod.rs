@@ -74,15 +74,20 @@ impl PlexError {
 /// The `X-Plex-*` headers that identify the bridge as a client, sent on every request. Plex lists the bridge
 /// under its devices with these, so the identifier must be stable.
 pub fn client_headers(config: &PlexConfig) -> HeaderMap {
+    client_headers_for(&config.client_identifier, &config.device_name)
+}
+
+/// [`client_headers`] for an identity given directly (`login`, before there is a configuration).
+pub fn client_headers_for(client_identifier: &str, device_name: &str) -> HeaderMap {
     let version = env!("CARGO_PKG_VERSION");
     let pairs: [(&'static str, &str); 8] = [
-        ("x-plex-client-identifier", &config.client_identifier),
+        ("x-plex-client-identifier", client_identifier),
         ("x-plex-product", "plex-mqtt-bridge"),
         ("x-plex-version", version),
         ("x-plex-platform", std::env::consts::OS),
         ("x-plex-platform-version", std::env::consts::ARCH),
         ("x-plex-device", "plex-mqtt-bridge"),
-        ("x-plex-device-name", &config.device_name),
+        ("x-plex-device-name", device_name),
         ("x-plex-model", "bridge"),
     ];
     let mut headers = HeaderMap::new();
