@@ -82,11 +82,9 @@ fn describe_token(config: &Config, server: &crate::config::ServerConfig, token: 
         Some(at) => {
             let left = at.duration_since(std::time::SystemTime::now()).map(|d| Duration::from_secs(d.as_secs()));
             match left {
-                Ok(left) => format!(
-                    "expires {} (in {})",
-                    crate::plextv::renew::describe(at),
-                    humantime::format_duration(left)
-                ),
+                Ok(left) => {
+                    format!("expires {} (in {})", crate::plextv::renew::describe(at), humantime::format_duration(left))
+                }
                 Err(_) => format!("EXPIRED at {}", crate::plextv::renew::describe(at)),
             }
         }

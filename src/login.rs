@@ -170,7 +170,12 @@ async fn wait_for_approval(
             break;
         }
         if terminal {
-            eprint!("\r{} waiting for approval … {:>2}:{:02} left ", frames[tick % 4], left.as_secs() / 60, left.as_secs() % 60);
+            eprint!(
+                "\r{} waiting for approval … {:>2}:{:02} left ",
+                frames[tick % 4],
+                left.as_secs() / 60,
+                left.as_secs() % 60
+            );
             let _ = std::io::stderr().flush();
         } else if printed_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
             eprintln!("waiting for approval ({} s left)", left.as_secs());

@@ -269,9 +269,11 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 
 /// `login` runs before (and without) the configuration: it is how a first configuration is made.
 fn login(args: &LoginArgs) -> ExitCode {
-    let token_file = match args.token_file.clone().or_else(|| {
-        std::env::var_os("STATE_DIRECTORY").map(|dir| PathBuf::from(dir).join("plex_token"))
-    }) {
+    let token_file = match args
+        .token_file
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(|dir| PathBuf::from(dir).join("plex_token")))
+    {
         Some(path) => path,
         None => {
             eprintln!("plex-mqtt-bridge login: --token-file is missing; give the path the token should be written to");

@@ -954,7 +954,8 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         return Err(ConfigError::new("plex.max_sessions", "is 0", "use at least 1 (default 1000)"));
     }
     let plextv_url = match &raw.plextv_url {
-        None => Url::parse(DEFAULT_PLEXTV_URL).map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"))?,
+        None => Url::parse(DEFAULT_PLEXTV_URL)
+            .map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"))?,
         Some(text) => {
             let url = Url::parse(text.trim()).map_err(|_| {
                 ConfigError::new("plex.plextv_url", "is not a URL", "remove it to use https://clients.plex.tv")

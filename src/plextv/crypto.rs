@@ -3,9 +3,9 @@
 //! the build; Plex's device flow only ever signs and verifies Ed25519, so that is all this provider offers
 //! (any other algorithm is an error, never a silent fallback).
 
-use jsonwebtoken::signature;
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, Result};
+use jsonwebtoken::signature;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 

@@ -120,9 +120,10 @@ impl PlexTv {
         }
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let tls = if base.scheme() == "https" {
-            Some(crate::tls::client_config(&crate::tls::TlsOptions::default()).map_err(|e| {
-                PlexTvError::Transport(format!("cannot set up TLS: {e}"))
-            })?)
+            Some(
+                crate::tls::client_config(&crate::tls::TlsOptions::default())
+                    .map_err(|e| PlexTvError::Transport(format!("cannot set up TLS: {e}")))?,
+            )
         } else {
             None
         };
@@ -175,8 +176,9 @@ impl PlexTv {
     /// `POST /api/v2/auth/jwk`: registers the device key with a valid token.
     pub async fn register_jwk(&self, token: &Secret, jwk: &PublicJwk) -> Result<(), PlexTvError> {
         let body = json!({ "jwk": jwk });
-        let _: Value =
-            self.call("registering the device key", Method::POST, "api/v2/auth/jwk", &[], Some(token), Some(body)).await?;
+        let _: Value = self
+            .call("registering the device key", Method::POST, "api/v2/auth/jwk", &[], Some(token), Some(body))
+            .await?;
         Ok(())
     }
 
@@ -190,7 +192,14 @@ impl PlexTv {
     pub async fn exchange(&self, key: &DeviceKey) -> Result<Secret, PlexTvError> {
         let jwt = self.signed_nonce(key).await?;
         let answer: TokenAnswer = self
-            .call("exchanging the device JWT", Method::POST, "api/v2/auth/token", &[], None, Some(json!({ "jwt": jwt })))
+            .call(
+                "exchanging the device JWT",
+                Method::POST,
+                "api/v2/auth/token",
+                &[],
+                None,
+                Some(json!({ "jwt": jwt })),
+            )
             .await?;
         Ok(Secret::new(answer.auth_token))
     }
@@ -233,7 +242,9 @@ impl PlexTv {
             return Err(PlexTvError::Status { what, status });
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| PlexTvError::Transport(e.without_url().to_string()))? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| PlexTvError::Transport(e.without_url().to_string()))?
+        {
             if bytes.len() + chunk.len() > LIMIT {
                 return Err(PlexTvError::Decode { what, detail: "answer larger than 4 MiB".into() });
             }

@@ -97,10 +97,7 @@ impl Renewer {
         let (tx, rx) = watch::channel(0u64);
         let handle = RenewalHandle { renewed: Some(rx), ..RenewalHandle::default() };
         let task_handle = handle.clone();
-        tokio::spawn(tracing::Instrument::instrument(
-            self.run(task_handle, tx, cancel),
-            tracing::info_span!("token"),
-        ));
+        tokio::spawn(tracing::Instrument::instrument(self.run(task_handle, tx, cancel), tracing::info_span!("token")));
         handle
     }
 
@@ -215,9 +212,8 @@ impl Renewer {
         let keys = plextv.keys().await?;
         let claims = verify_plex_jwt(token.expose(), &keys)?;
         self.check_with_servers(&token).await?;
-        crate::atomic_file::write_private(&self.token_file, format!("{}\n", token.expose()).as_bytes()).map_err(
-            |e| PlexTvError::Key(format!("cannot write the token file {}: {e}", self.token_file.display())),
-        )?;
+        crate::atomic_file::write_private(&self.token_file, format!("{}\n", token.expose()).as_bytes())
+            .map_err(|e| PlexTvError::Key(format!("cannot write the token file {}: {e}", self.token_file.display())))?;
         Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp)))
     }
 

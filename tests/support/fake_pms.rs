@@ -205,6 +205,8 @@ struct Shared {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Set by shutdown: tasks spawned afterwards are aborted at once.
     closed: AtomicBool,
+    /// Tokens accepted besides `config.token` (e.g. Plex JWTs the fake plex.tv issued).
+    extra_tokens: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -289,6 +291,7 @@ impl FakePms {
             stall_new: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            extra_tokens: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         shared.track(accept.abort_handle());
@@ -316,6 +319,22 @@ impl FakePms {
     /// The token the server accepts from now on (open connections are not affected).
     pub fn set_token(&self, token: &str) {
         self.shared.config.lock().expect("fake pms config lock").token = token.to_owned();
+    }
+
+    /// Accepts `token` too from now on (besides the configured one).
+    pub fn also_accept(&self, token: &str) {
+        self.shared.extra_tokens.lock().expect("fake pms tokens lock").push(token.to_owned());
+    }
+
+    /// Accepts only the configured token again.
+    pub fn forget_extra_tokens(&self) {
+        self.shared.extra_tokens.lock().expect("fake pms tokens lock").clear();
+    }
+
+    /// A function that makes the server accept a token (for the fake plex.tv's issue hook).
+    pub fn token_acceptor(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move |token: &str| shared.extra_tokens.lock().expect("fake pms tokens lock").push(token.to_owned())
     }
 
     /// The token the server accepts now.
@@ -603,8 +622,9 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
 
     let config = shared.config.lock().expect("fake pms config lock").clone();
     // The token is accepted as a header or as a query parameter.
-    let authorized = request.header("x-plex-token") == Some(config.token.as_str())
-        || request.query_param("X-Plex-Token") == Some(config.token.as_str());
+    let extra = shared.extra_tokens.lock().expect("fake pms tokens lock").clone();
+    let accepted = |t: Option<&str>| t.is_some_and(|t| t == config.token || extra.iter().any(|e| e == t));
+    let authorized = accepted(request.header("x-plex-token")) || accepted(request.query_param("X-Plex-Token"));
     let route = {
         let canned = shared.canned.lock().expect("fake pms canned lock");
         route(&request, &config, &canned)
@@ -913,7 +933,7 @@ async fn write_burst(
 }
 
 /// Reads until CRLFCRLF; returns the head (without the blank line) and any bytes read past it.
-async fn read_head(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+pub async fn read_head(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let read = async {
@@ -947,7 +967,7 @@ fn find_subslice(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn parse_head(head: &str) -> Option<RecordedRequest> {
+pub fn parse_head(head: &str) -> Option<RecordedRequest> {
     let mut lines = head.split("\r\n");
     let request_line = lines.next()?;
     let mut parts = request_line.split(' ');
@@ -1037,12 +1057,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a complete response with `Connection: close`, then closes the connection gracefully.
-async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
+pub async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
     respond_with(stream, status, content_type, "", body).await;
 }
 
 /// [`respond`] with `extra` header lines (each ending in CRLF) after the standard ones.
-async fn respond_with(stream: &mut TcpStream, status: u16, content_type: &str, extra: &str, body: &[u8]) {
+pub async fn respond_with(stream: &mut TcpStream, status: u16, content_type: &str, extra: &str, body: &[u8]) {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nX-Plex-Protocol: 1.0\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-cache\r\nConnection: close\r\n{extra}\r\n",

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bridge;
+pub mod fake_plextv;
 pub mod fake_pms;
 pub mod fixture;
 pub mod home_assistant;
