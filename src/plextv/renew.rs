@@ -222,9 +222,15 @@ impl Renewer {
         let mut accepted = 0;
         let mut unreachable = Vec::new();
         for (label, http) in &self.servers {
+            // `/` proves the token is accepted; `/status/sessions` that it reaches what the bridge reads (tokens
+            // with too narrow a scope have been seen to pass the first and fail the second). Only a refusal there
+            // counts against it.
             let checked = async {
                 http.identity(token).await?;
-                http.get_bytes("/status/sessions", token).await.map(|_| ())
+                match http.get_bytes("/status/sessions", token).await {
+                    Err(error @ PlexError::Unauthorized(_)) => Err(error),
+                    _ => Ok(()),
+                }
             };
             match checked.await {
                 Ok(()) => accepted += 1,

@@ -430,7 +430,7 @@ fn verify_client_jwt(state: &mut State, jwt: &str, kid: &str, x: &[u8], client: 
     if claims["iss"].as_str() != Some(client) {
         return Err("iss is not the client identifier".into());
     }
-    if !claims["exp"].as_u64().is_some_and(|exp| exp > now_secs()) {
+    if claims["exp"].as_u64().is_none_or(|exp| exp <= now_secs()) {
         return Err("exp is not in the future".into());
     }
     let nonce = claims["nonce"].as_str().ok_or("no nonce")?;
