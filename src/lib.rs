@@ -34,3 +34,4 @@ pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
 pub mod topic;
+pub mod webhook;

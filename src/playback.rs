@@ -22,6 +22,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::plex::sessions::{PlayingItem, SessionInfo};
+use crate::webhook::{playback_event_name, PlaybackSnapshot};
 
 /// A jump of `viewOffset` larger than this (beyond what the elapsed time explains) is a seek.
 pub const SEEK_TOLERANCE_MS: u64 = 15_000;
@@ -48,6 +49,9 @@ pub enum Effect {
     ClearSession { key: String },
     /// A derived playback event (not retained).
     Event(Value),
+    /// The same event for the Plex-webhook-compatible topic (only with [`Tracker::with_webhooks`], and not for
+    /// `seek`); it follows its [`Effect::Event`] directly, so webhook messages keep the events' order.
+    Webhook(Box<PlaybackSnapshot>),
     /// The retained summary changed: the caller builds it ([`Tracker::summary`]) once for a whole batch of
     /// effects, so a frame announcing n sessions costs O(n), not n summaries of up to n sessions each.
     SummaryChanged,
@@ -116,6 +120,8 @@ pub struct Tracker {
     untracked: u64,
     /// How long a new session waits for its details (ms).
     enrichment_wait_ms: u64,
+    /// Emit [`Effect::Webhook`]s (`webhook_compat`); off, no snapshot is ever copied.
+    webhooks: bool,
 }
 
 impl Tracker {
@@ -128,7 +134,14 @@ impl Tracker {
             max_sessions: max_sessions.max(1),
             untracked: 0,
             enrichment_wait_ms: ENRICHMENT_WAIT_MS,
+            webhooks: false,
         }
+    }
+
+    /// Whether every event also yields an [`Effect::Webhook`] (the server's `webhook_compat`).
+    pub fn with_webhooks(mut self, on: bool) -> Self {
+        self.webhooks = on;
+        self
     }
 
     /// How long a new session waits for its details before its document, `play` event and summary entry go
@@ -503,6 +516,14 @@ impl Tracker {
                 session["state"] = json!("stopped");
             }
             effects.push(Effect::Event(json!({ "event_type": event, "action": event, "session": session })));
+            if let Some(name) = playback_event_name(event).filter(|_| self.webhooks) {
+                effects.push(Effect::Webhook(Box::new(PlaybackSnapshot {
+                    event: name,
+                    info: tracked.info.clone(),
+                    rating_key: tracked.rating_key.clone(),
+                    view_offset_ms: tracked.view_offset_ms,
+                })));
+            }
         }
     }
 }
@@ -755,6 +776,41 @@ mod tests {
         assert_eq!(t.next_deadline_ms(5_100), Some(5_000 + PROGRESS_REFRESH_MS));
         assert_eq!(t.next_deadline_ms(4_000), Some(4_000), "stepped back again: due now");
         assert_eq!(documents(&t.refresh_documents(4_000)), [("playing".into(), 600)]);
+    }
+
+    fn webhooks(effects: &[Effect]) -> Vec<&'static str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Webhook(snapshot) => Some(snapshot.event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn webhook_snapshots_follow_their_events_only_when_asked_for() {
+        let mut off = Tracker::new(90.0, 1000);
+        off.on_playing(&item("playing", 0), 0);
+        assert!(webhooks(&off.on_snapshot(vec![info("playing")], 0, 10)).is_empty(), "off by default");
+
+        let mut t = Tracker::new(90.0, 1000).with_webhooks(true);
+        t.on_playing(&item("playing", 0), 0);
+        let play = t.on_snapshot(vec![info("playing")], 0, 10);
+        assert_eq!(webhooks(&play), ["media.play"]);
+        let position = |effects: &[Effect], f: fn(&Effect) -> bool| effects.iter().position(f);
+        assert_eq!(
+            position(&play, |e| matches!(e, Effect::Event(_))).map(|i| i + 1),
+            position(&play, |e| matches!(e, Effect::Webhook(_))),
+            "right after its event"
+        );
+        let Some(Effect::Webhook(snapshot)) = play.iter().find(|e| matches!(e, Effect::Webhook(_))) else { panic!() };
+        assert_eq!(snapshot.info.as_ref().and_then(|i| i.title.as_deref()), Some("Arrival"));
+        assert_eq!(webhooks(&t.on_playing(&item("paused", 1_000), 1_000)), ["media.pause"]);
+        assert_eq!(webhooks(&t.on_playing(&item("playing", 1_000), 2_000)), ["media.resume"]);
+        assert!(webhooks(&t.on_playing(&item("playing", 60_000), 3_000)).is_empty(), "no webhook for seek");
+        assert_eq!(webhooks(&t.on_playing(&item("playing", 95_000), 4_000)), ["media.scrobble"]);
+        assert_eq!(webhooks(&t.on_playing(&item("stopped", 95_000), 5_000)), ["media.stop"]);
     }
 
     #[test]

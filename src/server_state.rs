@@ -25,7 +25,7 @@ use crate::players::{PlayerOutput, Players};
 use crate::plex::fields::Fields;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::notification::Notification;
-use crate::plex::sessions::{parse_sessions, PlayingItem};
+use crate::plex::sessions::{parse_sessions_with, PlayingItem};
 use crate::plex::{read_token, PlexError};
 use crate::router::Action;
 use crate::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
@@ -95,6 +95,8 @@ pub struct StateTask {
     pub bridge_topics: BridgeTopics,
     /// Player verbs allowed as commands (empty when commands are off): a button each on player devices.
     pub player_commands: Vec<crate::command_verb::Verb>,
+    /// Also publish Plex-webhook-shaped messages on `<p>/<server>/webhook` (the server's `webhook_compat`).
+    pub webhook_compat: bool,
 }
 
 /// The players of the server and what their devices are announced with.
@@ -116,8 +118,9 @@ impl StateTask {
     /// Runs until `cancel`; `inputs` come from the supervisor.
     pub async fn run(self, mut inputs: mpsc::Receiver<StateInput>, cancel: CancellationToken) {
         let (fetched_tx, mut fetched) = mpsc::channel::<Fetched>(16);
-        let mut tracker =
-            Tracker::new(self.scrobble_percent, self.max_sessions).with_enrichment_wait(self.enrichment_wait);
+        let mut tracker = Tracker::new(self.scrobble_percent, self.max_sessions)
+            .with_enrichment_wait(self.enrichment_wait)
+            .with_webhooks(self.webhook_compat);
         let mut side = PlayerSide {
             players: Players::new(self.players.expire_after),
             server: None,
@@ -240,7 +243,7 @@ impl StateTask {
                                 side.restored = true;
                                 self.restore_players(topics, &mut side);
                             }
-                            match result.and_then(|body| parse_sessions(&body).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
+                            match result.and_then(|body| parse_sessions_with(&body, self.webhook_compat).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
                                     failure_reported = None;
@@ -276,14 +279,21 @@ impl StateTask {
                             Err(error) => tracing::warn!(%error, "cannot read /activities; activity state is reconciled at the next resync"),
                         },
                         Fetched::Metadata { item_id, fallback, result } => {
-                            let item = match result {
-                                Ok(body) => item_from_metadata(&body, &item_id).unwrap_or(fallback),
-                                Err(error) => {
-                                    tracing::warn!(%error, item_id, "cannot read the new item's metadata; announcing it with what the timeline said");
-                                    fallback
-                                }
-                            };
-                            self.library_event(topics, added_event(item));
+                            let body = result.map_err(|error| {
+                                tracing::warn!(%error, item_id, "cannot read the new item's metadata; announcing it with what the timeline said");
+                            });
+                            let parsed = body.as_ref().ok().and_then(|body| item_from_metadata(body, &item_id));
+                            let webhook = self.webhook_compat.then(|| {
+                                let server = side.server.as_ref().map(|(_, identity)| identity);
+                                body.as_ref()
+                                    .ok()
+                                    .and_then(|body| crate::webhook::library_new(body, server))
+                                    .unwrap_or_else(|| crate::webhook::library_new_from_summary(&fallback, server))
+                            });
+                            self.library_event(topics, added_event(parsed.unwrap_or(fallback)));
+                            if let Some(webhook) = webhook {
+                                self.publisher.apply([Action::Live { topic: topics.webhook(), payload: Bytes::from(webhook.to_string()) }]);
+                            }
                         }
                         Fetched::Artwork { player, thumb, result } => match result {
                             Ok(image) if side.players.get(&player).is_some_and(|p| p.thumb() == Some(thumb.as_str())) => {
@@ -351,6 +361,11 @@ impl StateTask {
                 Effect::Event(event) => {
                     players.extend(side.players.on_event(&event, now));
                     Some(Action::Live { topic: topics.events("playback"), payload: Bytes::from(event.to_string()) })
+                }
+                Effect::Webhook(snapshot) => {
+                    let server = side.server.as_ref().map(|(_, identity)| identity);
+                    let payload = crate::webhook::playback(&snapshot, server).to_string();
+                    Some(Action::Live { topic: topics.webhook(), payload: Bytes::from(payload) })
                 }
                 Effect::SummaryChanged => {
                     summary_changed = true;

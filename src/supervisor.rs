@@ -133,6 +133,7 @@ impl Supervisor {
             discovery: self.discovery.clone(),
             bridge_topics: self.bridge_topics.clone(),
             player_commands: self.allowed(|verb| verb.is_player()),
+            webhook_compat: self.server.webhook_compat,
         };
         let state_cancel = cancel.child_token();
         let state_handle =

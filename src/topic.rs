@@ -225,6 +225,12 @@ impl ServerTopics {
         format!("{}/events/{}", self.base, kind)
     }
 
+    /// `<p>/<server>/webhook`: Plex-webhook-shaped copies of the playback and `item_added` events
+    /// (`webhook_compat`, not retained).
+    pub fn webhook(&self) -> String {
+        format!("{}/webhook", self.base)
+    }
+
     /// The prefix every activity topic of this server starts with (`…/activities/`).
     pub fn activities_prefix(&self) -> String {
         format!("{}/activities/", self.base)

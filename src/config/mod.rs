@@ -169,6 +169,9 @@ pub struct PlexConfig {
     pub enrichment_wait: Duration,
     /// Largest REST response read from PMS (`/status/sessions`, `/activities`, metadata), in bytes.
     pub max_response_size: usize,
+    /// Also publish Plex-webhook-shaped messages on `<p>/<server>/webhook` for servers that do not say
+    /// otherwise (`[[servers]] webhook_compat` wins), so automations written for Plex webhooks port unchanged.
+    pub webhook_compat: bool,
     /// plex.tv's base URL for token renewal (`https://clients.plex.tv`; a loopback `http://` URL for tests).
     #[serde(serialize_with = "serialize_display")]
     pub plextv_url: Url,
@@ -226,6 +229,9 @@ pub struct ServerConfig {
     pub filters: Option<Vec<String>>,
     /// Which notification transport to use.
     pub transport: Transport,
+    /// Publish Plex-webhook-shaped messages on `<p>/<server>/webhook`: this server's own setting, else
+    /// `plex.webhook_compat`.
+    pub webhook_compat: bool,
     /// TLS settings for `https://` servers.
     #[serde(flatten)]
     pub tls: TlsOptions,
@@ -411,6 +417,9 @@ struct RawPlex {
     renew_before: Option<Duration>,
     #[serde(default)]
     device_key_file: Option<PathBuf>,
+    /// The default of every server's `webhook_compat` (also the single-server shorthand's, which has no own).
+    #[serde(default)]
+    webhook_compat: Option<bool>,
     /// Single-server shorthand (`PLEX_MQTT_BRIDGE_PLEX_URL` …), so a Compose file needs no config file.
     #[serde(flatten)]
     server: RawServer,
@@ -434,6 +443,8 @@ struct RawServer {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     insecure_skip_verify: Option<bool>,
+    #[serde(default)]
+    webhook_compat: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -463,8 +474,17 @@ struct RawLogging {
 
 /// Keys a `[[servers]]` table accepts (`RawServer` cannot deny unknown fields itself because it is flattened
 /// into `[plex]`).
-const SERVER_KEYS: &[&str] =
-    &["url", "token", "token_file", "name", "filters", "transport", "ca_file", "insecure_skip_verify"];
+const SERVER_KEYS: &[&str] = &[
+    "url",
+    "token",
+    "token_file",
+    "name",
+    "filters",
+    "transport",
+    "ca_file",
+    "insecure_skip_verify",
+    "webhook_compat",
+];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading.
@@ -600,6 +620,7 @@ const PARSED_KEYS: &[&str] = &[
     "enabled",
     "artwork",
     "insecure_skip_verify",
+    "webhook_compat",
     "servers",
     "allow",
     "rate_limit",
@@ -697,10 +718,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let plex = validate_plex(&raw.plex, &mqtt)?;
     let mut servers = Vec::new();
     if raw.plex.server.url.is_some() || raw.plex.server.token.is_some() || raw.plex.server.token_file.is_some() {
-        servers.push(validate_server(raw.plex.server, "plex".to_owned())?);
+        servers.push(validate_server(raw.plex.server, "plex".to_owned(), plex.webhook_compat)?);
     }
     for (index, server) in raw.servers.into_iter().enumerate() {
-        servers.push(validate_server(server, format!("servers[{index}]"))?);
+        servers.push(validate_server(server, format!("servers[{index}]"), plex.webhook_compat)?);
     }
     if servers.is_empty() {
         return Err(ConfigError::new(
@@ -997,10 +1018,12 @@ fn validate_plex(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, ConfigE
         plextv_url,
         renew_before,
         device_key_file: raw.device_key_file.clone(),
+        webhook_compat: raw.webhook_compat.unwrap_or(false),
     })
 }
 
-fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigError> {
+/// `webhook_compat` is `plex.webhook_compat`, used when the server does not set its own.
+fn validate_server(raw: RawServer, key: String, webhook_compat: bool) -> Result<ServerConfig, ConfigError> {
     let url_text = raw.url.ok_or_else(|| {
         ConfigError::new(
             format!("{key}.url"),
@@ -1114,7 +1137,8 @@ fn validate_server(raw: RawServer, key: String) -> Result<ServerConfig, ConfigEr
         ));
     }
     check_tls_files(&tls, &key)?;
-    Ok(ServerConfig { url, token, name: raw.name, filters, transport, tls, key })
+    let webhook_compat = raw.webhook_compat.unwrap_or(webhook_compat);
+    Ok(ServerConfig { url, token, name: raw.name, filters, transport, webhook_compat, tls, key })
 }
 
 /// Every TLS file must be readable and hold what it should, so a typo is a config error, not a reconnect loop.
@@ -1311,5 +1335,42 @@ mod tests {
             assert_eq!((mqtt.host.as_str(), mqtt.port), (host, port), "{url}");
             assert!(!mqtt.url.contains("secret") && !mqtt.url.contains('@'), "{url} printed as {}", mqtt.url);
         }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    /// `webhook_compat` is off by default; `[plex]` (or its environment variable) sets it for every server, and a
+    /// server's own value wins over it in either direction.
+    #[test]
+    fn webhook_compat_defaults_off_and_a_servers_own_value_wins() {
+        let servers = r#"[{url="http://10.0.0.1:32400",token="t",name="a"},{url="http://10.0.0.2:32400",token="t",name="b",webhook_compat=false},{url="http://10.0.0.3:32400",token="t",name="c",webhook_compat=true}]"#;
+        let flags = |config: &Config| config.servers.iter().map(|s| s.webhook_compat).collect::<Vec<_>>();
+        let off = load(&Sources { env: env(&[("PLEX_MQTT_BRIDGE_SERVERS", servers)]), ..Sources::default() }).unwrap();
+        assert!(!off.plex.webhook_compat);
+        assert_eq!(flags(&off), [false, false, true]);
+        let on = load(&Sources {
+            env: env(&[("PLEX_MQTT_BRIDGE_SERVERS", servers), ("PLEX_MQTT_BRIDGE_PLEX_WEBHOOK_COMPAT", "true")]),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert!(on.plex.webhook_compat);
+        assert_eq!(flags(&on), [true, false, true]);
+        let shorthand = load(&Sources {
+            env: env(&[
+                ("PLEX_MQTT_BRIDGE_PLEX_URL", "http://10.0.0.1:32400"),
+                ("PLEX_MQTT_BRIDGE_PLEX_TOKEN", "t"),
+                ("PLEX_MQTT_BRIDGE_PLEX__WEBHOOK_COMPAT", "true"),
+            ]),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(flags(&shorthand), [true], "the single-server shorthand follows plex.webhook_compat");
+        let wrong = load(&Sources {
+            env: env(&[("PLEX_MQTT_BRIDGE_SERVERS", servers), ("PLEX_MQTT_BRIDGE_PLEX_WEBHOOK_COMPAT", "yes")]),
+            ..Sources::default()
+        });
+        assert!(wrong.is_err_and(|e| e.key.contains("WEBHOOK_COMPAT")), "a non-boolean is a config error");
     }
 }

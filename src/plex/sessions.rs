@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::fields::Fields;
 
@@ -58,6 +58,21 @@ pub struct SessionInfo {
     /// The PMS path of the poster to show: the show's for an episode, the album's for a track, the item's
     /// otherwise (a path on the server, fetched with the token; never published as a URL).
     pub thumb: Option<String>,
+    /// What only the Plex-webhook-compatible messages need; read only when they are on
+    /// ([`parse_sessions_with`]), so servers without them pay nothing for it.
+    pub webhook: Option<WebhookFields>,
+}
+
+/// The parts of a `/status/sessions` entry that only a Plex-webhook-shaped message uses (see `crate::webhook`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookFields {
+    /// `User.thumb`: the account's avatar (a plex.tv URL, without any token).
+    pub user_thumb: Option<String>,
+    /// `Player.remotePublicAddress`: the player's public address as PMS sees it (what webhooks call
+    /// `publicAddress`); PMS lists it only for some players.
+    pub player_public_address: Option<String>,
+    /// The item's scalar fields as PMS sent them (Plex's names and types), see [`scalar_fields`].
+    pub metadata: Map<String, Value>,
 }
 
 /// What the transcoder does for a session.
@@ -89,8 +104,44 @@ struct SessionsContainer {
 
 /// Parses a `/status/sessions` body. Entries without a session key cannot be tracked and are skipped.
 pub fn parse_sessions(body: &[u8]) -> Result<Vec<SessionInfo>, serde_json::Error> {
+    parse_sessions_with(body, false)
+}
+
+/// [`parse_sessions`], also keeping each entry's [`WebhookFields`] when `webhook_fields`.
+pub fn parse_sessions_with(body: &[u8], webhook_fields: bool) -> Result<Vec<SessionInfo>, serde_json::Error> {
     let sessions: Sessions = serde_json::from_slice(body)?;
-    Ok(sessions.container.metadata.iter().filter_map(session_info).collect())
+    Ok(sessions
+        .container
+        .metadata
+        .iter()
+        .filter_map(|entry| {
+            let mut info = session_info(entry)?;
+            if webhook_fields {
+                info.webhook = Some(WebhookFields {
+                    user_thumb: text(entry.get("User").and_then(|u| u.get("thumb"))),
+                    player_public_address: text(entry.get("Player").and_then(|p| p.get("remotePublicAddress"))),
+                    // `sessionKey` names the playback, not the item: /library/metadata has no such field.
+                    metadata: scalar_fields(entry, &["sessionKey"]),
+                });
+            }
+            Some(info)
+        })
+        .collect())
+}
+
+/// The scalar fields (strings, numbers, booleans) of a metadata entry as PMS sent them, without `skip`: the
+/// item's own description (`ratingKey`, `guid`, `title`, `year`, `thumb`, …). Objects and lists (`Media`, `Part`
+/// with file paths, `Genre`, `Role`, the session's `User`/`Player`/`Session`) are not items' scalar fields and
+/// are left out.
+pub fn scalar_fields(entry: &Value, skip: &[&str]) -> Map<String, Value> {
+    let Some(object) = entry.as_object() else { return Map::new() };
+    object
+        .iter()
+        .filter(|(key, value)| {
+            matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) && !skip.contains(&key.as_str())
+        })
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
 }
 
 fn session_info(entry: &Value) -> Option<SessionInfo> {
@@ -131,6 +182,7 @@ fn session_info(entry: &Value) -> Option<SessionInfo> {
         bandwidth_kbps: number(session.and_then(|s| s.get("bandwidth"))),
         transcode,
         thumb: poster(entry),
+        webhook: None,
     })
 }
 
@@ -200,6 +252,27 @@ mod tests {
         assert_eq!(sessions[1].player_local, Some(false));
         assert!(parse_sessions(b"{\"MediaContainer\":{\"size\":0}}").unwrap().is_empty());
         assert!(parse_sessions(b"<xml/>").is_err());
+    }
+
+    #[test]
+    fn webhook_fields_are_read_only_when_asked_for() {
+        let body = br#"{"MediaContainer":{"Metadata":[{"sessionKey":"45","ratingKey":"5","guid":"plex://movie/1","key":"/library/metadata/5","title":"Arrival","year":2016,"librarySectionID":"1",
+            "User":{"id":"1","title":"alice","thumb":"https://plex.tv/users/abc/avatar?c=1"},
+            "Player":{"title":"TV","machineIdentifier":"tv1","remotePublicAddress":"203.0.113.7"},
+            "Media":[{"Part":[{"file":"/movies/Arrival.mkv"}]}],"Genre":[{"tag":"Drama"}]}]}}"#;
+        assert_eq!(parse_sessions(body).unwrap()[0].webhook, None);
+        let with = parse_sessions_with(body, true).unwrap();
+        let fields = with[0].webhook.as_ref().expect("webhook fields");
+        assert_eq!(fields.user_thumb.as_deref(), Some("https://plex.tv/users/abc/avatar?c=1"));
+        assert_eq!(fields.player_public_address.as_deref(), Some("203.0.113.7"));
+        let mut keys: Vec<&str> = fields.metadata.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["guid", "key", "librarySectionID", "ratingKey", "title", "year"],
+            "scalars only, no sessionKey"
+        );
+        assert_eq!(fields.metadata["year"], 2016, "types as sent");
     }
 
     #[test]

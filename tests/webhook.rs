@@ -1,0 +1,165 @@
+//! Plex-webhook-compatible messages (`webhook_compat`) end to end: the real bridge against the fake PMS and a real
+//! Mosquitto. With the mode on, each playback transition (but `seek`) and each new library item is also published
+//! on `plex/<server>/webhook` in the shape of Plex's webhook payload, in event order and never retained; with the
+//! mode off (the default) nothing is published there.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::fake_pms::{CannedResponse, FakePmsConfig};
+use support::fixture::Fixture;
+use support::{retained, FakePms, Msg, Probe};
+
+const SOON: Duration = Duration::from_secs(10);
+const WEBHOOK: &str = "plex/test/webhook";
+
+/// `/status/sessions` with one episode playing: what the webhook fields are checked against.
+fn session_body(state: &str) -> String {
+    json!({"MediaContainer": {"size": 1, "Metadata": [{
+        "sessionKey": "45", "ratingKey": "217468", "key": "/library/metadata/217468", "guid": "plex://episode/5d9c",
+        "type": "episode", "title": "Pilot", "grandparentTitle": "Severance", "parentTitle": "Season 1",
+        "index": 1, "parentIndex": 1, "year": 2022, "duration": 3_420_000, "viewOffset": 0,
+        "thumb": "/library/metadata/217468/thumb/1700000000", "librarySectionID": "2", "librarySectionTitle": "TV Shows",
+        "User": {"id": "1", "title": "alice", "thumb": "https://plex.tv/users/abc/avatar?c=1"},
+        "Player": {"title": "Living Room TV", "product": "Plex for LG", "platform": "webOS",
+                   "machineIdentifier": "player-45", "address": "192.168.1.20", "remotePublicAddress": "203.0.113.7",
+                   "local": true, "state": state},
+        "Session": {"id": "s45", "bandwidth": 8000, "location": "lan"},
+        "Media": [{"Part": [{"file": "/tv/Severance/S01E01.mkv"}]}]
+    }]}})
+    .to_string()
+}
+
+fn empty_sessions(pms: &FakePms) {
+    pms.set_canned("/status/sessions", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+}
+
+fn playing(state: &str, offset: u64) -> String {
+    format!(
+        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"45","clientIdentifier":"player-45","guid":"","ratingKey":"217468","url":"","key":"/library/metadata/217468","viewOffset":{offset},"state":"{state}"}}]}}}}"#
+    )
+}
+
+fn timeline(state: u32, metadata_state: Option<&str>) -> String {
+    let meta = metadata_state.map(|m| format!(r#","metadataState":"{m}""#)).unwrap_or_default();
+    format!(
+        r#"{{"NotificationContainer":{{"type":"timeline","size":1,"TimelineEntry":[{{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"5","type":1,"title":"Arrival","state":{state}{meta},"updatedAt":1732518000}}]}}}}"#
+    )
+}
+
+/// The bridge connected with `edit` applied to the test config, nothing playing at connect time (a session
+/// listed then would be one that was playing before the bridge came, which gets no `play` by design).
+async fn start(edit: impl FnOnce(String) -> String) -> Fixture {
+    let f = Fixture::connected_with(
+        FakePmsConfig::default(),
+        |pms| {
+            empty_sessions(pms);
+            pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+        },
+        edit,
+    )
+    .await;
+    assert!(f.pms.wait_for_requests("/status/sessions", 1, SOON).await, "the resync after connecting");
+    // The answer to that first look-up is on its way back; what is served from now on is for the test's session.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f
+}
+
+async fn next_on(probe: &mut Probe, topic: &str) -> Value {
+    probe.expect(SOON, topic, |m: &Msg| m.topic == topic).await.json()
+}
+
+/// Plays, pauses, resumes, seeks and stops session 45, waiting for each derived event on `events/playback`.
+async fn play_pause_resume_seek_stop(f: &mut Fixture) {
+    f.pms.set_canned("/status/sessions", CannedResponse::json(session_body("playing")));
+    for (state, offset, event) in
+        [("playing", 0, "play"), ("paused", 1_000, "pause"), ("playing", 1_000, "resume"), ("playing", 600_000, "seek")]
+    {
+        f.pms.push_text(&playing(state, offset));
+        let got = next_on(&mut f.probe, "plex/test/events/playback").await;
+        assert_eq!(got["event_type"], event, "{got}");
+    }
+    empty_sessions(&f.pms);
+    f.pms.push_text(&playing("stopped", 601_000));
+    assert_eq!(next_on(&mut f.probe, "plex/test/events/playback").await["event_type"], "stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_yields_webhook_shaped_play_pause_resume_stop_in_order() {
+    let mut f = start(|c| c.replace("[plex]\n", "[plex]\nwebhook_compat = true\n")).await;
+    let server = f.pms.config();
+    play_pause_resume_seek_stop(&mut f).await;
+    // Each webhook message directly follows its event, so the stop's is at most a moment behind.
+    f.probe
+        .expect(SOON, "the media.stop message", |m: &Msg| m.topic == WEBHOOK && m.json()["event"] == "media.stop")
+        .await;
+
+    let messages = f.probe.history_on(WEBHOOK);
+    let events: Vec<Value> = messages.iter().map(|m| m.json()["event"].clone()).collect();
+    assert_eq!(events, ["media.play", "media.pause", "media.resume", "media.stop"], "in order, no seek");
+    for message in &messages {
+        let payload = message.json();
+        assert_eq!(payload["owner"], true, "{payload}");
+        assert_eq!(
+            payload["Account"],
+            json!({"id": 1, "thumb": "https://plex.tv/users/abc/avatar?c=1", "title": "alice"})
+        );
+        assert_eq!(
+            payload["Player"],
+            json!({"local": true, "publicAddress": "203.0.113.7", "title": "Living Room TV", "uuid": "player-45"})
+        );
+        assert_eq!(payload["Server"], json!({"title": server.friendly_name, "uuid": server.machine_identifier}));
+        let metadata = &payload["Metadata"];
+        assert_eq!(metadata["title"], "Pilot");
+        assert_eq!(metadata["grandparentTitle"], "Severance");
+        assert_eq!(metadata["ratingKey"], "217468");
+        assert_eq!(metadata["guid"], "plex://episode/5d9c");
+        assert_eq!(metadata["librarySectionType"], "show");
+        assert_eq!((metadata["index"].clone(), metadata["parentIndex"].clone()), (json!(1), json!(1)));
+        assert!(payload.get("user").is_none(), "unknowable, so absent: {payload}");
+        assert!(!message.text().contains("null"), "unknown fields are absent, not null: {payload}");
+        assert!(!message.text().contains(&f.pms.token()), "never the token");
+        assert!(!message.text().contains("S01E01.mkv"), "no file paths");
+    }
+    let offsets: Vec<Value> = messages.iter().map(|m| m.json()["Metadata"]["viewOffset"].clone()).collect();
+    assert_eq!(offsets, [json!(0), json!(1_000), json!(1_000), json!(601_000)], "the position at each event");
+    assert!(messages.iter().all(|m| !m.retain));
+    let held = retained(f.broker.port(), WEBHOOK, Duration::from_millis(400)).await;
+    assert!(held.is_empty(), "webhook messages are not retained: {held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_published_on_the_webhook_topic_by_default() {
+    let mut f = start(|c| c).await;
+    play_pause_resume_seek_stop(&mut f).await;
+    // A webhook message would have come right after its event; the stop event has arrived, so all of them would
+    // have. A short bounded wait catches a late one anyway.
+    f.probe.collect_for(Duration::from_millis(300)).await;
+    assert!(f.probe.history_on(WEBHOOK).is_empty(), "{:?}", f.probe.history_on(WEBHOOK));
+    assert_eq!(f.probe.history_on("plex/test/events/playback").len(), 5, "the events themselves flowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_library_item_is_library_new_with_its_metadata() {
+    // Per server this time: `[[servers]] webhook_compat`.
+    let mut f = start(|c| c.replace("name = \"test\"\n", "name = \"test\"\nwebhook_compat = true\n")).await;
+    let metadata = json!({"MediaContainer": {"size": 1, "librarySectionID": 1, "librarySectionTitle": "Movies",
+        "Metadata": [{"ratingKey": "5", "key": "/library/metadata/5", "guid": "plex://movie/5d77", "type": "movie",
+                      "title": "Arrival", "year": 2016, "thumb": "/library/metadata/5/thumb/1732518000"}]}});
+    f.pms.set_canned("/library/metadata/5", CannedResponse::json(metadata.to_string()));
+    f.pms.push_text(&timeline(0, Some("created")));
+    f.pms.push_text(&timeline(5, None));
+    assert_eq!(next_on(&mut f.probe, "plex/test/events/library").await["event_type"], "item_added");
+    let message = f.probe.expect(SOON, "library.new", |m: &Msg| m.topic == WEBHOOK).await;
+    let payload = message.json();
+    assert_eq!(payload["event"], "library.new");
+    assert_eq!(payload["Metadata"]["title"], "Arrival");
+    assert_eq!(payload["Metadata"]["year"], 2016);
+    assert_eq!(payload["Metadata"]["librarySectionTitle"], "Movies");
+    assert_eq!(payload["Metadata"]["thumb"], "/library/metadata/5/thumb/1732518000");
+    assert_eq!(payload["Server"]["uuid"], f.pms.config().machine_identifier.as_str());
+    assert!(payload.get("Player").is_none() && payload.get("Account").is_none(), "unknown for library.new: {payload}");
+    assert!(!message.retain);
+}
