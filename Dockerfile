@@ -48,6 +48,7 @@ COPY src ./src
 RUN cargo clean --release --locked -p plex-mqtt-bridge \
     && cargo build --release --locked \
     && install -D -m 0755 target/release/plex-mqtt-bridge /out/plex-mqtt-bridge \
+    && install -d -m 0700 /out/state \
     && /out/plex-mqtt-bridge --version
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,6 +64,9 @@ LABEL org.opencontainers.image.title="plex-mqtt-bridge" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
 
 COPY --from=build /out/plex-mqtt-bridge /usr/local/bin/plex-mqtt-bridge
+# Where `login` writes the token and the device key and where the bridge renews the token: mount a volume here
+# (a named volume starts with this directory's owner, the non-root user, and mode 0700).
+COPY --from=build --chown=65532:65532 /out/state /var/lib/plex-mqtt-bridge
 
 # The health endpoint is on by default, on loopback only, so HEALTHCHECK works out of the box without exposing
 # anything. To scrape /metrics from outside the container set PLEX_MQTT_BRIDGE_HTTP_LISTEN=0.0.0.0:9184 and
