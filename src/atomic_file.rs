@@ -15,14 +15,21 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         create_private_dir(parent)?;
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "secret".into());
-    let temp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per process *and* call: in a container every process is pid 1, and `login` may run beside the
+    // daemon on the same volume.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = parent.join(format!(".{name}.tmp-{}-{nanos}-{call}", std::process::id()));
     let result = (|| {
         let mut file = open_private(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)
+        std::fs::rename(&temp, path)?;
+        // The rename itself survives a crash only once the directory is synced.
+        std::fs::File::open(parent).and_then(|dir| dir.sync_all())
     })();
-    if result.is_err() {
+    if result.is_err() && temp.exists() {
         let _ = std::fs::remove_file(&temp);
     }
     result
@@ -31,12 +38,13 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(unix)]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    // `create_new`: never reuse (or follow a link planted at) an existing path, so the mode always applies.
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }
 
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 #[cfg(unix)]

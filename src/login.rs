@@ -181,20 +181,33 @@ async fn wait_for_approval(
             eprintln!("waiting for approval ({} s left)", left.as_secs());
             printed_at = Some(tokio::time::Instant::now());
         }
-        let device_jwt = if options.jwt { Some(plextv.signed_nonce(key).await?) } else { None };
-        match plextv.poll_pin(id, device_jwt.as_deref()).await? {
-            None => break,
-            Some(pin) => {
-                if let Some(token) = pin.auth_token.filter(|t| !t.trim().is_empty()) {
+        // A passing failure (network, plex.tv busy) must not end a login the user is completing: it is
+        // retried until the PIN's time is up; only a refusal ends it.
+        let polled = async {
+            let device_jwt = if options.jwt { Some(plextv.signed_nonce(key).await?) } else { None };
+            plextv.poll_pin(id, device_jwt.as_deref()).await
+        };
+        match polled.await {
+            Ok(None) => break,
+            Ok(Some(pin)) => {
+                if let Some(token) = pin.auth_token.filter(|t| !t.is_empty()) {
                     if terminal {
                         eprintln!();
                     }
-                    return Ok(Secret::new(token));
+                    return Ok(token);
                 }
                 if pin.expires_in == Some(0) {
                     break;
                 }
             }
+            Err(error @ (PlexTvError::Transport(_) | PlexTvError::Status { status: 429 | 500..=599, .. })) => {
+                if terminal {
+                    eprint!("\r{error}; retrying … ");
+                } else {
+                    eprintln!("{error}; retrying");
+                }
+            }
+            Err(error) => return Err(error.into()),
         }
         tokio::time::sleep(options.poll_interval).await;
     }

@@ -56,7 +56,7 @@ enum Operation {
     /// Get a Plex token with a PIN (approve it at plex.tv/link), write it to --token-file (mode 0600) and print a
     /// ready [[servers]] block for the account's server. With --jwt (the default) the token is a Plex JWT that
     /// the bridge renews itself with the device key written beside it. Exits 0 when done, 2 when the PIN
-    /// expired, 1 on other failures. Needs no configuration file.
+    /// expired, 1 on other failures, 78 for bad arguments. Needs no configuration file.
     Login(LoginArgs),
 }
 

@@ -178,6 +178,7 @@ impl Supervisor {
         // so the topic changes only when something a user cares about changes.
         self.set_state(&mut session, ServerState::Connecting);
         loop {
+            renewal.mark_seen();
             let attempt = self.attempt(&mut session, &cancel).await;
             let delay = match attempt {
                 Attempt::Shutdown => break,

@@ -149,7 +149,8 @@ fn finish_metadata(mut metadata: Map<String, Value>) -> Map<String, Value> {
             metadata.insert("librarySectionType".into(), json!(section));
         }
     }
-    metadata.retain(|_, value| !carries_token(value));
+    // No field named like a token (`token`, `accessToken`, …) and no value carrying one passes.
+    metadata.retain(|key, value| !key.to_ascii_lowercase().contains("token") && !carries_token(value));
     metadata
 }
 

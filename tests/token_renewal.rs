@@ -97,6 +97,8 @@ impl Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwt_near_its_expiry_is_renewed_without_dropping_the_session() {
     let setup = Setup::new(Duration::from_secs(2 * 3600)).await;
+    // The new token, too, has less than renew_before left: renewed once, not in a loop.
+    setup.plextv.set_jwt_lifetime(Duration::from_secs(2 * 3600));
     let config = setup.config("24h");
     let mut states = Probe::subscribe(setup.broker.port(), &["plex/test/state"]).await;
     let bridge = Bridge::start(&config);
@@ -111,6 +113,7 @@ async fn a_jwt_near_its_expiry_is_renewed_without_dropping_the_session() {
     // The session went on: one WebSocket connection, no state change.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(setup.pms.ws_connections_total(), 1, "no reconnect: {}", bridge.logs());
+    assert_eq!(setup.plextv.exchanges(), 1, "a new token inside renew_before is not renewed again at once");
     assert!(states.collect_for(Duration::from_millis(200)).await.iter().all(|m| m.payload == b"connected"));
     let health = healthz(setup.http).await;
     let token = &health["servers"]["test"]["token"];

@@ -45,6 +45,9 @@ pub enum PlexTvError {
     /// A token from plex.tv did not pass verification (signature, issuer, expiry) or was refused by PMS.
     #[error("the new token {0}")]
     BadToken(String),
+    /// A token file could not be written.
+    #[error("{0}")]
+    Write(String),
     /// The PIN expired before the user approved it.
     #[error("the PIN expired before it was approved; run login again and enter the code within its time")]
     PinExpired,
@@ -59,6 +62,7 @@ impl PlexTvError {
             PlexTvError::Status { .. } => "http_status",
             PlexTvError::Decode { .. } => "bad_response",
             PlexTvError::Key(_) => "device_key",
+            PlexTvError::Write(_) => "token_file",
             PlexTvError::BadToken(_) => "bad_token",
             PlexTvError::PinExpired => "pin_expired",
         }
@@ -73,8 +77,9 @@ pub struct Pin {
     /// Seconds left (plex.tv counts this field in seconds: 1800 for a new pin).
     #[serde(default, rename = "expiresIn")]
     pub expires_in: Option<u64>,
+    /// The token once approved (a [`Secret`], so no `Debug` of a PIN ever shows it).
     #[serde(default, rename = "authToken")]
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]

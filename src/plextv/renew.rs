@@ -58,6 +58,14 @@ impl RenewalHandle {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Marks every renewal so far as seen, so [`RenewalHandle::renewed`] waits for the next one (a supervisor calls
+    /// it before each attempt, which reads the token file anyway).
+    pub fn mark_seen(&mut self) {
+        if let Some(rx) = &mut self.renewed {
+            rx.borrow_and_update();
+        }
+    }
+
     /// Resolves when the token file was renewed after this handle last saw it (never without a renewer).
     pub async fn renewed(&mut self) {
         match &mut self.renewed {
@@ -106,25 +114,36 @@ impl Renewer {
         let mut last_failure: Option<&'static str> = None;
         let mut missing_key_logged = false;
         let mut woken = false;
-        let mut last_attempt: Option<tokio::time::Instant> = None;
+        // No renewal of any kind before this: the backoff after a failure, `retry_min` after a success (so a 401
+        // storm from several servers or reconnects cannot make the bridge hammer plex.tv).
+        let mut quiet_until: Option<tokio::time::Instant> = None;
+        // No *scheduled* renewal before this: half the remaining life of the token renewed last, so a
+        // `renew_before` as long as a token's whole life cannot make a renewal loop.
+        let mut scheduled_not_before: Option<SystemTime> = None;
         loop {
-            let next = self.look(&handle, woken, &mut missing_key_logged).unwrap_or(Next::Wait(RECHECK));
+            let next =
+                self.look(&handle, woken, scheduled_not_before, &mut missing_key_logged).unwrap_or(Next::Wait(RECHECK));
             woken = false;
             let delay = match next {
                 Next::Wait(delay) => delay,
                 Next::Renew => {
-                    // A 401 storm (several servers, reconnects) renews at most once per minimum retry delay.
-                    if let Some(wait) = last_attempt.map(|at| self.retry_min.saturating_sub(at.elapsed())) {
+                    if let Some(until) = quiet_until {
                         tokio::select! {
-                            () = tokio::time::sleep(wait) => {}
+                            () = tokio::time::sleep_until(until) => {}
                             () = cancel.cancelled() => return,
                         }
                     }
-                    last_attempt = Some(tokio::time::Instant::now());
                     match self.renew().await {
                         Ok(expires_at) => {
                             backoff.reset();
                             last_failure = None;
+                            quiet_until = Some(tokio::time::Instant::now() + self.retry_min);
+                            let now = SystemTime::now();
+                            scheduled_not_before = expires_at
+                                .and_then(|at| at.duration_since(now).ok())
+                                .and_then(|left| now.checked_add(left / 2));
+                            // A rejection reported while this renewal ran was about the old token.
+                            let _ = futures_util::FutureExt::now_or_never(handle.wake.notified());
                             renewed.send_modify(|n| *n += 1);
                             crate::telemetry::telemetry().token_renewal(true);
                             tracing::info!(file = %self.token_file.display(),
@@ -136,6 +155,7 @@ impl Renewer {
                         Err(error) => {
                             crate::telemetry::telemetry().token_renewal(false);
                             let delay = backoff.next_delay();
+                            quiet_until = Some(tokio::time::Instant::now() + delay);
                             let expiring = handle.status().expires_at.is_some_and(|at| {
                                 at.duration_since(SystemTime::now()).unwrap_or_default() <= self.renew_before
                             });
@@ -163,7 +183,13 @@ impl Renewer {
     }
 
     /// Reads the token file and decides what to do; updates the status. `None`: nothing can be done now.
-    fn look(&self, handle: &RenewalHandle, woken: bool, missing_key_logged: &mut bool) -> Option<Next> {
+    fn look(
+        &self,
+        handle: &RenewalHandle,
+        woken: bool,
+        scheduled_not_before: Option<SystemTime>,
+        missing_key_logged: &mut bool,
+    ) -> Option<Next> {
         let token = std::fs::read_to_string(&self.token_file).ok().map(Secret::new)?;
         let kind = TokenKind::of(token.expose());
         let key_present = self.key_file.exists();
@@ -176,6 +202,9 @@ impl Renewer {
             status.kind = Some(kind.name());
             status.expires_at = expires_at;
             status.renewable = matches!(kind, TokenKind::Jwt { .. }) && key_present;
+            if key_present && status.problem.as_ref().is_some_and(|(reason, _)| *reason == "no_device_key") {
+                status.problem = None;
+            }
             if let Some(at) = expires_at {
                 crate::telemetry::telemetry().token_expiry(&self.token_file.display().to_string(), at);
             }
@@ -194,7 +223,11 @@ impl Renewer {
             status.problem = Some(("no_device_key", format!("no device key file at {}", self.key_file.display())));
             return None;
         }
-        let due = expires_at.and_then(|at| at.checked_sub(self.renew_before));
+        *missing_key_logged = false;
+        let due = expires_at.and_then(|at| at.checked_sub(self.renew_before)).map(|due| match scheduled_not_before {
+            Some(not_before) if not_before > due => not_before,
+            _ => due,
+        });
         let now = SystemTime::now();
         match due {
             _ if woken => Some(Next::Renew),
@@ -217,38 +250,49 @@ impl Renewer {
         Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp)))
     }
 
-    /// The new token must be accepted by at least one of the servers and refused by none.
+    /// The new token must be accepted by at least one of the servers, and refused by none that accepts the
+    /// current token (a server that refuses both — access removed — says nothing about the new one).
     async fn check_with_servers(&self, token: &Secret) -> Result<(), PlexTvError> {
+        let current = std::fs::read_to_string(&self.token_file).ok().map(Secret::new);
         let mut accepted = 0;
         let mut unreachable = Vec::new();
         for (label, http) in &self.servers {
-            // `/` proves the token is accepted; `/status/sessions` that it reaches what the bridge reads (tokens
-            // with too narrow a scope have been seen to pass the first and fail the second). Only a refusal there
-            // counts against it.
-            let checked = async {
-                http.identity(token).await?;
-                match http.get_bytes("/status/sessions", token).await {
-                    Err(error @ PlexError::Unauthorized(_)) => Err(error),
-                    _ => Ok(()),
-                }
-            };
-            match checked.await {
+            match accepts(http, token).await {
                 Ok(()) => accepted += 1,
                 Err(PlexError::Unauthorized(status)) => {
-                    return Err(PlexTvError::BadToken(format!(
-                        "was refused by the Plex server {label} (HTTP {status}); kept the old one"
-                    )))
+                    let current_works = match &current {
+                        Some(current) => accepts(http, current).await.is_ok(),
+                        None => false,
+                    };
+                    if current_works {
+                        return Err(PlexTvError::BadToken(format!(
+                            "was refused by the Plex server {label} (HTTP {status}) where the current one works; kept \
+                             the current one"
+                        )));
+                    }
+                    tracing::debug!(server = %label, status, "the server refuses the current token and the new one");
                 }
                 Err(error) => unreachable.push(format!("{label}: {error}")),
             }
         }
         if accepted == 0 && !self.servers.is_empty() {
+            let why = if unreachable.is_empty() { "refused everywhere".to_owned() } else { unreachable.join("; ") };
             return Err(PlexTvError::BadToken(format!(
-                "could not be checked against any Plex server ({}); kept the old one",
-                unreachable.join("; ")
+                "could not be confirmed by any Plex server ({why}); kept the old one"
             )));
         }
         Ok(())
+    }
+}
+
+/// Whether a server takes `token`: `/` proves it is accepted; `/status/sessions` that it reaches what the bridge
+/// reads (tokens with too narrow a scope have been seen to pass the first and fail the second). Only a refusal
+/// there counts against it.
+async fn accepts(http: &PlexHttp, token: &Secret) -> Result<(), PlexError> {
+    http.identity(token).await?;
+    match http.get_bytes("/status/sessions", token).await {
+        Err(error @ PlexError::Unauthorized(_)) => Err(error),
+        _ => Ok(()),
     }
 }
 

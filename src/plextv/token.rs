@@ -41,7 +41,10 @@ impl TokenKind {
             return TokenKind::Legacy;
         }
         match jsonwebtoken::dangerous::insecure_decode::<Expiry>(token) {
-            Ok(data) => TokenKind::Jwt { expires_at: data.claims.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)) },
+            // `checked_add`: the claim is unverified input, and an absurd `exp` must not overflow.
+            Ok(data) => TokenKind::Jwt {
+                expires_at: data.claims.exp.and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s))),
+            },
             Err(_) => TokenKind::Legacy,
         }
     }
@@ -93,6 +96,9 @@ mod tests {
         assert_eq!(TokenKind::of("a.b.c"), TokenKind::Legacy, "not base64 JSON");
         // {"alg":"EdDSA"} . {"exp":2000000000} . sig
         let jwt = "eyJhbGciOiJFZERTQSJ9.eyJleHAiOjIwMDAwMDAwMDB9.c2ln";
+        // {"exp": 2^63}: no overflow panic, just no usable expiry.
+        let absurd = "eyJhbGciOiJFZERTQSJ9.eyJleHAiOjkyMjMzNzIwMzY4NTQ3NzU4MDh9.c2ln";
+        assert_eq!(TokenKind::of(absurd), TokenKind::Jwt { expires_at: None });
         assert_eq!(
             TokenKind::of(jwt),
             TokenKind::Jwt { expires_at: Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)) }
