@@ -112,8 +112,7 @@ fn item_summary(entry: &Fields<'_>, item_id: &str) -> Value {
 }
 
 /// The item as `/library/metadata/<id>` describes it.
-pub fn item_from_metadata(body: &[u8], item_id: &str) -> Option<Value> {
-    let value: Value = serde_json::from_slice(body).ok()?;
+pub fn item_from_metadata(value: &Value, item_id: &str) -> Option<Value> {
     let meta = value.get("MediaContainer")?.get("Metadata")?.get(0)?;
     let container = value.get("MediaContainer");
     Some(json!({
@@ -198,7 +197,7 @@ mod tests {
     #[test]
     fn metadata_gives_title_and_section() {
         let body = br#"{"MediaContainer":{"size":1,"librarySectionID":3,"librarySectionTitle":"Movies","Metadata":[{"ratingKey":"5","type":"movie","title":"Arrival","year":2016}]}}"#;
-        let item = item_from_metadata(body, "5").unwrap();
+        let item = item_from_metadata(&serde_json::from_slice(body).unwrap(), "5").unwrap();
         assert_eq!(item["title"], "Arrival");
         assert_eq!(item["library_section_title"], "Movies");
         assert_eq!(item["library_section_id"], "3");

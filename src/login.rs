@@ -86,20 +86,22 @@ pub async fn run(options: &LoginOptions) -> Result<(), LoginError> {
     }
     let token = wait_for_approval(&plextv, &key, pin.id, lifetime, options).await?;
     eprintln!("Approved.");
-    if options.jwt {
+    let token = if options.jwt {
         // A PIN with a JWK yields a JWT and registers the key; should plex.tv answer a legacy token anyway,
         // register the key with it and exchange it, so the daemon can renew from now on.
         let token = if crate::plextv::token::TokenKind::of(token.expose()) == crate::plextv::token::TokenKind::Legacy {
             plextv.register_jwk(&token, &key.public_jwk()).await?;
             plextv.exchange(&key).await?
         } else {
-            token.clone()
+            token
         };
         let keys = plextv.keys().await?;
         verify_plex_jwt(token.expose(), &keys)?;
         key.save(&options.device_key_file)?;
-        return finish(options, &plextv, token, key.client_identifier(), &device_name).await;
-    }
+        token
+    } else {
+        token
+    };
     finish(options, &plextv, token, key.client_identifier(), &device_name).await
 }
 
@@ -237,13 +239,10 @@ async fn reachable_url(
     timeout: Duration,
 ) -> Result<Url, LoginError> {
     let mut tried = Vec::new();
+    let https = crate::tls::client_config(&crate::tls::TlsOptions::default()).ok();
     for connection in server.ranked_connections() {
         let Ok(url) = Url::parse(&connection.uri) else { continue };
-        let tls = if url.scheme() == "https" {
-            crate::tls::client_config(&crate::tls::TlsOptions::default()).ok()
-        } else {
-            None
-        };
+        let tls = if url.scheme() == "https" { https.clone() } else { None };
         let Ok(client) = build_client(headers.clone(), timeout, tls) else { continue };
         let http = PlexHttp::new(client, url.clone(), timeout).with_max_response_size(1024 * 1024);
         eprint!("Trying {} … ", crate::plex::redirect::origin(&url));

@@ -152,13 +152,7 @@ fn main() -> ExitCode {
     // microseconds, so a second worker only adds cross-thread wake-ups (measured: no throughput gained, see
     // BENCHMARKS.md) and competes with the broker for the CPUs of a small NAS. DNS look-ups still run on
     // tokio's blocking pool.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     match cli.command {
         Some(Operation::Check) => {
             let ok = runtime.block_on(plex_mqtt_bridge::check::run(&config));
@@ -298,13 +292,7 @@ fn login(args: &LoginArgs) -> ExitCode {
         poll_interval: std::time::Duration::from_secs(1),
         request_timeout: std::time::Duration::from_secs(15),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     match runtime.block_on(plex_mqtt_bridge::login::run(&options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error @ plex_mqtt_bridge::login::LoginError::PinExpired) => {
@@ -314,6 +302,18 @@ fn login(args: &LoginArgs) -> ExitCode {
         Err(error) => {
             eprintln!("plex-mqtt-bridge login: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The single-threaded runtime every mode runs on (see `main` for why one thread); `None` after saying why it
+/// could not be started.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");
+            None
         }
     }
 }

@@ -279,14 +279,18 @@ impl StateTask {
                             Err(error) => tracing::warn!(%error, "cannot read /activities; activity state is reconciled at the next resync"),
                         },
                         Fetched::Metadata { item_id, fallback, result } => {
-                            let body = result.map_err(|error| {
-                                tracing::warn!(%error, item_id, "cannot read the new item's metadata; announcing it with what the timeline said");
-                            });
-                            let parsed = body.as_ref().ok().and_then(|body| item_from_metadata(body, &item_id));
+                            // Parsed once, for the item_added event and (webhook_compat) library.new alike.
+                            let body: Option<serde_json::Value> = match result {
+                                Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+                                Err(error) => {
+                                    tracing::warn!(%error, item_id, "cannot read the new item's metadata; announcing it with what the timeline said");
+                                    None
+                                }
+                            };
+                            let parsed = body.as_ref().and_then(|body| item_from_metadata(body, &item_id));
                             let webhook = self.webhook_compat.then(|| {
                                 let server = side.server.as_ref().map(|(_, identity)| identity);
                                 body.as_ref()
-                                    .ok()
                                     .and_then(|body| crate::webhook::library_new(body, server))
                                     .unwrap_or_else(|| crate::webhook::library_new_from_summary(&fallback, server))
                             });

@@ -344,7 +344,7 @@ fn token_json(status: &crate::plextv::renew::TokenStatus) -> Value {
         "kind": status.kind,
         "expires_at": status.expires_at.map(crate::plextv::renew::describe),
         "renewable": status.renewable,
-        "problem": status.problem.as_ref().map(|(reason, error)| json!({ "reason": reason, "error": error })),
+        "problem": Problem::json(&status.problem.clone().map(|(reason, error)| Problem { reason, error })),
     })
 }
 

@@ -86,10 +86,9 @@ pub fn playback(snapshot: &PlaybackSnapshot, server: Option<&ServerIdentity>) ->
     Value::Object(payload)
 }
 
-/// A `library.new` message for an item described by a `/library/metadata/<id>` body; `None` if the body is not
-/// one (then [`library_new_from_summary`] is used).
-pub fn library_new(body: &[u8], server: Option<&ServerIdentity>) -> Option<Value> {
-    let value: Value = serde_json::from_slice(body).ok()?;
+/// A `library.new` message for an item described by a (parsed) `/library/metadata/<id>` body; `None` if the body
+/// is not one (then [`library_new_from_summary`] is used).
+pub fn library_new(value: &Value, server: Option<&ServerIdentity>) -> Option<Value> {
     let container = value.get("MediaContainer")?;
     let entry = container.get("Metadata")?.get(0)?;
     let mut metadata = scalar_fields(entry, &[]);
@@ -299,7 +298,7 @@ mod tests {
         let body = br#"{"MediaContainer":{"size":1,"librarySectionID":1,"librarySectionTitle":"Movies","librarySectionUUID":"u-1",
             "Metadata":[{"ratingKey":"5","key":"/library/metadata/5","guid":"plex://movie/5d77","type":"movie","title":"Arrival","year":2016,
             "thumb":"/library/metadata/5/thumb/1","addedAt":1732518000,"Genre":[{"tag":"Drama"}],"Media":[{"Part":[{"file":"/m/a.mkv"}]}]}]}}"#;
-        let message = library_new(body, Some(&server())).expect("a metadata body");
+        let message = library_new(&serde_json::from_slice(body).unwrap(), Some(&server())).expect("a metadata body");
         assert_eq!(
             message,
             json!({
@@ -311,7 +310,7 @@ mod tests {
                              "librarySectionType": "movie"}
             })
         );
-        assert_eq!(library_new(b"<html/>", None), None);
+        assert_eq!(library_new(&json!({"errors": [{"code": 404}]}), None), None, "not a metadata body");
         let item = json!({"rating_key": "5", "title": "Arrival", "type": "movie", "library_section_id": "1", "library_section_title": null});
         assert_eq!(
             library_new_from_summary(&item, None),

@@ -15,7 +15,6 @@ pub mod token;
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use reqwest::{Client, Method, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -102,28 +101,14 @@ struct Keys {
 pub struct PlexTv {
     client: Client,
     base: Url,
+    /// Each request, answer included, must finish within this.
+    timeout: Duration,
 }
 
 impl PlexTv {
     /// A client for `base` (e.g. [`DEFAULT_URL`]) sending `client_identifier` and `device_name`.
     pub fn new(base: &Url, client_identifier: &str, device_name: &str, timeout: Duration) -> Result<Self, PlexTvError> {
         check_base(base)?;
-        let mut headers = HeaderMap::new();
-        let version = env!("CARGO_PKG_VERSION");
-        for (name, value) in [
-            ("x-plex-client-identifier", client_identifier),
-            ("x-plex-product", "plex-mqtt-bridge"),
-            ("x-plex-version", version),
-            ("x-plex-platform", std::env::consts::OS),
-            ("x-plex-device", "plex-mqtt-bridge"),
-            ("x-plex-device-name", device_name),
-            ("x-plex-model", "bridge"),
-        ] {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        }
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let tls = if base.scheme() == "https" {
             Some(
                 crate::tls::client_config(&crate::tls::TlsOptions::default())
@@ -132,20 +117,15 @@ impl PlexTv {
         } else {
             None
         };
-        let mut builder = Client::builder()
-            .default_headers(headers)
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .redirect(crate::plex::redirect::policy());
-        if let Some(tls) = tls {
-            builder = builder.use_preconfigured_tls((*tls).clone());
-        }
-        let client = builder.build().map_err(|e| PlexTvError::Transport(e.to_string()))?;
+        // The bridge's own client: the same `X-Plex-*` headers and same-origin redirect rule as every Plex request.
+        let headers = crate::plex::client_headers_for(client_identifier, device_name);
+        let client = crate::plex::http::build_client(headers, timeout, tls)
+            .map_err(|e| PlexTvError::Transport(e.to_string()))?;
         let mut base = base.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        Ok(PlexTv { client, base })
+        Ok(PlexTv { client, base, timeout })
     }
 
     /// `POST /api/v2/pins`: a new PIN, bound to `jwk` when given (then the approved PIN yields a Plex JWT and
@@ -230,7 +210,7 @@ impl PlexTv {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        let mut request = self.client.request(method, url);
+        let mut request = self.client.request(method, url).timeout(self.timeout);
         if let Some(token) = token {
             let (name, value) = crate::plex::token_header(token).map_err(|e| PlexTvError::Transport(e.to_string()))?;
             request = request.header(name, value);

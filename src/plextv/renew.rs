@@ -55,7 +55,12 @@ impl RenewalHandle {
 
     /// The token status now.
     pub fn status(&self) -> TokenStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status_mut().clone()
+    }
+
+    /// The status for the renewer to update (a poisoned lock still holds a usable status).
+    fn status_mut(&self) -> std::sync::MutexGuard<'_, TokenStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks every renewal so far as seen, so [`RenewalHandle::renewed`] waits for the next one (a supervisor calls
@@ -149,7 +154,7 @@ impl Renewer {
                             tracing::info!(file = %self.token_file.display(),
                                 expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
                                 "Plex token renewed");
-                            handle.status.lock().unwrap_or_else(|p| p.into_inner()).problem = None;
+                            handle.status_mut().problem = None;
                             continue;
                         }
                         Err(error) => {
@@ -167,8 +172,7 @@ impl Renewer {
                             } else {
                                 tracing::debug!(%error, retry_in = ?delay, "token renewal failed again");
                             }
-                            handle.status.lock().unwrap_or_else(|p| p.into_inner()).problem =
-                                Some((reason, error.to_string()));
+                            handle.status_mut().problem = Some((reason, error.to_string()));
                             delay
                         }
                     }
@@ -198,7 +202,7 @@ impl Renewer {
             TokenKind::Legacy => None,
         };
         {
-            let mut status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
+            let mut status = handle.status_mut();
             status.kind = Some(kind.name());
             status.expires_at = expires_at;
             status.renewable = matches!(kind, TokenKind::Jwt { .. }) && key_present;
@@ -219,7 +223,7 @@ impl Renewer {
                     "the token is a Plex JWT but there is no device key to renew it; run `plex-mqtt-bridge login` to set up renewal");
                 *missing_key_logged = true;
             }
-            let mut status = handle.status.lock().unwrap_or_else(|p| p.into_inner());
+            let mut status = handle.status_mut();
             status.problem = Some(("no_device_key", format!("no device key file at {}", self.key_file.display())));
             return None;
         }
