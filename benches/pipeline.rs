@@ -646,7 +646,8 @@ const DROPPED: &str = "plex_mqtt_bridge_messages_dropped_total";
 
 /// A counter of the bridge's, read from its `/metrics`.
 async fn counter(http: std::net::SocketAddr, name: &str) -> u64 {
-    let (status, metrics) = plex_mqtt_bridge::http_server::get(http, "/metrics").await.expect("the bridge's /metrics");
+    let (status, metrics) =
+        plex_mqtt_bridge::app::http_endpoint::get(http, "/metrics").await.expect("the bridge's /metrics");
     assert_eq!(status, 200, "/metrics: {metrics}");
     let prefix = format!("{name} ");
     metrics
@@ -737,7 +738,7 @@ async fn burst_with_outage(
     sub.wait_for(target, Duration::from_secs(2)).await;
     let after_seconds = after_start.elapsed().as_secs_f64();
     // Past the bridge's progress refresh, so the session documents carry the last offsets.
-    tokio::time::sleep(Duration::from_millis(plex_mqtt_bridge::playback::PROGRESS_REFRESH_MS + 500)).await;
+    tokio::time::sleep(Duration::from_millis(plex_mqtt_bridge::model::playback::PROGRESS_REFRESH_MS + 500)).await;
     let dropped_end = counter(http, DROPPED).await;
     let held = retained(broker.port(), "plex/#", Duration::from_millis(1500)).await;
     let text = |topic: &str| held.get(topic).map(|p| String::from_utf8_lossy(p).into_owned());

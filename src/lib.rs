@@ -2,36 +2,25 @@
 //! every notification to MQTT, with retained state (server and bridge availability, running activities) that
 //! stays true across reconnects of either side.
 //!
-//! The modules follow one notification from the socket to the broker: [`config`] → [`supervisor`] (one per
-//! server) → [`plex`] (transport and decoding) → [`router`] → [`mqtt`] (via the [`outbox`]).
+//! The folders follow one notification from the socket to the broker: [`app`] wires one [`server`] task per
+//! Plex server and one [`mqtt`] connection; a server's [`plex`] transport hands each frame to its forwarder,
+//! which decodes it, lets the [`model`] router map it to topics and gives the result to the publisher.
 
 pub mod app;
 pub mod atomic_file;
 pub mod backoff;
-pub mod bridge_info;
-pub mod check;
-pub mod command_cli;
-pub mod command_verb;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
-pub mod http_server;
 pub mod lenient;
-pub mod library;
 pub mod logging;
-pub mod login;
+pub mod model;
 pub mod mqtt;
-pub mod outbox;
-pub mod playback;
-pub mod players;
 pub mod plex;
 pub mod plextv;
-pub mod router;
 pub mod sd_notify;
 pub mod secret;
-pub mod server_state;
-pub mod supervisor;
+pub mod server;
 pub mod telemetry;
 pub mod tls;
-pub mod topic;
-pub mod webhook;

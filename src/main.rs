@@ -155,7 +155,7 @@ fn main() -> ExitCode {
     let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     match cli.command {
         Some(Operation::Check) => {
-            let ok = runtime.block_on(plex_mqtt_bridge::check::run(&config));
+            let ok = runtime.block_on(plex_mqtt_bridge::cli::check::run(&config));
             return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
         Some(Operation::Health) => return runtime.block_on(health(&config)),
@@ -183,8 +183,8 @@ fn main() -> ExitCode {
             if let Some(offset) = offset_ms {
                 args.insert("offset_ms".into(), offset.into());
             }
-            let request = plex_mqtt_bridge::command_cli::CommandRequest { server, verb, player, args, timeout };
-            return match runtime.block_on(plex_mqtt_bridge::command_cli::run(&config, &request)) {
+            let request = plex_mqtt_bridge::cli::command::CommandRequest { server, verb, player, args, timeout };
+            return match runtime.block_on(plex_mqtt_bridge::cli::command::run(&config, &request)) {
                 Ok(result) => {
                     println!("{result}");
                     if result["ok"] == true {
@@ -221,7 +221,7 @@ async fn health(config: &plex_mqtt_bridge::config::Config) -> ExitCode {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    match plex_mqtt_bridge::http_server::query_health(addr).await {
+    match plex_mqtt_bridge::app::http_endpoint::query_health(addr).await {
         Ok((200, body)) => {
             println!("{body}");
             ExitCode::SUCCESS
@@ -281,7 +281,7 @@ fn login(args: &LoginArgs) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let options = plex_mqtt_bridge::login::LoginOptions {
+    let options = plex_mqtt_bridge::cli::login::LoginOptions {
         device_key_file: args.device_key_file.clone().unwrap_or_else(|| config::default_device_key_file(&token_file)),
         token_file,
         plextv_url,
@@ -293,9 +293,9 @@ fn login(args: &LoginArgs) -> ExitCode {
         request_timeout: std::time::Duration::from_secs(15),
     };
     let Some(runtime) = runtime() else { return ExitCode::FAILURE };
-    match runtime.block_on(plex_mqtt_bridge::login::run(&options)) {
+    match runtime.block_on(plex_mqtt_bridge::cli::login::run(&options)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ plex_mqtt_bridge::login::LoginError::PinExpired) => {
+        Err(error @ plex_mqtt_bridge::cli::login::LoginError::PinExpired) => {
             eprintln!("plex-mqtt-bridge login: {error}");
             ExitCode::from(2)
         }

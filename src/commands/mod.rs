@@ -20,6 +20,7 @@
 //! the allow-list). The README shows the Mosquitto ACL lines.
 
 pub mod request;
+pub mod verb;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -30,17 +31,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::command_verb::Verb;
+use crate::commands::verb::Verb;
 use crate::config::{CommandsConfig, TokenSource};
+use crate::model::router::Action;
+use crate::model::topic::{CommandTopic, ServerTopics};
 use crate::mqtt::{InboundCommand, Publisher};
 use crate::plex::http::PlexHttp;
 use crate::plex::{read_token, PlexError};
-use crate::router::Action;
-use crate::topic::{CommandTopic, ServerTopics};
 use request::Args;
 
 /// Largest command payload read; larger ones are refused without being parsed.
-pub const MAX_PAYLOAD: usize = crate::command_verb::MAX_PAYLOAD;
+pub const MAX_PAYLOAD: usize = crate::commands::verb::MAX_PAYLOAD;
 /// Longest `id` echoed in results.
 pub const MAX_ID: usize = 64;
 /// How long an executed `id` (and a delivered packet id) is remembered.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{positive, ConfigError};
-use crate::command_verb::Verb;
+use crate::commands::verb::Verb;
 
 /// The validated `[commands]` section.
 #[derive(Debug, Clone, Serialize)]

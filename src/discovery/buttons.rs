@@ -9,8 +9,8 @@
 use serde_json::{json, Value};
 
 use super::{id_segment, Components};
-use crate::command_verb::Verb;
-use crate::topic::ServerTopics;
+use crate::commands::verb::Verb;
+use crate::model::topic::ServerTopics;
 
 /// Player verbs that need no arguments, in the order their buttons are listed.
 pub const PLAYER_BUTTONS: [(Verb, &str, &str); 5] = [

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Discovery;
+use crate::model::router::Action;
 use crate::mqtt::Publisher;
-use crate::router::Action;
 
 /// The device ids of the configured servers, as they become known.
 #[derive(Clone)]

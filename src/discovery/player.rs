@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{bridge_and_server, slug, Components, Discovery, PLAYBACK_EVENTS, PLAYER_TRIGGERS};
-use crate::topic::{BridgeTopics, ServerName, ServerTopics};
+use crate::model::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// What the announcement of one player is built from.
 pub struct PlayerDevice<'a> {
@@ -12,14 +12,14 @@ pub struct PlayerDevice<'a> {
     pub server_machine_identifier: &'a str,
     pub server_name: &'a ServerName,
     pub topics: &'a ServerTopics,
-    /// The player's topic segment ([`crate::topic::player_segment`]).
+    /// The player's topic segment ([`crate::model::topic::player_segment`]).
     pub player: &'a str,
     /// The player's own name (`Player.title`), its product and platform.
     pub title: &'a str,
     pub product: &'a str,
     pub platform: &'a str,
     /// The player verbs `commands.allow` allows (none when commands are off): one button each.
-    pub commands: &'a [crate::command_verb::Verb],
+    pub commands: &'a [crate::commands::verb::Verb],
 }
 
 /// The `states` of the "Now playing" sensor.
@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(cmps["now_playing"]["default_entity_id"], "sensor.plex_home_living_room_tv_now_playing");
         assert_eq!(cmps["artwork"]["image_topic"], "plex/home/players/tv1/artwork");
         assert_eq!(cmps["button_pause"], serde_json::json!({"p": "button"}), "no command allowed: buttons removed");
-        let commands = [crate::command_verb::Verb::Pause, crate::command_verb::Verb::Stop];
+        let commands = [crate::commands::verb::Verb::Pause, crate::commands::verb::Verb::Stop];
         let (_, with_buttons) = d.player_config(&PlayerDevice { commands: &commands, ..player }, &bridge);
         let pause = &with_buttons["cmps"]["button_pause"];
         assert_eq!(pause["p"], "button");

@@ -63,7 +63,7 @@ pub struct SessionInfo {
     pub webhook: Option<WebhookFields>,
 }
 
-/// The parts of a `/status/sessions` entry that only a Plex-webhook-shaped message uses (see `crate::webhook`).
+/// The parts of a `/status/sessions` entry that only a Plex-webhook-shaped message uses (see `crate::model::webhook`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebhookFields {
     /// `User.thumb`: the account's avatar (a plex.tv URL, without any token).

@@ -18,17 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{PlayersConfig, TokenSource};
 use crate::discovery::{Discovery, PlayerDevice};
-use crate::library::{added_event, item_from_metadata, Library, LibraryChange};
+use crate::model::library::{added_event, item_from_metadata, Library, LibraryChange};
+use crate::model::playback::{Effect, Tracker};
+use crate::model::players::{PlayerOutput, Players};
+use crate::model::router::Action;
+use crate::model::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
 use crate::mqtt::Publisher;
-use crate::playback::{Effect, Tracker};
-use crate::players::{PlayerOutput, Players};
 use crate::plex::fields::Fields;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::notification::Notification;
 use crate::plex::sessions::{parse_sessions_with, PlayingItem};
 use crate::plex::{read_token, PlexError};
-use crate::router::Action;
-use crate::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
 
 /// Artwork larger than this is not published (PMS's transcoder makes posters of a few dozen kB at the size asked
 /// for, so only a misbehaving server reaches it).
@@ -46,7 +46,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 pub const QUEUE: usize = 1024;
 /// The activities summary is re-published for progress, title or subtitle changes at most this often (a scan
 /// reports every file it looks at); an activity that starts or ends is published at once.
-pub const ACTIVITIES_REFRESH: Duration = Duration::from_millis(crate::playback::PROGRESS_REFRESH_MS);
+pub const ACTIVITIES_REFRESH: Duration = Duration::from_millis(crate::model::playback::PROGRESS_REFRESH_MS);
 
 /// What the session (and the supervisor) tell the state task.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ pub struct StateTask {
     pub discovery: Option<Discovery>,
     pub bridge_topics: BridgeTopics,
     /// Player verbs allowed as commands (empty when commands are off): a button each on player devices.
-    pub player_commands: Vec<crate::command_verb::Verb>,
+    pub player_commands: Vec<crate::commands::verb::Verb>,
     /// Also publish Plex-webhook-shaped messages on `<p>/<server>/webhook` (the server's `webhook_compat`).
     pub webhook_compat: bool,
 }
@@ -291,8 +291,8 @@ impl StateTask {
                             let webhook = self.webhook_compat.then(|| {
                                 let server = side.server.as_ref().map(|(_, identity)| identity);
                                 body.as_ref()
-                                    .and_then(|body| crate::webhook::library_new(body, server))
-                                    .unwrap_or_else(|| crate::webhook::library_new_from_summary(&fallback, server))
+                                    .and_then(|body| crate::model::webhook::library_new(body, server))
+                                    .unwrap_or_else(|| crate::model::webhook::library_new_from_summary(&fallback, server))
                             });
                             self.library_event(topics, added_event(parsed.unwrap_or(fallback)));
                             if let Some(webhook) = webhook {
@@ -368,7 +368,7 @@ impl StateTask {
                 }
                 Effect::Webhook(snapshot) => {
                     let server = side.server.as_ref().map(|(_, identity)| identity);
-                    let payload = crate::webhook::playback(&snapshot, server).to_string();
+                    let payload = crate::model::webhook::playback(&snapshot, server).to_string();
                     Some(Action::Live { topic: topics.webhook(), payload: Bytes::from(payload) })
                 }
                 Effect::SummaryChanged => {

@@ -8,6 +8,8 @@
 //!
 //! Producers only touch the outbox through a [`Publisher`] handle and never block on the broker.
 
+pub mod outbox;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
-use crate::outbox::{Outbox, Outgoing};
-use crate::router::Action;
-use crate::topic::{BridgeTopics, CommandTopic};
+use crate::model::router::Action;
+use crate::model::topic::{BridgeTopics, CommandTopic};
+use crate::mqtt::outbox::{Outbox, Outgoing};
 
 /// Why the publisher could not be set up (everything after that is retried, never fatal).
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +275,7 @@ pub struct HomeAssistantLink {
 #[derive(Debug, Clone)]
 pub struct InboundCommand {
     pub topic: String,
-    /// The payload; empty when it is over [`crate::command_verb::MAX_PAYLOAD`] (then only its size is passed
+    /// The payload; empty when it is over [`crate::commands::verb::MAX_PAYLOAD`] (then only its size is passed
     /// on, for the refusal: an oversized message is never queued).
     pub payload: Bytes,
     /// The payload's size in bytes.
@@ -318,7 +320,7 @@ impl CommandInbox {
     /// as anything else).
     fn deliver(&self, topic: &str, publish: &rumqttc::Publish) -> bool {
         let Some(parsed) = CommandTopic::parse(&self.prefix, topic) else { return false };
-        if parsed.verb == crate::topic::COMMAND_RESULT && parsed.player.is_none() {
+        if parsed.verb == crate::model::topic::COMMAND_RESULT && parsed.player.is_none() {
             return true; // our own results come back through the same filter
         }
         let tx = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(parsed.server).cloned();
@@ -329,7 +331,7 @@ impl CommandInbox {
         let size = publish.payload.len();
         let inbound = InboundCommand {
             topic: topic.to_owned(),
-            payload: if size > crate::command_verb::MAX_PAYLOAD { Bytes::new() } else { publish.payload.clone() },
+            payload: if size > crate::commands::verb::MAX_PAYLOAD { Bytes::new() } else { publish.payload.clone() },
             size,
             retain: publish.retain,
             pkid: publish.pkid,

@@ -1,7 +1,7 @@
 //! Players: one record per Plex client (by its machineIdentifier) seen in a server's sessions, and the retained
 //! state Home Assistant's per-player device reads (`<p>/<server>/players/<player>`).
 //!
-//! Pure, like [`crate::playback`]: it reads the enriched session documents and events the tracker produces and
+//! Pure, like [`crate::model::playback`]: it reads the enriched session documents and events the tracker produces and
 //! returns [`PlayerOutput`]s for the state task to publish. Rules:
 //! - a player appears when a session document first names it (only enriched documents do, so a player is never
 //!   announced without its name);
@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::topic::player_segment;
+use crate::model::topic::player_segment;
 
 /// What the state task publishes for players.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +52,7 @@ pub struct PlayerRecord {
 
 /// A player's state document is rebuilt for a progress change alone at most this often (the sessions' own
 /// documents follow the same rule; a busy server sends far more updates than any dashboard needs).
-const PROGRESS_REFRESH_MS: u64 = crate::playback::PROGRESS_REFRESH_MS;
+const PROGRESS_REFRESH_MS: u64 = crate::model::playback::PROGRESS_REFRESH_MS;
 
 impl PlayerRecord {
     /// The PMS path of the artwork it shows (or last showed).

@@ -21,8 +21,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::model::webhook::{playback_event_name, PlaybackSnapshot};
 use crate::plex::sessions::{PlayingItem, SessionInfo};
-use crate::webhook::{playback_event_name, PlaybackSnapshot};
 
 /// A jump of `viewOffset` larger than this (beyond what the elapsed time explains) is a seek.
 pub const SEEK_TOLERANCE_MS: u64 = 15_000;

@@ -1,5 +1,8 @@
 //! Wiring: the publisher, one supervisor per server, and the orderly shutdown.
 
+pub mod bridge_info;
+pub mod http_endpoint;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,15 +10,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::bridge_info::BridgeInfo;
+use crate::app::bridge_info::BridgeInfo;
 use crate::config::{Config, ServerConfig, TokenSource};
 use crate::discovery::{Discovery, KnownServers};
+use crate::model::topic::BridgeTopics;
 use crate::mqtt::{self, CommandInbox, HomeAssistantLink};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, PlexError};
 use crate::plextv::renew::{RenewalHandle, Renewer};
-use crate::supervisor::Supervisor;
-use crate::topic::BridgeTopics;
+use crate::server::supervisor::Supervisor;
 
 /// How long supervisors get to close their sessions and publish their last state on shutdown.
 const SUPERVISOR_STOP: Duration = Duration::from_millis(500);
@@ -82,9 +85,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
 
     let stop_background = CancellationToken::new();
     if let Some(addr) = config.http.listen {
-        let listener = crate::http_server::bind(addr).await.map_err(|source| BridgeError::Listen { addr, source })?;
+        let listener =
+            crate::app::http_endpoint::bind(addr).await.map_err(|source| BridgeError::Listen { addr, source })?;
         tracing::info!(%addr, "serving /healthz and /metrics");
-        tokio::spawn(crate::http_server::serve(listener, stop_background.clone()));
+        tokio::spawn(crate::app::http_endpoint::serve(listener, stop_background.clone()));
     }
     tokio::spawn(report_to_systemd(publisher.broker_connected(), stop_background.clone()));
     tokio::spawn(bridge_info.clone().refresh(stop_background.clone()));

@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 
+use crate::model::topic::ServerTopics;
 use crate::plex::fields::Fields;
 use crate::plex::notification::Notification;
-use crate::topic::ServerTopics;
 
 /// One thing the publisher must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::{BridgeTopics, ServerName};
+    use crate::model::topic::{BridgeTopics, ServerName};
 
     fn topics() -> ServerTopics {
         BridgeTopics::new("plex").server(&ServerName::configured("home").unwrap())
