@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use plex_mqtt_bridge::model::router::route;
-use plex_mqtt_bridge::model::topic::{BridgeTopics, ServerName};
 use plex_mqtt_bridge::plex::notification::decode_websocket_shared;
+use plex_mqtt_bridge::topic::{BridgeTopics, ServerName};
 
 /// Frames per kind.
 const FRAMES: u64 = 20_000;

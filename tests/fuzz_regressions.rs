@@ -3,10 +3,10 @@
 //! without cargo-fuzz; `fuzz/README.md` says how to add a minimized crash here.
 
 use bytes::Bytes;
-use plex_mqtt_bridge::model::router::{route, Action};
-use plex_mqtt_bridge::model::topic::{BridgeTopics, ServerName, ServerTopics};
 use plex_mqtt_bridge::plex::notification::{decode_eventsource, decode_websocket, Notification};
 use plex_mqtt_bridge::plex::sse_parser::{SseEvent, SseParser};
+use plex_mqtt_bridge::topic::{BridgeTopics, ServerName, ServerTopics};
+use plex_mqtt_bridge::{model::router::route, mqtt::outbox::Action};
 use serde_json::value::RawValue;
 
 const PREFIX: &str = "home/plex";

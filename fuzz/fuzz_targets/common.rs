@@ -1,8 +1,8 @@
 //! Invariants shared by the targets that decode and route a notification.
 
 use plex_mqtt_bridge::plex::notification::Notification;
-use plex_mqtt_bridge::model::router::{route, Action};
-use plex_mqtt_bridge::model::topic::{BridgeTopics, ServerName, ServerTopics};
+use plex_mqtt_bridge::{model::router::route, mqtt::outbox::Action};
+use plex_mqtt_bridge::topic::{BridgeTopics, ServerName, ServerTopics};
 use serde_json::value::RawValue;
 
 /// A prefix with two levels, so "starts with the prefix" also covers a `/` inside it.

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use plex_mqtt_bridge::plex::notification::decode_websocket;
-use plex_mqtt_bridge::model::topic::ServerTopics;
+use plex_mqtt_bridge::topic::ServerTopics;
 
 #[path = "common.rs"]
 mod common;

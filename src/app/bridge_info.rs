@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::topic::BridgeTopics;
 use crate::mqtt::Publisher;
+use crate::topic::BridgeTopics;
 
 /// How often the stats document is looked at for a new dropped-events count (it is published only on change).
 const STATS_REFRESH: Duration = Duration::from_secs(5);

@@ -13,12 +13,12 @@ use tracing::Instrument;
 use crate::app::bridge_info::BridgeInfo;
 use crate::config::{Config, ServerConfig, TokenSource};
 use crate::discovery::{Discovery, KnownServers};
-use crate::model::topic::BridgeTopics;
 use crate::mqtt::{self, CommandInbox, HomeAssistantLink};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, PlexError};
 use crate::plextv::renew::{RenewalHandle, Renewer};
 use crate::server::supervisor::Supervisor;
+use crate::topic::BridgeTopics;
 
 /// How long supervisors get to close their sessions and publish their last state on shutdown.
 const SUPERVISOR_STOP: Duration = Duration::from_millis(500);

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::commands::verb::Verb;
 use crate::config::Config;
-use crate::model::topic::{BridgeTopics, ServerName};
+use crate::topic::{BridgeTopics, ServerName};
 
 /// What to send: the verb and its arguments as the flags gave them.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +49,7 @@ pub async fn run(config: &Config, request: &CommandRequest) -> Result<Value, Com
     let verb =
         Verb::parse(&request.verb).ok_or_else(|| CommandCliError::Verb(request.verb.clone(), Verb::all_names()))?;
     let topics = BridgeTopics::new(&config.mqtt.topic_prefix).server(&name);
-    if let Some(problem) = request.player.as_deref().and_then(|p| crate::model::topic::topic_text_problem(p, false)) {
+    if let Some(problem) = request.player.as_deref().and_then(|p| crate::topic::topic_text_problem(p, false)) {
         return Err(CommandCliError::Player(problem));
     }
     let topic = match (&request.player, verb.is_player()) {

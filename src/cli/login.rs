@@ -272,7 +272,7 @@ async fn reachable_url(
 /// A ready `[[servers]]` table.
 fn server_block(server: &Resource, url: &Url, token_file: &Path) -> String {
     let name = server.name.as_deref().unwrap_or("plex");
-    let topic = crate::model::topic::ServerName::derived(name, server.client_identifier.as_deref().unwrap_or("plex"));
+    let topic = crate::topic::ServerName::derived(name, server.client_identifier.as_deref().unwrap_or("plex"));
     format!(
         "[[servers]]\n# {name}\nname = {}\nurl = {}\ntoken_file = {}\n",
         toml_string(topic.as_str()),

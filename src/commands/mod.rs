@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::verb::Verb;
 use crate::config::{CommandsConfig, TokenSource};
-use crate::model::router::Action;
-use crate::model::topic::{CommandTopic, ServerTopics};
+use crate::mqtt::outbox::Action;
 use crate::mqtt::{InboundCommand, Publisher};
 use crate::plex::http::PlexHttp;
 use crate::plex::{read_token, PlexError};
+use crate::topic::{CommandTopic, ServerTopics};
 use request::Args;
 
 /// Largest command payload read; larger ones are refused without being parsed.

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::commands::verb::Verb;
-use crate::model::topic::player_segment;
+use crate::topic::player_segment;
 
 /// Butler tasks a command may start (`POST /butler/<name>`).
 pub const BUTLER_TASKS: [&str; 9] = [

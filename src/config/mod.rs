@@ -23,9 +23,9 @@ use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 
 use crate::lenient;
-use crate::model::topic::{topic_text_problem, ServerName};
 use crate::secret::Secret;
 use crate::tls::TlsOptions;
+use crate::topic::{topic_text_problem, ServerName};
 
 /// The prefix of every environment variable the bridge reads.
 pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{bridge_only, Components, Discovery};
-use crate::model::topic::BridgeTopics;
+use crate::topic::BridgeTopics;
 
 impl Discovery {
     /// The config topic and device-based discovery message of the bridge.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{id_segment, Components};
 use crate::commands::verb::Verb;
-use crate::model::topic::ServerTopics;
+use crate::topic::ServerTopics;
 
 /// Player verbs that need no arguments, in the order their buttons are listed.
 pub const PLAYER_BUTTONS: [(Verb, &str, &str); 5] = [

@@ -26,7 +26,7 @@ pub use ownership::KnownServers;
 pub use player::PlayerDevice;
 pub use server::ServerDevice;
 
-use crate::model::topic::{fold_segment, BridgeTopics, ServerTopics};
+use crate::topic::{fold_segment, BridgeTopics, ServerTopics};
 
 /// The oldest Home Assistant release with everything this discovery uses (device-based discovery).
 pub const MIN_HOME_ASSISTANT: &str = "2024.11";

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Discovery;
-use crate::model::router::Action;
+use crate::mqtt::outbox::Action;
 use crate::mqtt::Publisher;
 
 /// The device ids of the configured servers, as they become known.

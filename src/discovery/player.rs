@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{bridge_and_server, slug, Components, Discovery, PLAYBACK_EVENTS, PLAYER_TRIGGERS};
-use crate::model::topic::{BridgeTopics, ServerName, ServerTopics};
+use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// What the announcement of one player is built from.
 pub struct PlayerDevice<'a> {
@@ -12,7 +12,7 @@ pub struct PlayerDevice<'a> {
     pub server_machine_identifier: &'a str,
     pub server_name: &'a ServerName,
     pub topics: &'a ServerTopics,
-    /// The player's topic segment ([`crate::model::topic::player_segment`]).
+    /// The player's topic segment ([`crate::topic::player_segment`]).
     pub player: &'a str,
     /// The player's own name (`Player.title`), its product and platform.
     pub title: &'a str,

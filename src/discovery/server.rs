@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use super::{bridge_and_server, bridge_only, slug, Components, Discovery, LIBRARY_EVENTS, PLAYBACK_EVENTS};
 use super::{ServerButtons, SERVER_TRIGGERS};
-use crate::model::topic::{BridgeTopics, ServerName, ServerTopics};
 use crate::plex::http::ServerIdentity;
+use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// What the announcement of one server is built from.
 pub struct ServerDevice<'a> {

@@ -1,4 +1,4 @@
-//! Pure models: values in, values out, no I/O. The topic contract ([`topic`]), the router that maps a
+//! Pure models: values in, values out, no I/O. The router that maps a
 //! notification to MQTT messages, playback sessions, players, library events and webhook-shaped payloads.
 //! The integration tests prove the wiring around them; their own tests prove the rules.
 
@@ -6,5 +6,4 @@ pub mod library;
 pub mod playback;
 pub mod players;
 pub mod router;
-pub mod topic;
 pub mod webhook;

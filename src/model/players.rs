@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::model::topic::player_segment;
+use crate::topic::player_segment;
 
 /// What the state task publishes for players.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,20 +5,10 @@
 
 use bytes::Bytes;
 
-use crate::model::topic::ServerTopics;
+use crate::mqtt::outbox::Action;
 use crate::plex::fields::Fields;
 use crate::plex::notification::Notification;
-
-/// One thing the publisher must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// A live event: not retained, queued (and possibly dropped) while the broker is away.
-    Live { topic: String, payload: Bytes },
-    /// Retained state: never dropped; re-published after every broker reconnect.
-    Retain { topic: String, payload: Bytes },
-    /// The end of retained state: an empty retained message.
-    Clear { topic: String },
-}
+use crate::topic::ServerTopics;
 
 /// Maps a notification to its messages: one live message per item on `<p>/<server>/<type>`, in order, with the
 /// item's bytes as PMS sent them; plus retained activity state for `activity` notifications.
@@ -58,7 +48,7 @@ fn activity_state(topics: &ServerTopics, item: &Bytes) -> Option<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::topic::{BridgeTopics, ServerName};
+    use crate::topic::{BridgeTopics, ServerName};
 
     fn topics() -> ServerTopics {
         BridgeTopics::new("plex").server(&ServerName::configured("home").unwrap())

@@ -12,6 +12,17 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
+/// One thing the publisher must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A live event: not retained, queued (and possibly dropped) while the broker is away.
+    Live { topic: String, payload: Bytes },
+    /// Retained state: never dropped; re-published after every broker reconnect.
+    Retain { topic: String, payload: Bytes },
+    /// The end of retained state: an empty retained message.
+    Clear { topic: String },
+}
+
 /// A message ready for the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {

@@ -21,14 +21,14 @@ use crate::discovery::{Discovery, PlayerDevice};
 use crate::model::library::{added_event, item_from_metadata, Library, LibraryChange};
 use crate::model::playback::{Effect, Tracker};
 use crate::model::players::{PlayerOutput, Players};
-use crate::model::router::Action;
-use crate::model::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
+use crate::mqtt::outbox::Action;
 use crate::mqtt::Publisher;
 use crate::plex::fields::Fields;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::notification::Notification;
 use crate::plex::sessions::{parse_sessions_with, PlayingItem};
 use crate::plex::{read_token, PlexError};
+use crate::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
 
 /// Artwork larger than this is not published (PMS's transcoder makes posters of a few dozen kB at the size asked
 /// for, so only a misbehaving server reaches it).

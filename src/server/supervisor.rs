@@ -20,7 +20,6 @@ use crate::commands::CommandTask;
 use crate::config::{CommandsConfig, PlayersConfig, PlexConfig, ServerConfig, Transport};
 use crate::discovery::{section_button_keys, Discovery, KnownServers, ServerButtons, ServerDevice};
 use crate::model::router::route;
-use crate::model::topic::{BridgeTopics, ServerName, ServerTopics};
 use crate::mqtt::{CommandInbox, InboundCommand, Publisher};
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::sse::{self, SseEndpoint, SseStream};
@@ -28,6 +27,7 @@ use crate::plex::ws::{self, WsEndpoint, WsStream};
 use crate::plex::{read_token, Incoming, PlexError, ReadGate, SessionEnd, SessionStats};
 use crate::server::state_task::{StateInput, StateTask, QUEUE};
 use crate::telemetry::{telemetry, NotificationCounts};
+use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// The values of `<p>/<server>/state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -171,6 +171,25 @@ impl BridgeTopics {
     pub fn server(&self, name: &ServerName) -> ServerTopics {
         ServerTopics { base: format!("{}/{}", self.prefix, name) }
     }
+
+    /// `<p>/`: the start of every topic of this bridge.
+    pub fn own_topics(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// The filters of the start-up read of what an earlier run left retained: every server's sessions,
+    /// activities, players and `info`.
+    pub fn leftover_filters(&self) -> [String; 4] {
+        let p = &self.prefix;
+        [format!("{p}/+/sessions/+"), format!("{p}/+/activities/+"), format!("{p}/+/players/+"), format!("{p}/+/info")]
+    }
+
+    /// The server's topic name in a `<p>/<server>/info` topic (`None` for any other topic, and for
+    /// `<p>/bridge/info`, which is the bridge's own).
+    pub fn server_of_info<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let name = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?.strip_suffix("/info")?;
+        (!name.contains('/') && name != "bridge").then_some(name)
+    }
 }
 
 /// The topics of one Plex server: `<p>/<server>/…`.

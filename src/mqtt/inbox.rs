@@ -1,0 +1,165 @@
+//! What arrives from the broker besides acknowledgements: messages on the command topics, handed to each
+//! server's command task, and Home Assistant's birth message, which makes the bridge announce its discovery
+//! configs again. The subscriptions are made again on every broker session (rumqttc does not do it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ConstantBuilder};
+use bytes::Bytes;
+use rumqttc::{AsyncClient, QoS};
+
+use super::Shared;
+use crate::topic::CommandTopic;
+
+/// Home Assistant settings the publisher needs: where HA announces itself (to re-send discovery), and which
+/// config topics to read at start-up (to remove the bridge's own stale ones).
+#[derive(Debug, Clone)]
+pub struct HomeAssistantLink {
+    /// `<discovery_prefix>/status`, subscribed when discovery is enabled.
+    pub status_topic: Option<String>,
+    /// `<discovery_prefix>/device/+/config`, read once at start-up.
+    pub config_filter: String,
+    /// The start of the bridge's own config topics: re-sent when Home Assistant comes online.
+    pub own_config_prefix: String,
+}
+
+/// A message that arrived on a command topic, as the broker delivered it.
+#[derive(Debug, Clone)]
+pub struct InboundCommand {
+    pub topic: String,
+    /// The payload; empty when it is over [`crate::commands::verb::MAX_PAYLOAD`] (then only its size is passed
+    /// on, for the refusal: an oversized message is never queued).
+    pub payload: Bytes,
+    /// The payload's size in bytes.
+    pub size: usize,
+    /// A stored retained message: never executed.
+    pub retain: bool,
+    /// QoS 1 packet id and DUP flag: a redelivery carries the same id with DUP set.
+    pub pkid: u16,
+    pub dup: bool,
+}
+
+/// Hands messages on the command topics (`[commands] enabled`) to each server's command task, by the server's
+/// topic level. The publisher subscribes to [`CommandTopic::filters`] on every broker session; a server
+/// registers once its topics are known. The mqtt layer only routes: what a command means is the command
+/// task's business.
+#[derive(Clone)]
+pub struct CommandInbox {
+    prefix: String,
+    servers: Arc<Mutex<HashMap<String, tokio::sync::mpsc::Sender<InboundCommand>>>>,
+}
+
+impl CommandInbox {
+    pub fn new(prefix: &str) -> Self {
+        CommandInbox { prefix: prefix.to_owned(), servers: Arc::default() }
+    }
+
+    /// Routes commands for `server` (its topic level) to `tx` from now on.
+    pub fn register(&self, server: &str, tx: tokio::sync::mpsc::Sender<InboundCommand>) {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(server.to_owned(), tx);
+    }
+
+    /// Stops routing to `server`, if `tx` is still the one registered there (two servers may briefly claim the
+    /// same topic name; one leaving must not cut the other off).
+    pub fn unregister(&self, server: &str, tx: &tokio::sync::mpsc::Sender<InboundCommand>) {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if servers.get(server).is_some_and(|registered| registered.same_channel(tx)) {
+            servers.remove(server);
+        }
+    }
+
+    /// Whether `topic` is a command topic (then it is handed over, or dropped with a log line, never treated
+    /// as anything else).
+    fn deliver(&self, topic: &str, publish: &rumqttc::Publish) -> bool {
+        let Some(parsed) = CommandTopic::parse(&self.prefix, topic) else { return false };
+        if parsed.verb == crate::topic::COMMAND_RESULT && parsed.player.is_none() {
+            return true; // our own results come back through the same filter
+        }
+        let tx = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(parsed.server).cloned();
+        let Some(tx) = tx else {
+            tracing::debug!(%topic, "command for a server this bridge does not know (or not yet); ignored");
+            return true;
+        };
+        let size = publish.payload.len();
+        let inbound = InboundCommand {
+            topic: topic.to_owned(),
+            payload: if size > crate::commands::verb::MAX_PAYLOAD { Bytes::new() } else { publish.payload.clone() },
+            size,
+            retain: publish.retain,
+            pkid: publish.pkid,
+            dup: publish.dup,
+        };
+        if tx.try_send(inbound).is_err() {
+            tracing::warn!(%topic, "command queue full; command dropped without a result");
+        }
+        true
+    }
+}
+
+/// What the driver listens to besides acknowledgements: Home Assistant's status, and the command topics.
+pub(super) struct Listeners {
+    client: AsyncClient,
+    ha: HomeAssistantLink,
+    commands: Option<CommandInbox>,
+    /// When discovery is to be sent again after Home Assistant's birth message (several births in a row are
+    /// answered once).
+    resend_at: Option<tokio::time::Instant>,
+}
+
+impl Listeners {
+    pub(super) fn new(client: AsyncClient, ha: HomeAssistantLink, commands: Option<CommandInbox>) -> Self {
+        Listeners { client, ha, commands, resend_at: None }
+    }
+
+    /// Subscribes again on a new broker session (rumqttc does not do it after a reconnect).
+    pub(super) fn subscribe(&self) {
+        if let Some(status) = &self.ha.status_topic {
+            if self.client.try_subscribe(status.clone(), QoS::AtLeastOnce).is_err() {
+                tracing::warn!(topic = %status, "cannot subscribe to Home Assistant's status topic");
+            }
+        }
+        if let Some(commands) = &self.commands {
+            for filter in CommandTopic::filters(&commands.prefix) {
+                if self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_err() {
+                    tracing::warn!(%filter, "cannot subscribe to the command topics");
+                }
+            }
+        }
+    }
+
+    /// Takes a message on a subscribed topic; false when it is none of the inbox's (then it belongs to the
+    /// start-up scan).
+    pub(super) fn take(&mut self, topic: &str, publish: &rumqttc::Publish) -> bool {
+        if self.commands.as_ref().is_some_and(|c| c.deliver(topic, publish)) {
+            return true;
+        }
+        if self.ha.status_topic.as_deref() != Some(topic) {
+            return false;
+        }
+        // Home Assistant came online (its birth message): send every discovery config again after a short
+        // random delay, as Home Assistant recommends, so a restarted Home Assistant sees the entities at once.
+        if publish.payload.as_ref() == b"online" && self.resend_at.is_none() {
+            let delay = ConstantBuilder::default().with_delay(BIRTH_DELAY).with_jitter().build().next();
+            self.resend_at = Some(tokio::time::Instant::now() + delay.unwrap_or(BIRTH_DELAY));
+        }
+        true
+    }
+
+    /// When the answer to Home Assistant's birth is due, if one is.
+    pub(super) fn resend_due(&self) -> Option<tokio::time::Instant> {
+        self.resend_at
+    }
+
+    /// Sends every discovery config of the bridge again (the answer to Home Assistant's birth).
+    pub(super) fn resend_discovery(&mut self, shared: &Shared) {
+        self.resend_at = None;
+        shared.outbox().resend_matching(&self.ha.own_config_prefix);
+        shared.wake.notify_one();
+        tracing::debug!("Home Assistant came online: discovery sent again");
+    }
+}
+
+/// The shortest wait before answering Home Assistant's birth message; jitter adds up to as much again.
+const BIRTH_DELAY: Duration = Duration::from_millis(150);
