@@ -156,3 +156,9 @@ impl ServerCertVerifier for NoVerification {
         self.schemes.clone()
     }
 }
+
+/// Installs rustls' `ring` provider once per process (reqwest and the MQTT client are built without a provider
+/// of their own, to keep aws-lc out of the build). Every entry point that opens a TLS connection calls it first.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

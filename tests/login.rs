@@ -138,7 +138,7 @@ async fn the_fake_plextv_refuses_what_plextv_would() {
     let key = DeviceKey::generate("device-a").expect("key");
     let jwk = key.public_jwk();
     plextv.issue_for("device-a", &jwk.kid, &jwk.x, Duration::from_secs(3600));
-    plex_mqtt_bridge::app::install_crypto_provider();
+    plex_mqtt_bridge::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let call = |path: &'static str, client_id: &'static str, body: Option<serde_json::Value>| {
         let mut request = if body.is_some() {

@@ -93,8 +93,9 @@ async fn respond(mut stream: TcpStream) {
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
         ("GET", "/healthz") => {
-            let (healthy, doc) = telemetry().health();
-            (if healthy { "200 OK" } else { "503 Service Unavailable" }, "application/json", doc.to_string())
+            let health = telemetry().health().snapshot();
+            let status = if health.healthy() { "200 OK" } else { "503 Service Unavailable" };
+            (status, "application/json", health.to_json().to_string())
         }
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", telemetry().render_metrics()),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
 
-use crate::config::Config;
+use crate::config::{Config, TokenSource};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, read_token, PlexError};
 
 /// Runs every check, printing a line for each; true when all passed.
 pub async fn run(config: &Config) -> bool {
-    crate::app::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     println!("ok   config: {} server(s), broker {}", config.servers.len(), config.mqtt.url);
     let mut all_ok = true;
     for server in &config.servers {
@@ -38,9 +38,11 @@ async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> 
         Ok(client) => client,
         Err(e) => return (false, format!("FAIL {what}: {e}")),
     };
-    let http = PlexHttp::new(client, server.url.clone(), config.plex.request_timeout)
-        .with_max_response_size(config.plex.max_response_size);
-    match http.identity(&token).await {
+    // The token read above is the one checked (and described below).
+    let http =
+        PlexHttp::new(client, server.url.clone(), TokenSource::Inline(token.clone()), config.plex.request_timeout)
+            .with_max_response_size(config.plex.max_response_size);
+    match http.identity().await {
         Ok(identity) => (
             true,
             format!(
@@ -83,9 +85,13 @@ fn describe_token(config: &Config, server: &crate::config::ServerConfig, token: 
             let left = at.duration_since(std::time::SystemTime::now()).map(|d| Duration::from_secs(d.as_secs()));
             match left {
                 Ok(left) => {
-                    format!("expires {} (in {})", crate::plextv::renew::describe(at), humantime::format_duration(left))
+                    format!(
+                        "expires {} (in {})",
+                        crate::telemetry::health::rfc3339(at),
+                        humantime::format_duration(left)
+                    )
                 }
-                Err(_) => format!("EXPIRED at {}", crate::plextv::renew::describe(at)),
+                Err(_) => format!("EXPIRED at {}", crate::telemetry::health::rfc3339(at)),
             }
         }
         None => "no expiry".to_owned(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::config::TokenSource;
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plextv::device_key::DeviceKey;
 use crate::plextv::resources::{servers, Resource};
@@ -63,7 +64,7 @@ impl From<PlexTvError> for LoginError {
 
 /// Runs the whole login; progress goes to stderr, the config block to stdout.
 pub async fn run(options: &LoginOptions) -> Result<(), LoginError> {
-    crate::app::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     // The device identity: the key file's if there is one (re-login keeps the device), else a new random one.
     let key = match DeviceKey::load(&options.device_key_file) {
         Ok(key) if options.jwt => key,
@@ -244,9 +245,10 @@ async fn reachable_url(
         let Ok(url) = Url::parse(&connection.uri) else { continue };
         let tls = if url.scheme() == "https" { https.clone() } else { None };
         let Ok(client) = build_client(headers.clone(), timeout, tls) else { continue };
-        let http = PlexHttp::new(client, url.clone(), timeout).with_max_response_size(1024 * 1024);
+        let http = PlexHttp::new(client, url.clone(), TokenSource::Inline(token.clone()), timeout)
+            .with_max_response_size(1024 * 1024);
         eprint!("Trying {} … ", crate::plex::redirect::origin(&url));
-        match http.identity(token).await {
+        match http.identity().await {
             Ok(identity) if server.client_identifier.as_deref().is_none_or(|id| id == identity.machine_identifier) => {
                 eprintln!("ok (\"{}\", Plex Media Server {})", identity.friendly_name, identity.version);
                 let mut base = url.clone();

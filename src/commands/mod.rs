@@ -32,11 +32,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::verb::Verb;
-use crate::config::{CommandsConfig, TokenSource};
+use crate::config::CommandsConfig;
 use crate::mqtt::outbox::Action;
 use crate::mqtt::{InboundCommand, Publisher};
 use crate::plex::http::PlexHttp;
-use crate::plex::{read_token, PlexError};
+use crate::plex::PlexError;
 use crate::topic::{CommandTopic, ServerTopics};
 use request::Args;
 
@@ -255,7 +255,6 @@ pub struct Outcome {
 pub struct CommandTask {
     pub config: CommandsConfig,
     pub http: PlexHttp,
-    pub token: TokenSource,
     pub topics: ServerTopics,
     pub prefix: String,
     pub publisher: Publisher,
@@ -291,12 +290,10 @@ impl CommandTask {
                 }
                 Decision::Execute(command) => {
                     command_id += 1;
-                    let (http, token, publisher, topics) =
-                        (self.http.clone(), self.token.clone(), self.publisher.clone(), self.topics.clone());
+                    let (http, publisher, topics) = (self.http.clone(), self.publisher.clone(), self.topics.clone());
                     let task = CommandTask {
                         config: self.config.clone(),
                         http,
-                        token,
                         topics,
                         prefix: self.prefix.clone(),
                         publisher,
@@ -313,10 +310,7 @@ impl CommandTask {
 
     async fn execute(self, command: Command, command_id: u64) {
         let started = Instant::now();
-        let outcome = match read_token(&self.token) {
-            Ok(token) => self.act(&command, command_id, &token).await,
-            Err(error) => Outcome { status: None, error: Some(error.to_string()) },
-        };
+        let outcome = self.act(&command, command_id).await;
         let took_ms = started.elapsed().as_millis() as u64;
         let target = command.player.clone().unwrap_or_else(|| self.topics.server_segment().to_owned());
         let verb = command.verb.name();
@@ -328,9 +322,9 @@ impl CommandTask {
     }
 
     /// Resolves what the command names against the server's lists, then makes the request that acts.
-    async fn act(&self, command: &Command, command_id: u64, token: &crate::secret::Secret) -> Outcome {
+    async fn act(&self, command: &Command, command_id: u64) -> Outcome {
         let lookup = |path: &'static str| async move {
-            self.http.get_bytes_limited(path, token, MAX_ANSWER).await.map_err(|error| match error {
+            self.http.get_bytes_limited(path, MAX_ANSWER).await.map_err(|error| match error {
                 PlexError::Unauthorized(status) | PlexError::Status(status) => {
                     failure(command.verb, Some(status), None)
                 }
@@ -395,7 +389,7 @@ impl CommandTask {
             }
         };
         let PmsRequest { method, path, query, headers } = request;
-        match self.http.act(method, &path, &query, &headers, token, MAX_ANSWER).await {
+        match self.http.act(method, &path, &query, &headers, MAX_ANSWER).await {
             Ok(answer) if (200..300).contains(&answer.status) => Outcome { status: Some(answer.status), error: None },
             Ok(answer) => failure(command.verb, Some(answer.status), None),
             Err(error) => failure(command.verb, None, Some(&error)),
@@ -450,6 +444,8 @@ fn failure(verb: Verb, status: Option<u16>, error: Option<&PlexError>) -> Outcom
             "PMS answered 404: the player cannot be reached through the server".into()
         }
         (Some(status), _) => format!("PMS answered HTTP {status}"),
+        // The token file could not be read: nothing was sent, so the server is not to blame.
+        (None, Some(error @ PlexError::TokenFile { .. })) => error.to_string(),
         (None, Some(error)) => format!("PMS unreachable: {error}"),
         (None, None) => "PMS gave no answer".into(),
     };

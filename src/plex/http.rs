@@ -6,6 +6,7 @@ use reqwest::{Client, Url};
 use serde::Deserialize;
 
 use super::{token_header, PlexError};
+use crate::config::TokenSource;
 use crate::lenient;
 use crate::secret::Secret;
 
@@ -36,11 +37,13 @@ struct RootContainer {
     platform: Option<String>,
 }
 
-/// A REST client for one server.
+/// A REST client for one server, holding where its token comes from: every request reads the token then (a
+/// token file is read every time, so a rotated or renewed token is picked up without a restart).
 #[derive(Clone, Debug)]
 pub struct PlexHttp {
     client: Client,
     base: Url,
+    token: TokenSource,
     request_timeout: Duration,
     /// Largest REST body read; larger ones fail without being read to the end (a hostile or broken server
     /// cannot make the bridge buffer a 200 MB or endless response).
@@ -48,10 +51,25 @@ pub struct PlexHttp {
 }
 
 impl PlexHttp {
-    /// `client` carries the client headers (see [`build_client`]); `base` is the server URL; every REST call
-    /// must finish within `request_timeout`.
-    pub fn new(client: Client, base: Url, request_timeout: Duration) -> Self {
-        PlexHttp { client, base, request_timeout, max_response_size: usize::MAX }
+    /// `client` carries the client headers (see [`build_client`]); `base` is the server URL; `token` where the
+    /// token is read from; every REST call must finish within `request_timeout`.
+    pub fn new(client: Client, base: Url, token: TokenSource, request_timeout: Duration) -> Self {
+        PlexHttp { client, base, token, request_timeout, max_response_size: usize::MAX }
+    }
+
+    /// The same client with another token (a renewed token is tried on the server before it is written).
+    pub fn with_token(&self, token: Secret) -> Self {
+        PlexHttp { token: TokenSource::Inline(token), ..self.clone() }
+    }
+
+    /// Reads the token now; a file that cannot be read becomes [`PlexError::TokenFile`] naming the file.
+    pub fn token(&self) -> Result<Secret, PlexError> {
+        super::read_token(&self.token)
+    }
+
+    /// Where the token comes from.
+    pub fn token_source(&self) -> &TokenSource {
+        &self.token
     }
 
     /// Refuses REST responses larger than `bytes` (`plex.max_response_size`), reading no further.
@@ -71,8 +89,8 @@ impl PlexHttp {
     }
 
     /// `GET /`: the identity, which also proves the token is accepted.
-    pub async fn identity(&self, token: &Secret) -> Result<ServerIdentity, PlexError> {
-        let root: Root = self.get_json("/", token).await?;
+    pub async fn identity(&self) -> Result<ServerIdentity, PlexError> {
+        let root: Root = self.get_json("/").await?;
         let c = root.container;
         let machine_identifier = c
             .machine_identifier
@@ -86,21 +104,21 @@ impl PlexHttp {
         })
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, token: &Secret) -> Result<T, PlexError> {
-        let body = self.get_bytes(path, token).await?;
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, PlexError> {
+        let body = self.get_bytes(path).await?;
         serde_json::from_slice(&body).map_err(|e| PlexError::Decode(format!("{path}: {e}")))
     }
 
     /// `GET path` as JSON bytes, for the callers that parse leniently themselves (`/status/sessions`,
     /// `/activities`, `/library/metadata/<id>`).
-    pub async fn get_bytes(&self, path: &str, token: &Secret) -> Result<bytes::Bytes, PlexError> {
-        self.get_bytes_limited(path, token, self.max_response_size).await
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, PlexError> {
+        self.get_bytes_limited(path, self.max_response_size).await
     }
 
     /// Like [`PlexHttp::get_bytes`], failing (without reading further) once the body passes `limit` bytes.
-    pub async fn get_bytes_limited(&self, path: &str, token: &Secret, limit: usize) -> Result<bytes::Bytes, PlexError> {
+    pub async fn get_bytes_limited(&self, path: &str, limit: usize) -> Result<bytes::Bytes, PlexError> {
         let url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
-        let (name, value) = token_header(token)?;
+        let (name, value) = token_header(&self.token()?)?;
         let started = std::time::Instant::now();
         let response = self
             .client
@@ -145,14 +163,13 @@ impl PlexHttp {
         path: &str,
         query: &[(&str, String)],
         headers: &[(&'static str, String)],
-        token: &Secret,
         limit: usize,
     ) -> Result<ActResponse, PlexError> {
         let mut url = self.base.join(path).map_err(|e| PlexError::Transport(format!("bad URL: {e}")))?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
-        let (name, value) = token_header(token)?;
+        let (name, value) = token_header(&self.token()?)?;
         let mut request = self.client.request(method, url).header(name, value).timeout(self.request_timeout);
         for (name, value) in headers {
             request = request.header(*name, value);

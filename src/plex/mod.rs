@@ -169,10 +169,14 @@ pub enum SessionEnd {
     Error(String),
 }
 
-/// Backpressure on a notification session: while what the messages feed (the MQTT publisher, the state task)
-/// is full, the session stops reading, so TCP flow control holds the rest in the server's send buffer instead
-/// of the bridge dropping it. The time spent waiting does not count against the link's liveness.
-pub trait ReadGate {
+/// Where a notification session hands what it reads, and the gate that can pause it.
+///
+/// Backpressure: while what the messages feed (the MQTT publisher, the state task) is full, the session stops
+/// reading, so TCP flow control holds the rest in the server's send buffer instead of the bridge dropping it.
+/// The time spent waiting does not count against the link's liveness.
+pub trait Forward {
+    /// Takes one message as read from the socket (decoding is the receiver's business).
+    fn forward(&mut self, incoming: Incoming<'_>);
     /// Whether the session must wait before reading the next message (cheap: called for every message).
     fn blocked(&self) -> bool;
     /// Resolves once there is room again.
@@ -180,9 +184,9 @@ pub trait ReadGate {
 }
 
 /// Waits at a blocked `gate` until it has room (true) or `cancel` fires (false); counted in `stats`. Callers
-/// ask [`ReadGate::blocked`] first, because a wait also restarts their liveness timers.
+/// ask [`Forward::blocked`] first, because a wait also restarts their liveness timers.
 pub async fn wait_for_room(
-    gate: &impl ReadGate,
+    gate: &impl Forward,
     cancel: &tokio_util::sync::CancellationToken,
     stats: &mut SessionStats,
 ) -> bool {

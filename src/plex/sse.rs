@@ -87,14 +87,13 @@ pub struct SseStream {
     parser: SseParser,
 }
 
-/// Reads the stream until it ends, handing each event except `ping` to `on_message`.
+/// Reads the stream until it ends, handing each event except `ping` to `forwarder`.
 pub async fn run_session(
     mut stream: SseStream,
     idle_timeout: Duration,
     cancel: &CancellationToken,
     stats: &mut SessionStats,
-    gate: &impl super::ReadGate,
-    mut on_message: impl FnMut(Incoming<'_>),
+    forwarder: &mut impl super::Forward,
 ) -> SessionEnd {
     let mut events: Vec<SseEvent> = Vec::new();
     let mut last_seen = Instant::now();
@@ -124,16 +123,16 @@ pub async fn run_session(
                         stats.pings += 1;
                         continue;
                     }
-                    // One chunk may hold many events: wait for room before each (see `ReadGate`).
-                    if gate.blocked() {
-                        if !super::wait_for_room(gate, cancel, stats).await {
+                    // One chunk may hold many events: wait for room before each (see `Forward`).
+                    if forwarder.blocked() {
+                        if !super::wait_for_room(forwarder, cancel, stats).await {
                             return SessionEnd::Shutdown;
                         }
                         last_seen = Instant::now();
                         idle.as_mut().reset(last_seen + idle_timeout);
                     }
                     stats.messages += 1;
-                    on_message(Incoming::Event { event: &event.event, data: &event.data });
+                    forwarder.forward(Incoming::Event { event: &event.event, data: &event.data });
                     // Yield now and then to the tasks this one feeds (see `ws::run_session`).
                     tokio::task::consume_budget().await;
                 }

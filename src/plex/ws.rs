@@ -193,7 +193,7 @@ fn handshake_error(error: tungstenite::Error) -> Result<Handshake, PlexError> {
     })
 }
 
-/// Reads frames until the socket ends, handing each text frame to `on_message`. Pings every `ping_interval`;
+/// Reads frames until the socket ends, handing each text frame to `forwarder`. Pings every `ping_interval`;
 /// any frame (including a pong) proves the link alive.
 pub async fn run_session(
     mut stream: WsStream,
@@ -201,16 +201,15 @@ pub async fn run_session(
     idle_timeout: Duration,
     cancel: &CancellationToken,
     stats: &mut SessionStats,
-    gate: &impl super::ReadGate,
-    mut on_message: impl FnMut(Incoming<'_>),
+    forwarder: &mut impl super::Forward,
 ) -> SessionEnd {
     let mut last_seen = Instant::now();
     let idle = sleep_until(last_seen + idle_timeout);
     let ping = sleep_until(last_seen + ping_interval);
     tokio::pin!(idle, ping);
     loop {
-        if gate.blocked() {
-            if !super::wait_for_room(gate, cancel, stats).await {
+        if forwarder.blocked() {
+            if !super::wait_for_room(forwarder, cancel, stats).await {
                 let _ = timeout(Duration::from_millis(300), stream.close(None)).await;
                 return SessionEnd::Shutdown;
             }
@@ -230,7 +229,7 @@ pub async fn run_session(
                 match frame {
                     Some(Ok(Message::Text(text))) => {
                         stats.messages += 1;
-                        on_message(Incoming::Frame { text: text.as_str(), buffer: text.as_ref() });
+                        forwarder.forward(Incoming::Frame { text: text.as_str(), buffer: text.as_ref() });
                         // Frames already in tungstenite's buffer cost no I/O, so without this a fast server
                         // could keep this task busy long enough to overflow the state task's queue.
                         tokio::task::consume_budget().await;

@@ -10,7 +10,7 @@
 //! once the renewal window has begun, `renewal_failed` before).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
@@ -23,26 +23,15 @@ use crate::backoff::Backoff;
 use crate::plex::http::PlexHttp;
 use crate::plex::PlexError;
 use crate::secret::Secret;
+use crate::telemetry::health::{rfc3339, Problem, TokenStatus};
+use crate::telemetry::telemetry;
 
 /// How often the token file is looked at again while nothing is due (a `login` may have replaced it).
 const RECHECK: Duration = Duration::from_secs(3600);
 
-/// What `/healthz` shows of a server's token.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TokenStatus {
-    /// `legacy` or `jwt` (None until the file was read).
-    pub kind: Option<&'static str>,
-    pub expires_at: Option<SystemTime>,
-    /// Whether a device key makes renewal possible.
-    pub renewable: bool,
-    /// The last renewal problem: (reason, sentence).
-    pub problem: Option<(&'static str, String)>,
-}
-
 /// Shared between the renewer and the supervisors of the servers using its token file.
 #[derive(Clone, Debug, Default)]
 pub struct RenewalHandle {
-    status: Arc<Mutex<TokenStatus>>,
     wake: Arc<Notify>,
     renewed: Option<watch::Receiver<u64>>,
 }
@@ -51,16 +40,6 @@ impl RenewalHandle {
     /// A Plex server refused the token: renew now (at most once per retry delay).
     pub fn rejected(&self) {
         self.wake.notify_one();
-    }
-
-    /// The token status now.
-    pub fn status(&self) -> TokenStatus {
-        self.status_mut().clone()
-    }
-
-    /// The status for the renewer to update (a poisoned lock still holds a usable status).
-    fn status_mut(&self) -> std::sync::MutexGuard<'_, TokenStatus> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks every renewal so far as seen, so [`RenewalHandle::renewed`] waits for the next one (a supervisor calls
@@ -119,6 +98,9 @@ impl Renewer {
         let mut last_failure: Option<&'static str> = None;
         let mut missing_key_logged = false;
         let mut woken = false;
+        // What `/healthz` shows of this token file, reported to the health registry on every look.
+        let mut status = TokenStatus::default();
+        let file = self.token_file.display().to_string();
         // No renewal of any kind before this: the backoff after a failure, `retry_min` after a success (so a 401
         // storm from several servers or reconnects cannot make the bridge hammer plex.tv).
         let mut quiet_until: Option<tokio::time::Instant> = None;
@@ -126,8 +108,10 @@ impl Renewer {
         // `renew_before` as long as a token's whole life cannot make a renewal loop.
         let mut scheduled_not_before: Option<SystemTime> = None;
         loop {
-            let next =
-                self.look(&handle, woken, scheduled_not_before, &mut missing_key_logged).unwrap_or(Next::Wait(RECHECK));
+            let next = self
+                .look(&mut status, woken, scheduled_not_before, &mut missing_key_logged)
+                .unwrap_or(Next::Wait(RECHECK));
+            telemetry().health().set_token_status(&file, status.clone());
             woken = false;
             let delay = match next {
                 Next::Wait(delay) => delay,
@@ -150,18 +134,19 @@ impl Renewer {
                             // A rejection reported while this renewal ran was about the old token.
                             let _ = futures_util::FutureExt::now_or_never(handle.wake.notified());
                             renewed.send_modify(|n| *n += 1);
-                            crate::telemetry::telemetry().token_renewal(true);
+                            telemetry().token_renewal(true);
                             tracing::info!(file = %self.token_file.display(),
-                                expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
+                                expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), rfc3339),
                                 "Plex token renewed");
-                            handle.status_mut().problem = None;
+                            status.problem = None;
+                            telemetry().health().set_token_status(&file, status.clone());
                             continue;
                         }
                         Err(error) => {
-                            crate::telemetry::telemetry().token_renewal(false);
+                            telemetry().token_renewal(false);
                             let delay = backoff.next_delay();
                             quiet_until = Some(tokio::time::Instant::now() + delay);
-                            let expiring = handle.status().expires_at.is_some_and(|at| {
+                            let expiring = status.expires_at.is_some_and(|at| {
                                 at.duration_since(SystemTime::now()).unwrap_or_default() <= self.renew_before
                             });
                             let reason = if expiring { "token_expiring" } else { "renewal_failed" };
@@ -172,7 +157,8 @@ impl Renewer {
                             } else {
                                 tracing::debug!(%error, retry_in = ?delay, "token renewal failed again");
                             }
-                            handle.status_mut().problem = Some((reason, error.to_string()));
+                            status.problem = Some(Problem { reason, error: error.to_string() });
+                            telemetry().health().set_token_status(&file, status.clone());
                             delay
                         }
                     }
@@ -189,7 +175,7 @@ impl Renewer {
     /// Reads the token file and decides what to do; updates the status. `None`: nothing can be done now.
     fn look(
         &self,
-        handle: &RenewalHandle,
+        status: &mut TokenStatus,
         woken: bool,
         scheduled_not_before: Option<SystemTime>,
         missing_key_logged: &mut bool,
@@ -201,17 +187,14 @@ impl Renewer {
             TokenKind::Jwt { expires_at } => expires_at,
             TokenKind::Legacy => None,
         };
-        {
-            let mut status = handle.status_mut();
-            status.kind = Some(kind.name());
-            status.expires_at = expires_at;
-            status.renewable = matches!(kind, TokenKind::Jwt { .. }) && key_present;
-            if key_present && status.problem.as_ref().is_some_and(|(reason, _)| *reason == "no_device_key") {
-                status.problem = None;
-            }
-            if let Some(at) = expires_at {
-                crate::telemetry::telemetry().token_expiry(&self.token_file.display().to_string(), at);
-            }
+        status.kind = Some(kind.name());
+        status.expires_at = expires_at;
+        status.renewable = matches!(kind, TokenKind::Jwt { .. }) && key_present;
+        if key_present && status.problem.as_ref().is_some_and(|p| p.reason == "no_device_key") {
+            status.problem = None;
+        }
+        if let Some(at) = expires_at {
+            telemetry().token_expiry(&self.token_file.display().to_string(), at);
         }
         if !matches!(kind, TokenKind::Jwt { .. }) {
             return None;
@@ -219,12 +202,12 @@ impl Renewer {
         if !key_present {
             if !*missing_key_logged {
                 tracing::warn!(file = %self.token_file.display(), key_file = %self.key_file.display(),
-                    expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), describe),
+                    expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), rfc3339),
                     "the token is a Plex JWT but there is no device key to renew it; run `plex-mqtt-bridge login` to set up renewal");
                 *missing_key_logged = true;
             }
-            let mut status = handle.status_mut();
-            status.problem = Some(("no_device_key", format!("no device key file at {}", self.key_file.display())));
+            let error = format!("no device key file at {}", self.key_file.display());
+            status.problem = Some(Problem { reason: "no_device_key", error });
             return None;
         }
         *missing_key_logged = false;
@@ -293,14 +276,10 @@ impl Renewer {
 /// reads (tokens with too narrow a scope have been seen to pass the first and fail the second). Only a refusal
 /// there counts against it.
 async fn accepts(http: &PlexHttp, token: &Secret) -> Result<(), PlexError> {
-    http.identity(token).await?;
-    match http.get_bytes("/status/sessions", token).await {
+    let http = http.with_token(token.clone());
+    http.identity().await?;
+    match http.get_bytes("/status/sessions").await {
         Err(error @ PlexError::Unauthorized(_)) => Err(error),
         _ => Ok(()),
     }
-}
-
-/// RFC 3339 in UTC, for logs and health.
-pub fn describe(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }

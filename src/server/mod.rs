@@ -1,5 +1,43 @@
-//! One Plex server: the supervisor that keeps its notification session open, the forwarder that carries each
-//! notification from the socket to the publisher, and the state task that keeps its retained state true.
+//! One Plex server, from its socket to the publisher:
+//! - [`supervisor`]: the reconnect loop (identity, backoff, the server's `state`), nothing else;
+//! - [`transport`]: opens the configured transport (WebSocket, EventSource, or `auto` with the fallback);
+//! - [`forwarder`]: the per-notification hot path (decode → route → publish; stateful kinds to the state task)
+//!   and the read gate that pauses the socket while what it feeds is full;
+//! - [`announce`]: the server's retained `info` and its Home Assistant device, also for a server that has not
+//!   answered yet;
+//! - [`commands`]: the life of the server's command task;
+//! - [`state_task`]: playback sessions, players, library events and activities, kept true by REST look-ups.
 
+pub mod activities;
+pub mod announce;
+pub mod commands;
+pub mod forwarder;
 pub mod state_task;
 pub mod supervisor;
+pub mod transport;
+
+use std::sync::Arc;
+
+use reqwest::header::HeaderMap;
+
+use crate::config::{CommandsConfig, PlayersConfig, PlexConfig};
+use crate::discovery::{Discovery, KnownServers};
+use crate::mqtt::{CommandInbox, Publisher};
+use crate::topic::BridgeTopics;
+
+/// What the tasks of every server share: one per bridge, built by the wiring.
+#[derive(Clone)]
+pub struct Context {
+    pub plex: Arc<PlexConfig>,
+    /// The `X-Plex-*` client headers.
+    pub headers: HeaderMap,
+    pub publisher: Publisher,
+    pub bridge_topics: BridgeTopics,
+    /// Home Assistant discovery, when enabled.
+    pub discovery: Option<Discovery>,
+    /// Where each server's device id is reported once known (stale discovery clean-up waits for all of them).
+    pub known_servers: KnownServers,
+    pub players: PlayersConfig,
+    /// Commands from MQTT (`[commands] enabled`): the settings and where the publisher routes them.
+    pub commands: Option<(CommandsConfig, CommandInbox)>,
+}

@@ -6,7 +6,6 @@
 //! every REST call runs in its own task whose result comes back as a message. At most one `/status/sessions`
 //! request is in flight, and `playing` bursts within [`COALESCE`] share one request.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PlayersConfig, TokenSource};
+use super::activities::{ActivityChange, RunningActivities, RunningActivity};
+use crate::config::PlayersConfig;
 use crate::discovery::{Discovery, PlayerDevice};
 use crate::model::library::{added_event, item_from_metadata, Library, LibraryChange};
 use crate::model::playback::{Effect, Tracker};
@@ -27,7 +27,7 @@ use crate::plex::fields::Fields;
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::notification::Notification;
 use crate::plex::sessions::{parse_sessions_with, PlayingItem};
-use crate::plex::{read_token, PlexError};
+use crate::plex::PlexError;
 use crate::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
 
 /// Artwork larger than this is not published (PMS's transcoder makes posters of a few dozen kB at the size asked
@@ -53,9 +53,9 @@ pub const ACTIVITIES_REFRESH: Duration = Duration::from_millis(crate::model::pla
 pub enum StateInput {
     /// A notification of a type the state task follows (`playing`, `timeline`, `activity`).
     Notification(Notification),
-    /// The notification session is (re)connected: reconcile everything with the server, known in metrics and
-    /// `/healthz` as `server`, with topic name `name` and identity `identity` (for its players' devices).
-    Connected { topics: ServerTopics, server: String, name: ServerName, identity: ServerIdentity },
+    /// The notification session is (re)connected: reconcile everything with the server, with topic name `name`
+    /// and identity `identity` (for its players' devices).
+    Connected { topics: ServerTopics, name: ServerName, identity: ServerIdentity },
 }
 
 /// Results of REST calls, sent back to the state task.
@@ -81,7 +81,6 @@ impl Fetched {
 /// Everything the state task needs.
 pub struct StateTask {
     pub http: PlexHttp,
-    pub token: TokenSource,
     pub publisher: Publisher,
     pub scrobble_percent: f64,
     /// Sessions tracked at most (`plex.max_sessions`).
@@ -97,6 +96,8 @@ pub struct StateTask {
     pub player_commands: Vec<crate::commands::verb::Verb>,
     /// Also publish Plex-webhook-shaped messages on `<p>/<server>/webhook` (the server's `webhook_compat`).
     pub webhook_compat: bool,
+    /// The server's health record (failed look-ups are shown there).
+    pub health: crate::telemetry::health::ServerHealth,
 }
 
 /// The players of the server and what their devices are announced with.
@@ -130,8 +131,6 @@ impl StateTask {
         let mut library = Library::new();
         let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
-        // The server's name in `/healthz`, where failed look-ups are reported.
-        let mut label = String::new();
         let mut sessions_at: Option<Instant> = None;
         let mut sessions_in_flight = false;
         // Why the last `/status/sessions` look-up failed, if it was logged (a new reason is logged again).
@@ -158,8 +157,7 @@ impl StateTask {
                 () = cancel.cancelled() => return,
                 input = inputs.recv() => match input {
                     None => return,
-                    Some(StateInput::Connected { topics: server_topics, server, name, identity }) => {
-                        label = server;
+                    Some(StateInput::Connected { topics: server_topics, name, identity }) => {
                         side.server = Some((name, identity));
                         self.publish_activities(&server_topics, &activities);
                         topics = Some(server_topics);
@@ -233,7 +231,7 @@ impl StateTask {
                 }
                 Some(result) = fetched.recv() => {
                     let problem = result.error().map(|e| (e.reason(), e.to_string()));
-                    crate::telemetry::telemetry().rest_problem(&label, problem);
+                    self.health.set_rest_problem(problem);
                     let Some(topics) = &topics else { continue };
                     match result {
                         Fetched::Sessions { requested_at_ms, result } => {
@@ -458,13 +456,13 @@ impl StateTask {
     /// Starts the artwork fetches queued by [`Self::publish_players`].
     fn spawn_artwork(&self, tx: &mpsc::Sender<Fetched>, side: &mut PlayerSide) {
         for (player, thumb) in side.artwork_wanted.drain(..) {
-            let (http, token, tx) = (self.http.clone(), self.token.clone(), tx.clone());
+            let (http, tx) = (self.http.clone(), tx.clone());
             tokio::spawn(async move {
                 let encoded: String = url::form_urlencoded::byte_serialize(thumb.as_bytes()).collect();
                 let (width, height) = ARTWORK_SIZE;
                 let path =
                     format!("/photo/:/transcode?width={width}&height={height}&minSize=1&upscale=1&url={encoded}");
-                let result = fetch_limited(&http, &token, &path, ARTWORK_MAX_BYTES).await;
+                let result = http.get_bytes_limited(&path, ARTWORK_MAX_BYTES).await;
                 let _ = tx.send(Fetched::Artwork { player, thumb, result }).await;
             });
         }
@@ -557,138 +555,31 @@ impl StateTask {
     }
 
     fn spawn_sessions(&self, tx: &mpsc::Sender<Fetched>) {
-        let (http, token, tx, publisher) = (self.http.clone(), self.token.clone(), tx.clone(), self.publisher.clone());
+        let (http, tx, publisher) = (self.http.clone(), tx.clone(), self.publisher.clone());
         tokio::spawn(async move {
             publisher.stale_scan_done(Duration::from_secs(3)).await;
             let requested_at_ms = now_ms();
-            let result = fetch(&http, &token, "/status/sessions").await;
+            let result = http.get_bytes("/status/sessions").await;
             let _ = tx.send(Fetched::Sessions { requested_at_ms, result }).await;
         });
     }
 
     fn spawn_activities(&self, tx: &mpsc::Sender<Fetched>) {
-        let (http, token, tx, publisher) = (self.http.clone(), self.token.clone(), tx.clone(), self.publisher.clone());
+        let (http, tx, publisher) = (self.http.clone(), tx.clone(), self.publisher.clone());
         tokio::spawn(async move {
             // Leftovers of an earlier run are known once the broker's retained topics were read.
             publisher.stale_scan_done(Duration::from_secs(3)).await;
-            let result = fetch(&http, &token, "/activities").await;
+            let result = http.get_bytes("/activities").await;
             let _ = tx.send(Fetched::Activities { result }).await;
         });
     }
 
     fn spawn_metadata(&self, tx: &mpsc::Sender<Fetched>, item_id: String, fallback: Value) {
-        let (http, token, tx) = (self.http.clone(), self.token.clone(), tx.clone());
+        let (http, tx) = (self.http.clone(), tx.clone());
         tokio::spawn(async move {
             let path = format!("/library/metadata/{}", fold_segment_or(&item_id, "0"));
-            let result = fetch(&http, &token, &path).await;
+            let result = http.get_bytes(&path).await;
             let _ = tx.send(Fetched::Metadata { item_id, fallback, result }).await;
         });
     }
-}
-
-/// What one activity item changed in [`RunningActivities`] (ordered: the largest change of a notification counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum ActivityChange {
-    Nothing,
-    /// Progress, title or subtitle of a running activity.
-    Progress,
-    /// An activity started or ended.
-    StartedOrEnded,
-}
-
-/// What the summary shows of one running activity.
-#[derive(Debug, Clone, PartialEq)]
-struct RunningActivity {
-    kind: Option<String>,
-    title: Option<String>,
-    subtitle: Option<String>,
-    /// As PMS sent it (a number, normally).
-    progress: Value,
-}
-
-impl RunningActivity {
-    fn read(activity: &Fields<'_>) -> RunningActivity {
-        RunningActivity {
-            kind: activity.text("type").map(Cow::into_owned),
-            title: activity.text("title").map(Cow::into_owned),
-            subtitle: activity.text("subtitle").map(Cow::into_owned),
-            progress: activity.raw("progress").and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null),
-        }
-    }
-}
-
-/// The activities running now, for the retained summary at `<p>/<server>/activities` (what the "Library
-/// activity" and "Library scan" entities show).
-#[derive(Debug, Default)]
-struct RunningActivities {
-    by_uuid: std::collections::BTreeMap<String, RunningActivity>,
-}
-
-impl RunningActivities {
-    /// Applies one `ActivityNotification` item.
-    fn apply(&mut self, raw: &[u8]) -> ActivityChange {
-        let Some(item) = Fields::parse(raw) else { return ActivityChange::Nothing };
-        let Some(activity) = item.object("Activity") else { return ActivityChange::Nothing };
-        let Some(uuid) = item.text("uuid").or_else(|| activity.text("uuid")).filter(|u| !u.is_empty()) else {
-            return ActivityChange::Nothing;
-        };
-        if item.text("event").as_deref() == Some("ended") {
-            return match self.by_uuid.remove(uuid.as_ref()) {
-                Some(_) => ActivityChange::StartedOrEnded,
-                None => ActivityChange::Nothing,
-            };
-        }
-        let running = RunningActivity::read(&activity);
-        match self.by_uuid.get_mut(uuid.as_ref()) {
-            Some(known) if *known == running => ActivityChange::Nothing,
-            Some(known) => {
-                *known = running;
-                ActivityChange::Progress
-            }
-            None => {
-                self.by_uuid.insert(uuid.into_owned(), running);
-                ActivityChange::StartedOrEnded
-            }
-        }
-    }
-
-    /// Replaces the set with what `/activities` reports.
-    fn replace(&mut self, running: Vec<(String, RunningActivity)>) {
-        self.by_uuid = running.into_iter().collect();
-    }
-
-    fn summary(&self) -> Value {
-        let list: Vec<Value> = self
-            .by_uuid
-            .iter()
-            .map(|(uuid, a)| {
-                json!({
-                    "uuid": uuid,
-                    "type": a.kind,
-                    "title": a.title,
-                    "subtitle": a.subtitle,
-                    "progress": a.progress,
-                })
-            })
-            .collect();
-        let scanning = self.by_uuid.values().any(|a| a.kind.as_deref() == Some("library.update.section"));
-        let first = list.first();
-        json!({
-            "count": list.len(),
-            "scanning": scanning,
-            "title": first.map(|a| a["title"].clone()).unwrap_or(Value::Null),
-            "subtitle": first.map(|a| a["subtitle"].clone()).unwrap_or(Value::Null),
-            "progress": first.map(|a| a["progress"].clone()).unwrap_or(Value::Null),
-            "activities": list,
-        })
-    }
-}
-
-async fn fetch(http: &PlexHttp, token: &TokenSource, path: &str) -> Result<Bytes, PlexError> {
-    http.get_bytes(path, &read_token(token)?).await
-}
-
-/// [`fetch`] with its own size limit instead of `plex.max_response_size`.
-async fn fetch_limited(http: &PlexHttp, token: &TokenSource, path: &str, limit: usize) -> Result<Bytes, PlexError> {
-    http.get_bytes_limited(path, &read_token(token)?, limit).await
 }

@@ -1,11 +1,14 @@
-//! What the bridge knows about its own health: Prometheus metrics and the per-part state behind `/healthz`.
+//! What the bridge knows about itself: Prometheus metrics, and the typed health registry ([`health`]) behind
+//! `/healthz`, `<p>/bridge/stats` and the systemd status.
 //!
 //! One process-wide instance (see [`telemetry`]): every part of the bridge records into it without the value
-//! having to be threaded through each constructor, and the HTTP endpoint reads it.
+//! having to be threaded through each constructor, and the readers (HTTP endpoint, bridge documents) read it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+pub mod health;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use serde_json::{json, Value};
+
+use health::{HealthRegistry, ServerHealth, ServerState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerType {
@@ -40,32 +44,6 @@ struct ServerPath {
     path: String,
 }
 
-/// One Plex server as `/healthz` reports it.
-#[derive(Debug, Clone, Default)]
-struct ServerHealth {
-    state: &'static str,
-    last_event: Option<Instant>,
-    /// Why the last connection attempt failed (cleared once connected).
-    problem: Option<Problem>,
-    /// Why the last REST look-up (sessions, activities, metadata) failed (cleared by the next success).
-    rest_problem: Option<Problem>,
-    /// The server's token file and its renewal, when it has one.
-    token: Option<crate::plextv::renew::RenewalHandle>,
-}
-
-/// A failure as `/healthz` shows it: a short word and the readable sentence (never holding the token).
-#[derive(Debug, Clone)]
-struct Problem {
-    reason: &'static str,
-    error: String,
-}
-
-impl Problem {
-    fn json(problem: &Option<Problem>) -> Value {
-        problem.as_ref().map_or(Value::Null, |p| json!({ "reason": p.reason, "error": p.error }))
-    }
-}
-
 /// Metrics and health of this process.
 pub struct Telemetry {
     registry: Registry,
@@ -77,8 +55,7 @@ pub struct Telemetry {
     reconnects: Family<LegReason, Counter>,
     connected: Family<LegServer, Gauge>,
     rest_latency: Family<ServerPath, Histogram>,
-    servers: Mutex<BTreeMap<String, ServerHealth>>,
-    broker_connected: Mutex<bool>,
+    health: HealthRegistry,
     token_renewals: Family<RenewalResult, Counter>,
     token_expiry: Family<TokenFileLabel, Gauge>,
 }
@@ -102,6 +79,7 @@ const MAX_NOTIFICATION_TYPES: usize = 64;
 pub struct NotificationCounts {
     telemetry: &'static Telemetry,
     server: String,
+    health: ServerHealth,
     by_kind: HashMap<String, Counter>,
     /// The counter of types beyond [`MAX_NOTIFICATION_TYPES`], once one was seen.
     other: Option<Counter>,
@@ -133,9 +111,7 @@ impl NotificationCounts {
                 self.other.get_or_insert_with(|| series("other")).inc();
             }
         }
-        if let Some(entry) = self.telemetry.servers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&self.server) {
-            entry.last_event = Some(Instant::now());
-        }
+        self.health.event_seen();
     }
 }
 
@@ -199,16 +175,20 @@ impl Telemetry {
             reconnects,
             connected,
             rest_latency,
-            servers: Mutex::new(BTreeMap::new()),
-            broker_connected: Mutex::new(false),
+            health: HealthRegistry::default(),
             token_renewals,
             token_expiry,
         }
     }
 
-    /// The notification counters of one server (see [`NotificationCounts`]).
-    pub fn notification_counts(&'static self, server: &str) -> NotificationCounts {
-        NotificationCounts { telemetry: self, server: server.to_owned(), by_kind: HashMap::new(), other: None }
+    /// The notification counters of one server (see [`NotificationCounts`]), labelled `server` in the metrics.
+    pub fn notification_counts(&'static self, server: &str, health: ServerHealth) -> NotificationCounts {
+        NotificationCounts { telemetry: self, server: server.to_owned(), health, by_kind: HashMap::new(), other: None }
+    }
+
+    /// The health registry.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.health
     }
 
     /// A message was handed to the broker connection.
@@ -242,33 +222,20 @@ impl Telemetry {
         self.reconnects.get_or_create(&labels).inc();
     }
 
-    /// The state of a Plex server's session changed.
-    pub fn server_state(&self, server: &str, state: &'static str) {
-        let labels = LegServer { leg: "plex".into(), server: server.to_owned() };
-        self.connected.get_or_create(&labels).set(i64::from(state == "connected"));
-        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers.entry(server.to_owned()).or_default().state = state;
-    }
-
-    /// Why connecting to a Plex server failed (`None` once it is connected), for `/healthz`.
-    pub fn server_problem(&self, server: &str, problem: Option<(&'static str, String)>) {
-        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers.entry(server.to_owned()).or_default().problem =
-            problem.map(|(reason, error)| Problem { reason, error });
-    }
-
-    /// Why the last REST look-up of a Plex server failed (`None` after one succeeded), for `/healthz`.
-    pub fn rest_problem(&self, server: &str, problem: Option<(&'static str, String)>) {
-        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = servers.get_mut(server) {
-            entry.rest_problem = problem.map(|(reason, error)| Problem { reason, error });
+    /// The state of a Plex server's session changed: its health record, and its `connected` gauge once it has a
+    /// topic name (the gauge is labelled by name).
+    pub fn server_state(&self, server: &ServerHealth, state: ServerState) {
+        if let Some(name) = server.name() {
+            let labels = LegServer { leg: "plex".into(), server: name };
+            self.connected.get_or_create(&labels).set(i64::from(state == ServerState::Connected));
         }
+        server.set_state(state);
     }
 
     /// The broker connection went up or down.
     pub fn broker(&self, up: bool) {
         self.connected.get_or_create(&LegServer { leg: "mqtt".into(), server: String::new() }).set(i64::from(up));
-        *self.broker_connected.lock().unwrap_or_else(|p| p.into_inner()) = up;
+        self.health.set_broker(up);
     }
 
     /// Records how long a REST call took.
@@ -281,12 +248,6 @@ impl Telemetry {
         self.rest_latency
             .get_or_create(&ServerPath { server: server.to_owned(), path: path.to_owned() })
             .observe(took.as_secs_f64());
-    }
-
-    /// Attaches a server's token renewal to its health entry.
-    pub fn server_token(&self, server: &str, token: crate::plextv::renew::RenewalHandle) {
-        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers.entry(server.to_owned()).or_default().token = Some(token);
     }
 
     /// A Plex JWT renewal finished.
@@ -308,44 +269,6 @@ impl Telemetry {
         }
         out
     }
-
-    /// Whether everything is connected, and the JSON document `/healthz` returns.
-    pub fn health(&self) -> (bool, Value) {
-        let broker = *self.broker_connected.lock().unwrap_or_else(|p| p.into_inner());
-        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        let healthy = broker && !servers.is_empty() && servers.values().all(|s| s.state == "connected");
-        let now = Instant::now();
-        let parts: serde_json::Map<String, Value> = servers
-            .iter()
-            .map(|(name, s)| {
-                let age = s.last_event.map(|at| now.duration_since(at).as_secs_f64());
-                let doc = json!({
-                    "state": s.state,
-                    "last_event_age_seconds": age,
-                    "problem": Problem::json(&s.problem),
-                    "rest_problem": Problem::json(&s.rest_problem),
-                    "token": s.token.as_ref().map(|t| token_json(&t.status())),
-                });
-                (name.clone(), doc)
-            })
-            .collect();
-        let doc = json!({
-            "status": if healthy { "ok" } else { "degraded" },
-            "broker": if broker { "connected" } else { "disconnected" },
-            "servers": parts,
-        });
-        (healthy, doc)
-    }
-}
-
-/// A token's part of `/healthz`.
-fn token_json(status: &crate::plextv::renew::TokenStatus) -> Value {
-    json!({
-        "kind": status.kind,
-        "expires_at": status.expires_at.map(crate::plextv::renew::describe),
-        "renewable": status.renewable,
-        "problem": Problem::json(&status.problem.clone().map(|(reason, error)| Problem { reason, error })),
-    })
 }
 
 #[cfg(test)]
@@ -354,7 +277,9 @@ mod tests {
 
     #[test]
     fn notification_types_are_counted_with_a_bound_on_series() {
-        let mut counts = telemetry().notification_counts("bounded-test");
+        let registry: &'static HealthRegistry = Box::leak(Box::default());
+        let health = registry.register(["servers[0]".to_owned()]).remove(0);
+        let mut counts = telemetry().notification_counts("bounded-test", health);
         for i in 0..MAX_NOTIFICATION_TYPES + 10 {
             counts.count(&format!("type{i}"));
         }

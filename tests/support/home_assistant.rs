@@ -77,7 +77,7 @@ impl HomeAssistant {
             .stderr(Stdio::from(console))
             .spawn()
             .expect("start hass");
-        plex_mqtt_bridge::app::install_crypto_provider();
+        plex_mqtt_bridge::tls::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
         let mut ha = HomeAssistant { child, dir, port, token, http };
         let started = Instant::now();
