@@ -6,12 +6,16 @@
 //! - [`announce`]: the server's retained `info` and its Home Assistant device, also for a server that has not
 //!   answered yet;
 //! - [`commands`]: the life of the server's command task;
-//! - [`state_task`]: playback sessions, players, library events and activities, kept true by REST look-ups.
+//! - [`state_task`]: playback sessions, players, library events and activities, kept true by REST look-ups
+//!   ([`lookups`]); what it publishes for players is in [`player_side`], the running activities in
+//!   [`activities`].
 
 pub mod activities;
 pub mod announce;
 pub mod commands;
 pub mod forwarder;
+pub mod lookups;
+pub mod player_side;
 pub mod state_task;
 pub mod supervisor;
 pub mod transport;

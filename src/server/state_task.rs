@@ -3,10 +3,10 @@
 //!
 //! It runs beside the notification session and never blocks it: the session hands over notifications with
 //! `try_send` (a full queue drops the enrichment input, never the raw event, which is already published), and
-//! every REST call runs in its own task whose result comes back as a message. At most one `/status/sessions`
+//! every REST call runs in its own task ([`super::lookups`]) whose result comes back as a message. At most one `/status/sessions`
 //! request is in flight, and `playing` bursts within [`COALESCE`] share one request.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -16,11 +16,13 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::activities::{ActivityChange, RunningActivities, RunningActivity};
+use super::lookups::{now_ms, Fetched, Lookups};
+use super::player_side::PlayerSide;
 use crate::config::PlayersConfig;
-use crate::discovery::{Discovery, PlayerDevice};
+use crate::discovery::Discovery;
 use crate::model::library::{added_event, item_from_metadata, Library, LibraryChange};
 use crate::model::playback::{Effect, Tracker};
-use crate::model::players::{PlayerOutput, Players};
+use crate::model::players::Players;
 use crate::mqtt::outbox::Action;
 use crate::mqtt::Publisher;
 use crate::plex::fields::Fields;
@@ -28,13 +30,7 @@ use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::plex::notification::Notification;
 use crate::plex::sessions::{parse_sessions_with, PlayingItem};
 use crate::plex::PlexError;
-use crate::topic::{fold_segment_or, BridgeTopics, ServerName, ServerTopics};
-
-/// Artwork larger than this is not published (PMS's transcoder makes posters of a few dozen kB at the size asked
-/// for, so only a misbehaving server reaches it).
-pub const ARTWORK_MAX_BYTES: usize = 1024 * 1024;
-/// The poster size asked of PMS's photo transcoder: enough for a dashboard card, small on the broker.
-const ARTWORK_SIZE: (u32, u32) = (400, 600);
+use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// `playing` notifications within this window share one `/status/sessions` request.
 pub const COALESCE: Duration = Duration::from_millis(250);
@@ -56,26 +52,6 @@ pub enum StateInput {
     /// The notification session is (re)connected: reconcile everything with the server, with topic name `name`
     /// and identity `identity` (for its players' devices).
     Connected { topics: ServerTopics, name: ServerName, identity: ServerIdentity },
-}
-
-/// Results of REST calls, sent back to the state task.
-enum Fetched {
-    Sessions { requested_at_ms: u64, result: Result<Bytes, PlexError> },
-    Activities { result: Result<Bytes, PlexError> },
-    Metadata { item_id: String, fallback: Value, result: Result<Bytes, PlexError> },
-    Artwork { player: String, thumb: String, result: Result<Bytes, PlexError> },
-}
-
-impl Fetched {
-    /// Why the look-up failed, if it did.
-    fn error(&self) -> Option<&PlexError> {
-        match self {
-            Fetched::Sessions { result, .. }
-            | Fetched::Activities { result }
-            | Fetched::Metadata { result, .. }
-            | Fetched::Artwork { result, .. } => result.as_ref().err(),
-        }
-    }
 }
 
 /// Everything the state task needs.
@@ -100,34 +76,21 @@ pub struct StateTask {
     pub health: crate::telemetry::health::ServerHealth,
 }
 
-/// The players of the server and what their devices are announced with.
-struct PlayerSide {
-    players: Players,
-    /// The server's topic name and identity, from the last `Connected`.
-    server: Option<(ServerName, ServerIdentity)>,
-    /// The players an earlier run left on the broker were taken over (done once, with the first snapshot).
-    restored: bool,
-    /// Artwork to fetch: (player, PMS path).
-    artwork_wanted: Vec<(String, String)>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl StateTask {
     /// Runs until `cancel`; `inputs` come from the supervisor.
     pub async fn run(self, mut inputs: mpsc::Receiver<StateInput>, cancel: CancellationToken) {
-        let (fetched_tx, mut fetched) = mpsc::channel::<Fetched>(16);
+        let mut lookups = Lookups::new(self.http.clone(), self.publisher.clone());
         let mut tracker = Tracker::new(self.scrobble_percent, self.max_sessions)
             .with_enrichment_wait(self.enrichment_wait)
             .with_webhooks(self.webhook_compat);
-        let mut side = PlayerSide {
-            players: Players::new(self.players.expire_after),
-            server: None,
-            restored: false,
-            artwork_wanted: Vec::new(),
-        };
+        let mut side = PlayerSide::new(
+            Players::new(self.players.expire_after),
+            self.publisher.clone(),
+            self.discovery.clone(),
+            self.bridge_topics.clone(),
+            self.players.artwork,
+            self.player_commands.clone(),
+        );
         let mut library = Library::new();
         let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
@@ -163,7 +126,7 @@ impl StateTask {
                         topics = Some(server_topics);
                         tracker.on_reconnect();
                         sessions_at = Some(Instant::now());
-                        self.spawn_activities(&fetched_tx);
+                        lookups.activities();
                     }
                     Some(StateInput::Notification(notification)) => {
                         let Some(topics) = &topics else { continue };
@@ -194,7 +157,7 @@ impl StateTask {
                                 for raw in &notification.items {
                                     match library.on_timeline(raw) {
                                         Some(LibraryChange::Added { item_id, fallback }) => {
-                                            self.spawn_metadata(&fetched_tx, item_id, fallback);
+                                            lookups.metadata(item_id, fallback);
                                         }
                                         Some(LibraryChange::Event(event)) => self.library_event(topics, event),
                                         None => {}
@@ -227,9 +190,9 @@ impl StateTask {
                 () = sleep_until(fetch_due) => {
                     sessions_at = None;
                     sessions_in_flight = true;
-                    self.spawn_sessions(&fetched_tx);
+                    lookups.sessions();
                 }
-                Some(result) = fetched.recv() => {
+                Some(result) = lookups.next() => {
                     let problem = result.error().map(|e| (e.reason(), e.to_string()));
                     self.health.set_rest_problem(problem);
                     let Some(topics) = &topics else { continue };
@@ -239,7 +202,7 @@ impl StateTask {
                             // Only from the complete start-up read of the broker (it waits for the broker itself).
                             if !side.restored && self.publisher.stale_scan_done(Duration::ZERO).await {
                                 side.restored = true;
-                                self.restore_players(topics, &mut side);
+                                side.restore(topics);
                             }
                             match result.and_then(|body| parse_sessions_with(&body, self.webhook_compat).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
                                 Ok(list) => {
@@ -249,7 +212,7 @@ impl StateTask {
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects, &tracker, &mut side);
                                     let settled = side.players.settle(&tracker.session_players());
-                                    self.publish_players(topics, settled, &mut side);
+                                    side.publish(topics, settled);
                                     self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
                                     self.clear_stale_sessions(topics);
                                 }
@@ -298,10 +261,7 @@ impl StateTask {
                             }
                         }
                         Fetched::Artwork { player, thumb, result } => match result {
-                            Ok(image) if side.players.get(&player).is_some_and(|p| p.thumb() == Some(thumb.as_str())) => {
-                                self.publisher.apply([Action::Retain { topic: topics.player_artwork(&player), payload: image }]);
-                            }
-                            Ok(_) => {}
+                            Ok(image) => side.artwork_fetched(topics, &player, &thumb, image),
                             Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
                         },
                     }
@@ -325,13 +285,13 @@ impl StateTask {
                     resync.as_mut().reset(Instant::now() + self.resync_interval);
                     if let Some(topics) = &topics {
                         sessions_at.get_or_insert_with(Instant::now);
-                        self.spawn_activities(&fetched_tx);
+                        lookups.activities();
                         let expired = side.players.expire(now_ms());
-                        self.publish_players(topics, expired, &mut side);
+                        side.publish(topics, expired);
                     }
                 }
             }
-            self.spawn_artwork(&fetched_tx, &mut side);
+            side.fetch_artwork(&mut lookups);
         }
     }
 
@@ -376,96 +336,8 @@ impl StateTask {
             })
             .collect();
         self.publisher.apply(actions);
-        self.publish_players(topics, players, side);
+        side.publish(topics, players);
         summary_changed
-    }
-
-    /// Publishes what changed for the players: discovery, retained state, events; artwork is queued for
-    /// fetching ([`Self::spawn_artwork`]).
-    fn publish_players(&self, topics: &ServerTopics, outputs: Vec<PlayerOutput>, side: &mut PlayerSide) {
-        if outputs.is_empty() {
-            return;
-        }
-        let mut actions = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            match output {
-                PlayerOutput::Announce { player } => actions.extend(self.player_discovery(topics, side, &player)),
-                PlayerOutput::State { player, doc } => {
-                    actions
-                        .push(Action::Retain { topic: topics.player(&player), payload: Bytes::from(doc.to_string()) });
-                }
-                PlayerOutput::Event { player, event } => {
-                    actions.push(Action::Live {
-                        topic: topics.player_events(&player),
-                        payload: Bytes::from(event.to_string()),
-                    });
-                }
-                PlayerOutput::Artwork { player, thumb } => {
-                    if self.players.artwork {
-                        side.artwork_wanted.push((player, thumb));
-                    }
-                }
-                PlayerOutput::Remove { player } => {
-                    tracing::info!(player, "player not seen for players.expire_after; removing its device and state");
-                    if let (Some(discovery), Some((_, identity))) = (&self.discovery, &side.server) {
-                        let device = discovery.player_device_id(&identity.machine_identifier, &player);
-                        actions.push(Action::Clear { topic: discovery.config_topic(&device) });
-                    }
-                    actions.push(Action::Clear { topic: topics.player(&player) });
-                    actions.push(Action::Clear { topic: topics.player_artwork(&player) });
-                }
-            }
-        }
-        self.publisher.apply(actions);
-    }
-
-    /// The discovery config of one player (nothing when discovery is off or the server is not identified).
-    fn player_discovery(&self, topics: &ServerTopics, side: &PlayerSide, player: &str) -> Option<Action> {
-        let (discovery, (name, identity)) = (self.discovery.as_ref()?, side.server.as_ref()?);
-        let record = side.players.get(player)?;
-        let device = PlayerDevice {
-            server_machine_identifier: &identity.machine_identifier,
-            server_name: name,
-            topics,
-            player,
-            title: &record.title,
-            product: &record.product,
-            platform: &record.platform,
-            commands: &self.player_commands,
-        };
-        let (topic, config) = discovery.player_config(&device, &self.bridge_topics);
-        Some(Action::Retain { topic, payload: Bytes::from(config.to_string()) })
-    }
-
-    /// Takes over the players an earlier run left on the broker (their retained state), and expires old ones.
-    fn restore_players(&self, topics: &ServerTopics, side: &mut PlayerSide) {
-        let prefix = topics.players_prefix();
-        let now = now_ms();
-        let mut outputs = Vec::new();
-        for (topic, payload) in self.publisher.take_stale_payloads(&prefix) {
-            let Some(player) = topic.strip_prefix(&prefix).filter(|p| !p.contains('/')) else { continue };
-            let doc: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-            outputs.extend(side.players.restore(player, &doc, now));
-        }
-        if !outputs.is_empty() {
-            tracing::debug!(players = outputs.len(), "players of an earlier run taken over");
-        }
-        self.publish_players(topics, outputs, side);
-    }
-
-    /// Starts the artwork fetches queued by [`Self::publish_players`].
-    fn spawn_artwork(&self, tx: &mpsc::Sender<Fetched>, side: &mut PlayerSide) {
-        for (player, thumb) in side.artwork_wanted.drain(..) {
-            let (http, tx) = (self.http.clone(), tx.clone());
-            tokio::spawn(async move {
-                let encoded: String = url::form_urlencoded::byte_serialize(thumb.as_bytes()).collect();
-                let (width, height) = ARTWORK_SIZE;
-                let path =
-                    format!("/photo/:/transcode?width={width}&height={height}&minSize=1&upscale=1&url={encoded}");
-                let result = http.get_bytes_limited(&path, ARTWORK_MAX_BYTES).await;
-                let _ = tx.send(Fetched::Artwork { player, thumb, result }).await;
-            });
-        }
     }
 
     /// The retained sessions summary, built from the tracker now.
@@ -552,34 +424,5 @@ impl StateTask {
             .map(|topic| Action::Clear { topic })
             .collect();
         self.publisher.apply(actions);
-    }
-
-    fn spawn_sessions(&self, tx: &mpsc::Sender<Fetched>) {
-        let (http, tx, publisher) = (self.http.clone(), tx.clone(), self.publisher.clone());
-        tokio::spawn(async move {
-            publisher.stale_scan_done(Duration::from_secs(3)).await;
-            let requested_at_ms = now_ms();
-            let result = http.get_bytes("/status/sessions").await;
-            let _ = tx.send(Fetched::Sessions { requested_at_ms, result }).await;
-        });
-    }
-
-    fn spawn_activities(&self, tx: &mpsc::Sender<Fetched>) {
-        let (http, tx, publisher) = (self.http.clone(), tx.clone(), self.publisher.clone());
-        tokio::spawn(async move {
-            // Leftovers of an earlier run are known once the broker's retained topics were read.
-            publisher.stale_scan_done(Duration::from_secs(3)).await;
-            let result = http.get_bytes("/activities").await;
-            let _ = tx.send(Fetched::Activities { result }).await;
-        });
-    }
-
-    fn spawn_metadata(&self, tx: &mpsc::Sender<Fetched>, item_id: String, fallback: Value) {
-        let (http, tx) = (self.http.clone(), tx.clone());
-        tokio::spawn(async move {
-            let path = format!("/library/metadata/{}", fold_segment_or(&item_id, "0"));
-            let result = http.get_bytes(&path).await;
-            let _ = tx.send(Fetched::Metadata { item_id, fallback, result }).await;
-        });
     }
 }
