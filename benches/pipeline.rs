@@ -646,8 +646,7 @@ const DROPPED: &str = "plex_mqtt_bridge_messages_dropped_total";
 
 /// A counter of the bridge's, read from its `/metrics`.
 async fn counter(http: std::net::SocketAddr, name: &str) -> u64 {
-    let (status, metrics) =
-        plex_mqtt_bridge::app::http_endpoint::get(http, "/metrics").await.expect("the bridge's /metrics");
+    let (status, metrics) = plex_mqtt_bridge::cli::health::get(http, "/metrics").await.expect("the bridge's /metrics");
     assert_eq!(status, 200, "/metrics: {metrics}");
     let prefix = format!("{name} ");
     metrics

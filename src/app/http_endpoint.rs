@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::telemetry::telemetry;
 
 /// Largest request head accepted.
@@ -19,9 +20,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed at once (a flood of clients, or slowloris ones holding their
 /// connections open, cannot take the bridge's file descriptors or memory).
 const MAX_CONNECTIONS: usize = 64;
-/// `accept()` failing (out of file descriptors, say) is retried after this, doubling up to one second, instead
+/// `accept()` failing (out of file descriptors, say) is retried after this, growing up to one second, instead
 /// of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Binds `addr` (so a busy port is reported at start-up) and serves until `cancel`.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -31,15 +33,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves requests on `listener` until `cancel`.
 pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = ACCEPT_BACKOFF;
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX);
     let mut failing = false;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    backoff = ACCEPT_BACKOFF;
-                    failing = false;
+                    if failing {
+                        backoff.reset();
+                        failing = false;
+                    }
                     // Over the limit the connection is closed unanswered (dropped here).
                     if let Ok(slot) = slots.clone().try_acquire_owned() {
                         tokio::spawn(async move {
@@ -49,17 +53,17 @@ pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
                     }
                 }
                 Err(error) => {
+                    let delay = backoff.next_delay();
                     if failing {
-                        tracing::debug!(%error, retry_in = ?backoff, "health endpoint still cannot accept");
+                        tracing::debug!(%error, retry_in = ?delay, "health endpoint still cannot accept");
                     } else {
-                        tracing::warn!(%error, retry_in = ?backoff, "health endpoint cannot accept connections; retrying");
+                        tracing::warn!(%error, retry_in = ?delay, "health endpoint cannot accept connections; retrying");
                         failing = true;
                     }
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                         () = cancel.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -111,25 +115,4 @@ async fn respond(mut stream: TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// `GET /healthz` on `addr`: the status code and body (for the `health` command).
-pub async fn query_health(addr: SocketAddr) -> Result<(u16, String), String> {
-    get(addr, "/healthz").await
-}
-
-/// GETs `path` from the endpoint at `addr`: status and body (also what the benchmark reads `/metrics` with).
-pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or("not an HTTP response")?;
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| format!("{addr} did not answer in 5 s"))?
 }

@@ -8,6 +8,16 @@ use crate::config::{Config, TokenSource};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, read_token, PlexError};
 
+/// Runs every check: exit 0 when all passed.
+pub fn main(config: &Config) -> std::process::ExitCode {
+    let Some(runtime) = super::runtime() else { return std::process::ExitCode::FAILURE };
+    if runtime.block_on(run(config)) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// Runs every check, printing a line for each; true when all passed.
 pub async fn run(config: &Config) -> bool {
     crate::tls::install_crypto_provider();

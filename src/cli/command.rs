@@ -10,6 +10,72 @@ use crate::commands::verb::Verb;
 use crate::config::Config;
 use crate::topic::{BridgeTopics, ServerName};
 
+/// `command`'s flags: what to publish.
+#[derive(clap::Args, Debug)]
+pub struct CommandArgs {
+    /// The server's topic name (as in `plex/<server>/…`).
+    #[arg(long)]
+    server: String,
+    /// library_scan, terminate_session, butler, play, pause, stop, skip_next, skip_previous or seek.
+    verb: String,
+    /// For player verbs: the player's topic level (`plex/<server>/players/<player>`).
+    #[arg(long)]
+    player: Option<String>,
+    /// library_scan: the section id or title (default: every library).
+    #[arg(long)]
+    section: Option<String>,
+    /// library_scan: one folder of that section.
+    #[arg(long)]
+    path: Option<String>,
+    /// terminate_session: the stream's session key.
+    #[arg(long)]
+    session_key: Option<String>,
+    /// terminate_session: the message the viewer sees.
+    #[arg(long)]
+    reason: Option<String>,
+    /// butler: the task, e.g. BackupDatabase.
+    #[arg(long)]
+    task: Option<String>,
+    /// seek: the position in milliseconds.
+    #[arg(long)]
+    offset_ms: Option<u64>,
+    /// How long to wait for the result.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+/// Publishes the command, prints its result: exit 0 when it ran, 1 when it was refused or failed.
+pub fn main(config: &Config, args: CommandArgs) -> std::process::ExitCode {
+    let CommandArgs { server, verb, player, section, path, session_key, reason, task, offset_ms, timeout } = args;
+    let mut named = Map::new();
+    for (key, value) in
+        [("section", section), ("path", path), ("session_key", session_key), ("reason", reason), ("task", task)]
+    {
+        if let Some(value) = value {
+            named.insert(key.into(), value.into());
+        }
+    }
+    if let Some(offset) = offset_ms {
+        named.insert("offset_ms".into(), offset.into());
+    }
+    let request = CommandRequest { server, verb, player, args: named, timeout };
+    let Some(runtime) = super::runtime() else { return std::process::ExitCode::FAILURE };
+    match runtime.block_on(run(config, &request)) {
+        Ok(result) => {
+            println!("{result}");
+            if result["ok"] == true {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What to send: the verb and its arguments as the flags gave them.
 #[derive(Debug, Clone, Default)]
 pub struct CommandRequest {

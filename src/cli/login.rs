@@ -8,17 +8,86 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::config::TokenSource;
+use crate::config::{self, TokenSource};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plextv::device_key::DeviceKey;
 use crate::plextv::resources::{servers, Resource};
 use crate::plextv::token::verify_plex_jwt;
 use crate::plextv::{PlexTv, PlexTvError};
 use crate::secret::Secret;
+
+/// `login`'s flags: where to put what it gets.
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Where to write the token (default: $STATE_DIRECTORY/plex_token under systemd).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Where to write the device key (default: the token file's path with `.key` appended).
+    #[arg(long, value_name = "PATH")]
+    device_key_file: Option<PathBuf>,
+    /// Append the [[servers]] block to this configuration file instead of printing it.
+    #[arg(long, value_name = "PATH")]
+    write_config: Option<PathBuf>,
+    /// Take this server (name or machineIdentifier) instead of the first one the account owns.
+    #[arg(long, value_name = "NAME")]
+    server: Option<String>,
+    /// A renewable Plex JWT (default). --jwt=false gets a long-lived legacy token instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    jwt: bool,
+    /// A long code in a link (app.plex.tv) instead of a 4-character code for plex.tv/link.
+    #[arg(long)]
+    strong: bool,
+    /// plex.tv's base URL.
+    #[arg(long, value_name = "URL", default_value = config::DEFAULT_PLEXTV_URL)]
+    plextv_url: String,
+}
+
+/// Runs `login` (before, and without, the configuration: it is how a first configuration is made). Exit 0 when
+/// done, 2 when the PIN expired, 1 on other failures, 78 for bad arguments.
+pub fn main(args: &LoginArgs) -> ExitCode {
+    let token_file = match args
+        .token_file
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(|dir| PathBuf::from(dir).join("plex_token")))
+    {
+        Some(path) => path,
+        None => {
+            eprintln!("plex-mqtt-bridge login: --token-file is missing; give the path the token should be written to");
+            return ExitCode::from(super::EX_CONFIG);
+        }
+    };
+    let plextv_url = match Url::parse(&args.plextv_url) {
+        Ok(url) if config::plextv_url_allowed(&url) => url,
+        _ => {
+            eprintln!("plex-mqtt-bridge login: --plextv-url must be an https:// URL (http:// only on loopback)");
+            return ExitCode::from(super::EX_CONFIG);
+        }
+    };
+    let options = LoginOptions {
+        device_key_file: args.device_key_file.clone().unwrap_or_else(|| config::default_device_key_file(&token_file)),
+        token_file,
+        plextv_url,
+        jwt: args.jwt,
+        strong: args.strong,
+        write_config: args.write_config.clone(),
+        server: args.server.clone(),
+        poll_interval: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(15),
+    };
+    let Some(runtime) = super::runtime() else { return ExitCode::FAILURE };
+    match runtime.block_on(run(&options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge login: {error}");
+            ExitCode::from(if matches!(error, LoginError::PinExpired) { 2 } else { 1 })
+        }
+    }
+}
 
 /// What `login` was asked to do.
 #[derive(Debug, Clone)]

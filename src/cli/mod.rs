@@ -1,5 +1,73 @@
-//! The operator commands beside the daemon: `check`, `login` and `command`.
+//! The process's modes: the daemon itself, and the operator commands beside it (`check`, `health`, `login`,
+//! `command`). `main` only parses the command line and dispatches here.
 
 pub mod check;
 pub mod command;
+pub mod health;
 pub mod login;
+
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
+pub const EX_CONFIG: u8 = 78;
+
+/// Runs the bridge until SIGINT or SIGTERM: 0 after a clean shutdown, 1 if it could not start.
+pub fn daemon(config: Config) -> ExitCode {
+    crate::logging::init(&config.logging);
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        match crate::app::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "bridge failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// The single-threaded runtime every mode runs on; `None` after saying why it could not be started.
+///
+/// One thread: the bridge waits on sockets almost all the time and its work per notification is a few
+/// microseconds, so a second worker only adds cross-thread wake-ups (measured: no throughput gained, see
+/// BENCHMARKS.md) and competes with the broker for the CPUs of a small NAS. DNS look-ups still run on tokio's
+/// blocking pool.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge: cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

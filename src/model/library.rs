@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use crate::lenient::{value_number as number, value_text};
 use crate::plex::fields::{text, Fields};
-use crate::plex::sessions::{number, text as value_text};
 
 const LIBRARY_IDENTIFIER: &str = "com.plexapp.plugins.library";
 /// New items remembered while they are processed; a bound so a huge import cannot grow memory without end.

@@ -10,8 +10,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+pub use crate::lenient::{raw_text as text, whole_number};
+use crate::lenient::{raw_text, MaybeBorrowed};
 
 /// The entries of one JSON object, values still raw.
 #[derive(Debug, Clone, Default)]
@@ -51,14 +54,14 @@ impl<'a> Fields<'a> {
 
     /// A string value, or the text of a number or boolean (PMS is inconsistent about which it sends).
     pub fn text(&self, key: &str) -> Option<Cow<'a, str>> {
-        text(self.raw(key)?)
+        raw_text(self.raw(key)?)
     }
 
     /// A non-negative whole number, from a number or a numeric string (fractions are truncated).
     pub fn number(&self, key: &str) -> Option<u64> {
         let raw = self.raw(key)?;
         let digits = match raw.get().as_bytes().first()? {
-            b'"' => text(raw)?,
+            b'"' => raw_text(raw)?,
             b'-' | b'0'..=b'9' => Cow::Borrowed(raw.get()),
             _ => return None,
         };
@@ -66,48 +69,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A non-negative whole number written as text (surrounding spaces allowed, fractions truncated), as PMS sends
-/// numbers inside strings; also how a JSON number's own text is read.
-pub fn whole_number(text: &str) -> Option<u64> {
-    let text = text.trim();
-    text.parse::<u64>().ok().or_else(|| text.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
-}
-
 /// Whether a raw value is an object.
 pub fn is_object(raw: &RawValue) -> bool {
     raw.get().as_bytes().first() == Some(&b'{')
-}
-
-/// A string's value (borrowed unless it has escapes), a number's text as sent, or `true`/`false`.
-pub fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let json = raw.get();
-    match json.as_bytes().first()? {
-        b'"' => serde_json::from_str::<MaybeBorrowed<'_>>(json).ok().map(|s| s.0),
-        b'-' | b'0'..=b'9' | b't' | b'f' => Some(Cow::Borrowed(json)),
-        _ => None,
-    }
-}
-
-/// A string that borrows from the input when it can (serde's own `Cow<str>` always allocates).
-pub(crate) struct MaybeBorrowed<'a>(pub(crate) Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StrVisitor;
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = MaybeBorrowed<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(MaybeBorrowed(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(StrVisitor)
-    }
 }
 
 struct EntriesVisitor;

@@ -85,7 +85,7 @@ mod single_pass {
     use serde_json::value::RawValue;
 
     use super::{string_value, CONTAINER_KEY};
-    use crate::plex::fields::MaybeBorrowed;
+    use crate::lenient::MaybeBorrowed;
 
     /// A frame of the common shape: its type and its items, borrowed from the frame.
     pub struct Standard<'a> {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::fields::Fields;
+use crate::lenient::{value_flag as flag, value_number as number, value_text as text};
 
 /// One `playing` notification item: the few fields a notification carries.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -194,39 +195,6 @@ fn poster(entry: &Value) -> Option<String> {
         _ => None,
     };
     preferred.or_else(|| text(entry.get("thumb"))).filter(|path| path.starts_with('/') && !path.starts_with("//"))
-}
-
-/// A string, or a number's text.
-pub fn text(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// A non-negative whole number, from a number or a numeric string (fractions are truncated).
-pub fn number(value: Option<&Value>) -> Option<u64> {
-    match value? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => super::fields::whole_number(s),
-        _ => None,
-    }
-}
-
-/// A boolean from `true`/`false`, `1`/`0` or their strings.
-pub fn flag(value: Option<&Value>) -> Option<bool> {
-    match value? {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_u64().map(|n| n != 0),
-        Value::String(s) => match s.as_str() {
-            "1" | "true" => Some(true),
-            "0" | "false" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 #[cfg(test)]
