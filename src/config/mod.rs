@@ -1282,23 +1282,10 @@ fn printable_mqtt_url(url: &Url) -> String {
     printable.to_string().trim_end_matches('/').to_owned()
 }
 
+/// User-info in a URL is percent-encoded (`user%40home`); the broker wants the text itself. Bytes that are not
+/// UTF-8 become U+FFFD rather than an error: the broker will refuse the login, which says more than we could.
 fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(high << 4 | low);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
 fn serialize_qos<S: serde::Serializer>(qos: &QoS, serializer: S) -> Result<S::Ok, S::Error> {
@@ -1335,6 +1322,17 @@ mod tests {
             assert_eq!((mqtt.host.as_str(), mqtt.port), (host, port), "{url}");
             assert!(!mqtt.url.contains("secret") && !mqtt.url.contains('@'), "{url} printed as {}", mqtt.url);
         }
+    }
+
+    /// Credentials in the URL reach the broker decoded; a `%` that starts no escape stays as written.
+    #[test]
+    fn url_credentials_are_percent_decoded() {
+        let url = "mqtt://us%40er:p%41ss%zz@h";
+        let mqtt = validate_mqtt(RawMqtt { url: Some(url.into()), ..RawMqtt::default() }).unwrap();
+        assert_eq!(mqtt.username.as_deref(), Some("us@er"));
+        assert_eq!(mqtt.password.as_ref().map(|p| p.expose().to_owned()).as_deref(), Some("pAss%zz"));
+        assert_eq!(percent_decode("%e2%82%ac%4"), "€%4");
+        assert_eq!(percent_decode("%FF"), "\u{fffd}");
     }
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
