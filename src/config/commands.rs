@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{positive, ConfigError};
+use super::checks::positive;
+use super::ConfigError;
 use crate::command_verb::Verb;
 
 /// The validated `[commands]` section.
