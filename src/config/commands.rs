@@ -28,7 +28,7 @@ fn verb_names<S: serde::Serializer>(allow: &BTreeSet<Verb>, s: S) -> Result<S::O
 }
 
 /// `[commands]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCommands {
     #[serde(default)]

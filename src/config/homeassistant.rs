@@ -18,7 +18,7 @@ pub struct HomeAssistantConfig {
 }
 
 /// `[homeassistant]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHomeAssistant {
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct PlayersConfig {
 }
 
 /// `[players]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPlayers {
     #[serde(default, with = "humantime_serde")]

@@ -15,7 +15,7 @@ pub struct HttpConfig {
 }
 
 /// `[http]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     #[serde(default, deserialize_with = "lenient::opt_string")]

@@ -22,7 +22,7 @@ pub enum LogFormat {
 }
 
 /// `[logging]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLogging {
     #[serde(default, deserialize_with = "lenient::opt_string")]

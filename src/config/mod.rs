@@ -7,7 +7,9 @@
 //!
 //! Each section has one file holding what the user writes (`Raw…`, all optional), the validated settings, their
 //! defaults and their checks: `mqtt`, `plex`, `servers`, `homeassistant` (with `[players]`), `http`, `logging`,
-//! `commands`. Around them: `sources` (file, environment, flags), `syntax` (TOML errors that never quote a secret), `error`,
+//! `commands`. A new key is a field in its section's raw struct and a line in its `validate`; the lists the
+//! loader needs (sections, `[[servers]]` keys, keys that are not text) are derived from the structs in `keys`.
+//! Around them: `sources` (file, environment, flags), `syntax` (TOML errors that never quote a secret), `error`,
 //! `secrets` (secret files), `checks` (checks shared by sections) and `printable` (`--print-config`).
 
 mod checks;
@@ -15,6 +17,7 @@ mod commands;
 mod error;
 mod homeassistant;
 mod http;
+mod keys;
 mod logging;
 mod mqtt;
 mod plex;
@@ -56,7 +59,7 @@ pub struct Config {
 
 /// What the user writes, every section optional. Each field is a section: its name is the TOML table and the
 /// `PLEX_MQTT_BRIDGE_<SECTION>_…` prefix.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]

@@ -49,7 +49,7 @@ pub struct MqttConfig {
 }
 
 /// `[mqtt]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMqtt {
     #[serde(default, deserialize_with = "lenient::opt_string")]

@@ -76,7 +76,7 @@ impl PlexConfig {
 }
 
 /// `[plex]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPlex {
     #[serde(default, deserialize_with = "lenient::opt_string")]

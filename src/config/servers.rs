@@ -7,6 +7,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{check_tls_files, extra_url_part};
+use super::keys::field_names;
 use super::printable::serialize_display;
 use super::secrets::{read_secret_file, resolve_credential};
 use super::ConfigError;
@@ -96,8 +97,8 @@ impl TokenSource {
 }
 
 /// A `[[servers]]` table (or `[plex]`'s shorthand) as written. It cannot deny unknown fields itself, being
-/// flattened into `[plex]`, so [`check_keys`] does that for `[[servers]]` with [`SERVER_KEYS`].
-#[derive(Debug, Default, Deserialize)]
+/// flattened into `[plex]`, so [`check_keys`] does that for `[[servers]]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub(super) struct RawServer {
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub(super) url: Option<String>,
@@ -119,19 +120,6 @@ pub(super) struct RawServer {
     webhook_compat: Option<bool>,
 }
 
-/// Keys a `[[servers]]` table accepts.
-const SERVER_KEYS: &[&str] = &[
-    "url",
-    "token",
-    "token_file",
-    "name",
-    "filters",
-    "transport",
-    "ca_file",
-    "insecure_skip_verify",
-    "webhook_compat",
-];
-
 impl RawServer {
     /// Whether `[plex]` configures a server of its own (the shorthand), rather than only settings for all.
     pub(super) fn is_set(&self) -> bool {
@@ -147,7 +135,7 @@ pub(super) fn check_keys(figment: &Figment) -> Result<(), ConfigError> {
     let Some(list) = servers.as_array() else {
         return Ok(());
     };
-    let known = SERVER_KEYS;
+    let known = field_names::<RawServer>();
     for (index, server) in list.iter().enumerate() {
         if let Some(dict) = server.as_dict() {
             if let Some(unknown) = dict.keys().find(|k| !known.contains(&k.as_str())) {
@@ -288,7 +276,7 @@ mod tests {
     use figment::Figment;
 
     use super::super::{load, Config, Sources};
-    use super::{check_keys, SERVER_KEYS};
+    use super::{check_keys, field_names, RawServer};
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
@@ -327,10 +315,11 @@ mod tests {
         assert!(wrong.is_err_and(|e| e.key.contains("WEBHOOK_COMPAT")), "a non-boolean is a config error");
     }
 
-    /// Every listed key is accepted in `[[servers]]`, and the error for another one lists them all.
+    /// Every key `RawServer` has is accepted in `[[servers]]`, and the error for another one lists them all.
     #[test]
-    fn servers_tables_accept_the_listed_keys() {
-        let known = SERVER_KEYS;
+    fn servers_tables_accept_exactly_the_raw_servers_keys() {
+        let known = field_names::<RawServer>();
+        assert!(known.starts_with(&["url", "token", "token_file"]), "{known:?}");
         let table = known.iter().map(|key| format!("{key}=\"x\"")).collect::<Vec<_>>().join(",");
         let figment = Figment::from(Toml::string(&format!("servers = [{{{table}}}]")));
         assert_eq!(check_keys(&figment), Ok(()));

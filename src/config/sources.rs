@@ -7,6 +7,7 @@ use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
+use super::keys::{sections, typed_keys};
 use super::{syntax, ConfigError};
 
 /// The prefix of every environment variable the bridge reads.
@@ -58,29 +59,10 @@ pub(super) fn layered(sources: &Sources) -> Result<Figment, ConfigError> {
 /// The environment as a figment provider. Section and key are joined by `__` or, for convenience, by a single
 /// `_` right after the section name: `PLEX_MQTT_BRIDGE_MQTT__URL` and `PLEX_MQTT_BRIDGE_MQTT_URL` both set
 /// `mqtt.url`. Values stay strings (a numeric token or password keeps its leading zeros) except for keys whose
-/// type is a number, a boolean, a list or a table.
+/// type is a number, a boolean, a list or a table ([`typed_keys`]).
 struct EnvProvider {
     vars: Vec<(String, String)>,
 }
-
-const SECTIONS: &[&str] = &["mqtt", "plex", "servers", "logging", "homeassistant", "http", "players", "commands"];
-const PARSED_KEYS: &[&str] = &[
-    "qos",
-    "queue_size",
-    "max_packet_size",
-    "max_inflight",
-    "max_message_size",
-    "scrobble_threshold",
-    "max_sessions",
-    "max_response_size",
-    "enabled",
-    "artwork",
-    "insecure_skip_verify",
-    "webhook_compat",
-    "servers",
-    "allow",
-    "rate_limit",
-];
 
 impl EnvProvider {
     fn new(env: &[(String, String)]) -> Self {
@@ -104,7 +86,7 @@ fn env_key(rest: &str) -> Option<String> {
     if lower.contains("__") {
         return Some(lower.replace("__", "."));
     }
-    for section in SECTIONS {
+    for section in sections() {
         if lower == *section {
             return Some(lower);
         }
@@ -125,7 +107,7 @@ impl Provider for EnvProvider {
         let mut dict = Dict::new();
         for (key, raw) in &self.vars {
             let last = key.rsplit('.').next().unwrap_or(key);
-            let value = if PARSED_KEYS.contains(&last) {
+            let value = if typed_keys().contains(last) {
                 raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw.clone()))
             } else {
                 Value::from(raw.clone())
@@ -150,13 +132,13 @@ fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
 }
 
 /// One command-line override: a dotted key set to text.
-struct Override {
+pub(super) struct Override {
     key: String,
     value: String,
 }
 
 impl Override {
-    fn new(key: &str, value: &str) -> Self {
+    pub(super) fn new(key: &str, value: &str) -> Self {
         Override { key: key.to_owned(), value: value.to_owned() }
     }
 }
