@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{positive, ConfigError};
+use super::checks::positive;
+use super::ConfigError;
 use crate::commands::verb::Verb;
 
 /// The validated `[commands]` section.
@@ -27,7 +28,7 @@ fn verb_names<S: serde::Serializer>(allow: &BTreeSet<Verb>, s: S) -> Result<S::O
 }
 
 /// `[commands]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCommands {
     #[serde(default)]

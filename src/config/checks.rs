@@ -1,0 +1,58 @@
+//! Checks more than one section makes: durations that must not be zero, TLS files, URLs that must carry nothing
+//! but scheme, host and port.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::ConfigError;
+use crate::tls::TlsOptions;
+
+/// `value`, or `default` when unset; zero is an error, since every such setting is a period or a timeout.
+pub(super) fn positive(value: Option<Duration>, default: Duration, key: &str) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(d) if d.is_zero() => {
+            Err(ConfigError::new(key, "is zero", format!("use a positive duration (default \"{}\")", human(default))))
+        }
+        Some(d) => Ok(d),
+    }
+}
+
+/// A duration as the config file writes it (`1m 30s`).
+pub(super) fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Every TLS file must be readable and hold what it should, so a typo is a config error, not a reconnect loop.
+pub(super) fn check_tls_files(tls: &TlsOptions, section: &str) -> Result<(), ConfigError> {
+    let fix = "point it at a readable PEM file";
+    if let Some(path) = &tls.ca_file {
+        crate::tls::read_certs(path).map_err(|e| ConfigError::new(format!("{section}.ca_file"), e.to_string(), fix))?;
+    }
+    if let Some(path) = &tls.client_cert {
+        crate::tls::read_certs(path)
+            .map_err(|e| ConfigError::new(format!("{section}.client_cert"), e.to_string(), fix))?;
+    }
+    if let Some(path) = &tls.client_key {
+        crate::tls::read_key(path)
+            .map_err(|e| ConfigError::new(format!("{section}.client_key"), e.to_string(), fix))?;
+    }
+    Ok(())
+}
+
+/// What a URL has beyond scheme, host and port (and user-info, where `credentials` allows it), named without
+/// its content: user-info, a path other than `/`, a query or a fragment.
+pub(super) fn extra_url_part(url: &Url, credentials: bool) -> Option<&'static str> {
+    if !credentials && (!url.username().is_empty() || url.password().is_some()) {
+        Some("credentials (user-info before the host)")
+    } else if url.query().is_some() {
+        Some("a query string")
+    } else if url.fragment().is_some() {
+        Some("a fragment (`#…`)")
+    } else if url.path() != "/" && !url.path().is_empty() {
+        Some("a path")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,182 @@
+//! Where settings come from, layered with figment: built-in defaults < TOML file < environment
+//! (`PLEX_MQTT_BRIDGE_…`) < command-line flags.
+
+use std::path::PathBuf;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use super::keys::{sections, typed_keys};
+use super::{syntax, ConfigError};
+
+/// The prefix of every environment variable the bridge reads.
+pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";
+
+/// Figment's name for the environment, which error messages recognise to name the variable rather than the key.
+pub(super) const ENV_METADATA_NAME: &str = "environment variable";
+
+/// Where the settings come from, besides defaults and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config PATH`.
+    pub file: Option<PathBuf>,
+    /// Command-line overrides as `(dotted key, value)` pairs, e.g. `("mqtt.url", "mqtt://…")`.
+    pub overrides: Vec<(String, String)>,
+    /// The environment, as `(name, value)` pairs; normally `std::env::vars()`.
+    pub env: Vec<(String, String)>,
+}
+
+/// All sources merged, later ones winning. The file is syntax-checked by [`syntax::check`] first, so a TOML error
+/// never quotes the file's text (which may hold a secret).
+pub(super) fn layered(sources: &Sources) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = &sources.file {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("names {}, which is not a readable file", path.display()),
+                "pass the path of an existing TOML file (see config/plex-mqtt-bridge.toml)",
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "--config",
+                format!("names {}, which cannot be read ({e})", path.display()),
+                "pass the path of a readable UTF-8 TOML file (see config/plex-mqtt-bridge.toml)",
+            )
+        })?;
+        syntax::check(path, &text)?;
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(EnvProvider::new(&sources.env));
+    for (key, value) in &sources.overrides {
+        figment = figment.merge(Override::new(key, value));
+    }
+    Ok(figment)
+}
+
+/// The environment as a figment provider. Section and key are joined by `__` or, for convenience, by a single
+/// `_` right after the section name: `PLEX_MQTT_BRIDGE_MQTT__URL` and `PLEX_MQTT_BRIDGE_MQTT_URL` both set
+/// `mqtt.url`. Values stay strings (a numeric token or password keeps its leading zeros) except for keys whose
+/// type is a number, a boolean, a list or a table ([`typed_keys`]).
+struct EnvProvider {
+    vars: Vec<(String, String)>,
+}
+
+impl EnvProvider {
+    fn new(env: &[(String, String)]) -> Self {
+        let vars = env
+            .iter()
+            .filter_map(|(name, value)| {
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                Some((env_key(rest)?, value.clone()))
+            })
+            .collect();
+        EnvProvider { vars }
+    }
+}
+
+/// `MQTT__URL` / `MQTT_URL` → `mqtt.url`; `SERVERS` → `servers`.
+fn env_key(rest: &str) -> Option<String> {
+    let lower = rest.to_ascii_lowercase();
+    if lower.is_empty() {
+        return None;
+    }
+    if lower.contains("__") {
+        return Some(lower.replace("__", "."));
+    }
+    for section in sections() {
+        if lower == *section {
+            return Some(lower);
+        }
+        if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
+            return Some(format!("{section}.{key}"));
+        }
+    }
+    Some(lower)
+}
+
+impl Provider for EnvProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_METADATA_NAME)
+            .interpolater(|_, keys| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, raw) in &self.vars {
+            let last = key.rsplit('.').next().unwrap_or(key);
+            let value = if typed_keys().contains(last) {
+                raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw.clone()))
+            } else {
+                Value::from(raw.clone())
+            };
+            if let Some(nested) = figment::util::nest(key, value).into_dict() {
+                dict = merge_dicts(dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
+    for (key, value) in from {
+        let merged = match (into.remove(&key), value) {
+            (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
+            (_, value) => value,
+        };
+        into.insert(key, merged);
+    }
+    into
+}
+
+/// One command-line override: a dotted key set to text.
+pub(super) struct Override {
+    key: String,
+    value: String,
+}
+
+impl Override {
+    pub(super) fn new(key: &str, value: &str) -> Self {
+        Override { key: key.to_owned(), value: value.to_owned() }
+    }
+}
+
+impl Provider for Override {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flag")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = figment::util::nest(&self.key, Value::from(self.value.clone())).into_dict().unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_map_to_dotted_keys() {
+        assert_eq!(env_key("MQTT__URL").as_deref(), Some("mqtt.url"));
+        assert_eq!(env_key("MQTT_URL").as_deref(), Some("mqtt.url"));
+        assert_eq!(env_key("PLEX_TOKEN_FILE").as_deref(), Some("plex.token_file"));
+        assert_eq!(env_key("HOMEASSISTANT_DISCOVERY_PREFIX").as_deref(), Some("homeassistant.discovery_prefix"));
+        assert_eq!(env_key("SERVERS").as_deref(), Some("servers"));
+        assert_eq!(env_key("SERVERS__0__URL").as_deref(), Some("servers.0.url"));
+        assert_eq!(env_key("BOGUS").as_deref(), Some("bogus"));
+        assert_eq!(env_key(""), None);
+    }
+
+    /// A typed key's value is read as TOML; any other keeps its exact text, leading zeros included.
+    #[test]
+    fn env_values_are_text_unless_the_key_is_typed() {
+        let vars = [("PLEX_MQTT_BRIDGE_MQTT_QOS", "2"), ("PLEX_MQTT_BRIDGE_PLEX_TOKEN", "0123")];
+        let env: Vec<_> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let figment = Figment::from(EnvProvider::new(&env));
+        assert_eq!(figment.find_value("mqtt.qos").ok().and_then(|v| v.to_u128()), Some(2));
+        assert_eq!(figment.find_value("plex.token").ok().and_then(|v| v.into_string()).as_deref(), Some("0123"));
+    }
+}
