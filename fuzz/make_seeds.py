@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets into corpus/<target>/ (ignored by git; re-run at will).
 
-Seeds are realistic PMS notifications (shared/plex-protocol.md) in the input layout each target expects, plus a
+Seeds are realistic PMS notifications (docs/plex-protocol.md) in the input layout each target expects, plus a
 few odd shapes the decoders must cope with. Usage: python3 make_seeds.py  (from fuzz/)
 """
 import hashlib

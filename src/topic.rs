@@ -1,4 +1,4 @@
-//! MQTT topic names: the folding rule of `shared/topics.md` and the topics of one bridge and one server.
+//! MQTT topic names: the folding rule of docs/topics.md ("Names and folding") and the topics of one bridge and one server.
 //!
 //! Everything that reaches the broker as a topic is built here, so no string taken from Plex (a notification
 //! type, an activity uuid, a friendly name) can put `/`, `+`, `#` or NUL into a topic.
@@ -189,6 +189,44 @@ impl BridgeTopics {
     pub fn server_of_info<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let name = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?.strip_suffix("/info")?;
         (!name.contains('/') && name != "bridge").then_some(name)
+    }
+}
+
+/// Home Assistant's topics: `<discovery_prefix>/…` (normally `homeassistant/…`).
+#[derive(Clone, Debug)]
+pub struct DiscoveryTopics {
+    prefix: String,
+}
+
+impl DiscoveryTopics {
+    /// `prefix` is `homeassistant.discovery_prefix`, already validated.
+    pub fn new(prefix: &str) -> Self {
+        DiscoveryTopics { prefix: prefix.to_owned() }
+    }
+
+    /// `<d>/status`: where Home Assistant announces itself (`online` after it starts).
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// `<d>/device/+/config`: every device config (for the start-up read of what is there).
+    pub fn device_config_filter(&self) -> String {
+        format!("{}/device/+/config", self.prefix)
+    }
+
+    /// `<d>/device/<device id>/config`: one device-based discovery config.
+    pub fn device_config(&self, device_id: &str) -> String {
+        format!("{}/device/{device_id}/config", self.prefix)
+    }
+
+    /// The start of the config topics of every device whose id starts with `id_start`.
+    pub fn device_config_prefix(&self, id_start: &str) -> String {
+        format!("{}/device/{id_start}", self.prefix)
+    }
+
+    /// The device id in a device config topic.
+    pub fn device_of_config<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic.strip_prefix(self.prefix.as_str())?.strip_prefix("/device/")?.strip_suffix("/config")
     }
 }
 

@@ -34,7 +34,7 @@ impl BridgeInfo {
         info
     }
 
-    /// Re-publishes the documents after every change of the registry, and the stats every [`STATS_REFRESH`] so
+    /// Re-publishes the documents after every change of the registry, and the stats every 5 s so
     /// the dropped-events count stays current, until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
         let mut changes = telemetry().health().changes();

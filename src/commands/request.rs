@@ -1,5 +1,5 @@
 //! What each verb asks of the PMS: its arguments, checked, and the fixed request they become (facts:
-//! `shared/plex-control.md`). Nothing here takes a path or query from a message: paths are fixed strings, and
+//! docs/plex-protocol.md, "Acting on a server"). Nothing here takes a path or query from a message: paths are fixed strings, and
 //! the only values put into them come from the server's own lists (section keys, session ids, player ids) or
 //! are checked numbers and names from a fixed list.
 

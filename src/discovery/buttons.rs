@@ -1,5 +1,5 @@
 //! Home Assistant `button`s for the commands a user allowed (`[commands]`): "Scan all libraries" and one
-//! "Scan <section>" per library on the server's device, and a button per argument-free player verb on each
+//! "Scan `<section>`" per library on the server's device, and a button per argument-free player verb on each
 //! player's device. Each press publishes the command (not retained) to its command topic.
 //!
 //! A button whose verb is not allowed (or commands are off) is sent as its platform alone, which is how

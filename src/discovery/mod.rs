@@ -26,7 +26,7 @@ pub use ownership::KnownServers;
 pub use player::PlayerDevice;
 pub use server::ServerDevice;
 
-use crate::topic::{fold_segment, BridgeTopics, ServerTopics};
+use crate::topic::{fold_segment, BridgeTopics, DiscoveryTopics, ServerTopics};
 
 /// The oldest Home Assistant release with everything this discovery uses (device-based discovery).
 pub const MIN_HOME_ASSISTANT: &str = "2024.11";
@@ -43,7 +43,7 @@ pub const SERVER_TRIGGERS: [&str; 2] = ["item_added", "scan_finished"];
 /// The discovery settings of this bridge.
 #[derive(Debug, Clone)]
 pub struct Discovery {
-    discovery_prefix: String,
+    topics: DiscoveryTopics,
     /// `plexmqtt_<hash of the topic prefix>`: the start of every device id of this bridge.
     node: String,
 }
@@ -52,29 +52,29 @@ impl Discovery {
     /// `discovery_prefix` is Home Assistant's (normally `homeassistant`); `topic_prefix` the bridge's.
     pub fn new(discovery_prefix: &str, topic_prefix: &str) -> Self {
         Discovery {
-            discovery_prefix: discovery_prefix.to_owned(),
+            topics: DiscoveryTopics::new(discovery_prefix),
             node: format!("plexmqtt_{:08x}", fnv32(topic_prefix)),
         }
     }
 
     /// Where Home Assistant announces itself (`online` after it starts).
     pub fn status_topic(&self) -> String {
-        format!("{}/status", self.discovery_prefix)
+        self.topics.status()
     }
 
     /// Every device config topic of Home Assistant (for the start-up read of what is there).
     pub fn config_filter(&self) -> String {
-        format!("{}/device/+/config", self.discovery_prefix)
+        self.topics.device_config_filter()
     }
 
     /// The start of every config topic this bridge owns.
     pub fn own_config_prefix(&self) -> String {
-        format!("{}/device/{}_", self.discovery_prefix, self.node)
+        self.topics.device_config_prefix(&format!("{}_", self.node))
     }
 
     /// The config topic of a device.
     pub fn config_topic(&self, device_id: &str) -> String {
-        format!("{}/device/{device_id}/config", self.discovery_prefix)
+        self.topics.device_config(device_id)
     }
 
     /// The device id of the server with this machineIdentifier.
@@ -105,10 +105,7 @@ impl Discovery {
 
     /// Whether `config_topic` is the server device `server_device_id` or one of its players.
     pub fn belongs_to_server(&self, config_topic: &str, server_device_id: &str) -> bool {
-        let device = config_topic
-            .strip_prefix(&format!("{}/device/", self.discovery_prefix))
-            .and_then(|rest| rest.strip_suffix("/config"));
-        device.is_some_and(|device| {
+        self.topics.device_of_config(config_topic).is_some_and(|device| {
             device == server_device_id
                 || device.strip_prefix(server_device_id).is_some_and(|rest| rest.starts_with("_player_"))
         })

@@ -1,7 +1,7 @@
 //! Library events from timeline and activity notifications: `item_added`, `item_deleted`, `scan_started`,
 //! `scan_finished`. Pure, like the playback tracker; the state task fetches item details when asked to.
 //!
-//! Rules (from `shared/plex-protocol.md`): only timeline entries of `com.plexapp.plugins.library` are library
+//! Rules (docs/plex-protocol.md, "Reading items leniently"): only timeline entries of `com.plexapp.plugins.library` are library
 //! items; state 0 with `metadataState` `created` and a positive `sectionID` queues a new item; state 5 without
 //! `metadataState` for such an item means it is processed (`item_added`, once); state 9 with `metadataState`
 //! `deleted` means it was removed. Scans are activities of type `library.update.section`.

@@ -1,6 +1,6 @@
 //! The router: a pure function from one [`Notification`] to the MQTT messages it causes.
 //!
-//! Kept free of I/O so the whole topic contract of `shared/topics.md` is testable without sockets; the
+//! Kept free of I/O so the whole topic contract (docs/topics.md) is testable without sockets; the
 //! supervisor hands the result to the publisher.
 
 use bytes::Bytes;

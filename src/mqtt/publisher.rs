@@ -1,4 +1,4 @@
-//! The handle the rest of the bridge publishes through. Producers put messages into the [`Outbox`] and return;
+//! The handle the rest of the bridge publishes through. Producers put messages into the [`Outbox`](super::outbox::Outbox) and return;
 //! they never wait for the broker. Retained state is a map (it cannot overflow); live events share one bounded
 //! queue, and a reader of Plex is asked to pause while it is full and the broker is connected (no loss).
 

@@ -1,6 +1,6 @@
 //! Decoding PMS notifications into one transport-neutral [`Notification`].
 //!
-//! Real payloads vary between PMS versions and transports (see `shared/plex-protocol.md`), so decoding is
+//! Real payloads vary between PMS versions and transports (docs/plex-protocol.md, "WebSocket frames" and "EventSource events"), so decoding is
 //! lenient about the envelope and strict about one thing only: every item is kept as the exact bytes PMS sent,
 //! because subscribers are promised "the JSON object exactly as PMS sent it". Items are sliced out of the frame
 //! with [`RawValue`] and never re-serialised, which also keeps the hot path cheap.

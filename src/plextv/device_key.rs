@@ -21,7 +21,7 @@ use super::PlexTvError;
 
 /// How long a client JWT is valid: plex.tv only needs it for the one exchange it is made for.
 const CLIENT_JWT_LIFETIME: Duration = Duration::from_secs(300);
-/// The scope asked for: what the Plex clients of the facts file ask for.
+/// The scope asked for: what Plex's own clients ask for (docs/plex-protocol.md, "plex.tv: getting and renewing a token").
 const SCOPE: &str = "username,email,friendly_name";
 
 /// A loaded, checked device key.
@@ -63,7 +63,7 @@ pub struct PublicJwk {
     pub kid: String,
 }
 
-/// The claims of a client JWT (see `plex-auth.md`: nonce, scope, aud, iss, iat, exp).
+/// The claims of a client JWT (docs/plex-protocol.md, "The device key": nonce, scope, aud, iss, iat, exp).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ClientClaims {
     pub nonce: String,

@@ -1,5 +1,5 @@
 //! plex.tv: getting a token (PIN login), finding the account's servers, and renewing a Plex JWT with the
-//! device key (see `shared/plex-auth.md` for the protocol facts).
+//! device key (the protocol facts are in docs/plex-protocol.md, "plex.tv: getting and renewing a token").
 //!
 //! Every request carries the bridge's `X-Plex-*` client headers with the device's client identifier and
 //! `Accept: application/json`; tokens travel only in the `X-Plex-Token` header, client JWTs only in bodies (and

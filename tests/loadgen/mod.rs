@@ -64,7 +64,7 @@ impl Kind {
         }
     }
 
-    /// The live topic the bridge publishes the items on (the type folded, see `shared/topics.md`).
+    /// The live topic the bridge publishes the items on (the type folded, see docs/topics.md).
     pub fn topic(self) -> String {
         let folded = match self {
             Kind::Playing => "playing",

@@ -1,5 +1,5 @@
 //! A fake plex.tv on a free loopback port: PINs, PIN polling, resources, device key registration, nonces, the
-//! JWT exchange and its signing keys — speaking the JSON of `shared/plex-auth.md`.
+//! JWT exchange and its signing keys — speaking the JSON docs/plex-protocol.md describes.
 //!
 //! It **verifies** what it receives, independently of the bridge's own JWT code (its own parsing, `ring` for
 //! Ed25519): every client JWT (a PIN poll's `deviceJWT`, the exchange's `jwt`) must carry an EdDSA signature by

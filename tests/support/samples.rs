@@ -1,4 +1,4 @@
-//! Realistic notifications of every type in `shared/plex-protocol.md`, and their rendering on both wire
+//! Realistic notifications of every type in docs/plex-protocol.md, and their rendering on both wire
 //! formats: a WebSocket frame (`{"NotificationContainer":{…,"<Key>":[…]}}`) and EventSource events
 //! (`event: <type>` + `data: {"<Key>":{…}}`, one event per item).
 //!
@@ -36,7 +36,7 @@ impl Sample {
     }
 }
 
-/// The topic folding rule of `shared/topics.md`, written independently of the bridge's.
+/// The topic folding rule of docs/topics.md, written independently of the bridge's.
 pub fn fold(raw: &str) -> String {
     let mut out = String::new();
     for c in raw.to_lowercase().chars() {
