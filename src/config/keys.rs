@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use figment::error::{Actual, Kind};
+use figment::providers::Serialized;
 use figment::Figment;
 use serde::de::{DeserializeOwned, Visitor};
 
-use super::sources::Override;
 use super::RawConfig;
 
 /// `T`'s field names in declaration order, as serde's derive lists them; empty for a type that is no plain
@@ -61,7 +61,7 @@ fn all_keys() -> Vec<String> {
 /// Whether `key` takes something other than text: serde refuses the text `"0"` there as the wrong type (a
 /// duration or a path takes it, or fails for another reason).
 fn refuses_text(key: &str) -> bool {
-    let probe = Figment::from(Override::new(key, "0")).extract::<RawConfig>();
+    let probe = Figment::from(Serialized::default(key, "0")).extract::<RawConfig>();
     matches!(probe, Err(error) if matches!(error.kind, Kind::InvalidType(Actual::Str(_), _)))
 }
 
