@@ -16,6 +16,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod samples;
 pub mod tls;
+pub mod wait;
 
 pub use bridge::{test_config, Bridge, TokenFile};
 pub use fake_pms::{FakePms, FakePmsConfig, RecordedRequest, WsConnectionInfo};
