@@ -46,8 +46,9 @@ fn venv() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("/var/cache/plex-mqtt-bridge/homeassistant-{VERSION}")));
     assert!(
         venv.join("bin/hass").is_file() && venv.join(".complete").is_file(),
-        "Home Assistant {VERSION} is not installed in {}: run `bash tests/homeassistant/install.sh` (about 3 min, \
-         cached afterwards), or set HA_TEST_VENV to its virtualenv (HA_TEST_SKIP=1 skips these tests)",
+        "Home Assistant {VERSION} is not installed in {}: `bash tests/run` installs it (with \
+         tests/homeassistant/install.sh: about 3 min, cached afterwards), or set HA_TEST_VENV to its virtualenv \
+         (HA_TEST_SKIP=1 skips these tests)",
         venv.display()
     );
     venv

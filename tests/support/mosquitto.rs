@@ -20,8 +20,8 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fresh ports tried by [`Mosquitto::start`] when another process grabbed the one picked.
 const PORT_ATTEMPTS: usize = 5;
 
-const NOT_FOUND: &str =
-    "mosquitto not found: install it with `apt-get install -y mosquitto` (tests need a real broker; they never skip)";
+const NOT_FOUND: &str = "mosquitto not found: `bash tests/run` installs it (or `apt-get install -y mosquitto`); \
+                         tests need a real broker, they never skip";
 
 /// A running Mosquitto broker; killed on Drop.
 pub struct Mosquitto {
@@ -284,7 +284,7 @@ pub fn find_binary(name: &str, fallback_dirs: &[&str]) -> Option<PathBuf> {
 
 fn write_password_file(path: &Path, user: &str, pass: &str) {
     let tool = find_binary("mosquitto_passwd", &["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin"]).expect(
-        "mosquitto_passwd not found: it ships with mosquitto (`apt-get install -y mosquitto`); \
+        "mosquitto_passwd not found: it ships with mosquitto (`bash tests/run` installs it); \
              Mosquitto::start_with_password needs it to hash the password",
     );
     let output = Command::new(&tool)

@@ -21,7 +21,7 @@ pub struct TestPki {
 
 fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap_or_else(|e| {
-        panic!("the `openssl` command is needed to make test certificates (apt-get install -y openssl): {e}")
+        panic!("the `openssl` command is needed to make test certificates (`bash tests/run` installs it): {e}")
     });
     assert!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
 }
