@@ -6,18 +6,23 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::bridge::test_config;
+use support::config::Commands;
 use support::fake_pms::{CannedResponse, RecordedRequest};
-use support::{publish, Bridge, FakePms, Mosquitto, Probe, TokenFile};
+use support::wait::{self, SOON};
+use support::{publish, test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Probe, TokenFile};
 
 const RESULT: &str = "plex/test/command/result";
-const WAIT: Duration = Duration::from_secs(10);
 
-/// The test config with `[commands]` appended (and a short REST timeout, for the timeout case).
-fn config(broker: &Mosquitto, pms: &FakePms, token: &TokenFile, commands: &str) -> String {
-    test_config(&broker.url(), &pms.url(), token.path()).replace("[plex]\n", "[plex]\nrequest_timeout = \"1s\"\n")
-        + "\n[commands]\n"
-        + commands
+/// The test config with `commands` (and a short REST timeout, for the timeout case).
+fn config(broker: &Mosquitto, pms: &FakePms, token: &TokenFile, commands: Commands) -> BridgeConfig {
+    test_config(&broker.url(), &pms.url(), token.path())
+        .plex(|p| p.request_timeout = Some(Duration::from_secs(1)))
+        .commands(commands)
+}
+
+/// `enabled = true` with `allow` and a rate limit of 100 (so that only the rate-limit case meets it).
+fn allowing(allow: &[&str]) -> Commands {
+    Commands { rate_limit: Some(100), ..Commands::enabled(Some(allow)) }
 }
 
 const SECTIONS: &str = r#"{"MediaContainer":{"size":2,"Directory":[{"key":"1","title":"Films","type":"movie"},{"key":"2","title":"TV Shows","type":"show"}]}}"#;
@@ -52,21 +57,18 @@ const READY_PROBE: &str = "ready_probe";
 
 /// Starts a bridge and waits until it is connected and, when commands are on, answers them (its subscription
 /// is in place: a command published before that would reach nobody).
-async fn start(broker: &Mosquitto, config: &str) -> Bridge {
+async fn start(broker: &Mosquitto, config: &BridgeConfig) -> Bridge {
     let mut state = Probe::subscribe(broker.port(), &["plex/test/state"]).await;
     let bridge = Bridge::start(config);
-    state.expect_payload("plex/test/state", "connected", WAIT).await;
-    if config.contains("enabled = true") {
+    state.expect_payload("plex/test/state", "connected", SOON).await;
+    if config.commands.as_ref().is_some_and(|c| c.enabled == Some(true)) {
         let mut results = Probe::subscribe(broker.port(), &[RESULT]).await;
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            assert!(std::time::Instant::now() < deadline, "the bridge never answered a command");
+        let answered = wait::poll(SOON, async || {
             publish(broker.port(), &format!("plex/test/command/{READY_PROBE}"), "{}", false).await;
-            let answered = results.wait_for(Duration::from_millis(300), |m| m.topic == RESULT).await;
-            if answered.is_some() {
-                break;
-            }
-        }
+            results.wait_for(Duration::from_millis(300), |m| m.topic == RESULT).await
+        })
+        .await;
+        assert!(answered.is_some(), "the bridge never answered a command");
     }
     bridge
 }
@@ -74,7 +76,7 @@ async fn start(broker: &Mosquitto, config: &str) -> Bridge {
 /// The next result on `results`, as JSON (the readiness probes' refusals skipped).
 async fn result(results: &mut Probe) -> Value {
     loop {
-        let msg = results.expect_topic(RESULT, WAIT).await;
+        let msg = results.expect_topic(RESULT, SOON).await;
         assert!(!msg.retain, "results are not retained");
         let r: Value = serde_json::from_slice(&msg.payload).expect("a result is JSON");
         if r["verb"] != READY_PROBE {
@@ -120,10 +122,17 @@ async fn every_verb_makes_its_exact_request_and_one_result() {
     let broker = Mosquitto::start();
     let pms = pms().await;
     let token = TokenFile::new(&pms.token());
-    let all = r#"enabled = true
-allow = ["library_scan", "terminate_session", "butler", "play", "pause", "stop", "skip_next", "skip_previous", "seek"]
-rate_limit = 100
-"#;
+    let all = allowing(&[
+        "library_scan",
+        "terminate_session",
+        "butler",
+        "play",
+        "pause",
+        "stop",
+        "skip_next",
+        "skip_previous",
+        "seek",
+    ]);
     let bridge = start(&broker, &config(&broker, &pms, &token, all)).await;
     let mut results = Probe::subscribe(broker.port(), &[RESULT]).await;
     let cases: [(&str, &str, &str); 12] = [
@@ -208,7 +217,7 @@ async fn pms_failures_give_one_clear_result_each() {
     let broker = Mosquitto::start();
     let pms = pms().await;
     let token = TokenFile::new(&pms.token());
-    let cfg = "enabled = true\nallow = [\"library_scan\", \"terminate_session\"]\nrate_limit = 100\n";
+    let cfg = allowing(&["library_scan", "terminate_session"]);
     let _bridge = start(&broker, &config(&broker, &pms, &token, cfg)).await;
     let mut results = Probe::subscribe(broker.port(), &[RESULT]).await;
     let scan = "/library/sections/all/refresh";
@@ -245,16 +254,16 @@ async fn the_safety_rules_hold_end_to_end() {
     let token = TokenFile::new(&pms.token());
     // A retained command left on the broker before the bridge starts.
     publish(broker.port(), "plex/test/command/library_scan", r#"{"id":"old"}"#, true).await;
-    let cfg = "enabled = true\nallow = [\"library_scan\", \"pause\"]\n";
+    let cfg = config(&broker, &pms, &token, Commands::enabled(Some(&["library_scan", "pause"])));
     let mut results = Probe::subscribe(broker.port(), &[RESULT]).await;
-    let mut bridge = start(&broker, &config(&broker, &pms, &token, cfg)).await;
+    let mut bridge = start(&broker, &cfg).await;
     let r = result(&mut results).await;
     assert_eq!(r["ok"], false, "{r}");
     assert!(r["error"].as_str().is_some_and(|e| e.contains("mosquitto_pub -r -n -t")), "{r}");
     // Also after a restart.
     bridge.sigterm();
-    assert!(bridge.wait_exit(WAIT).await.is_some_and(|s| s.success()));
-    let mut bridge = start(&broker, &config(&broker, &pms, &token, cfg)).await;
+    assert!(bridge.wait_exit(SOON).await.is_some_and(|s| s.success()));
+    let mut bridge = start(&broker, &cfg).await;
     assert_eq!(result(&mut results).await["ok"], false);
     assert_eq!(pms.count_requests("/library/sections/all/refresh"), 0, "a retained command never runs");
     publish(broker.port(), "plex/test/command/library_scan", "", true).await; // cleared, as the hint says
@@ -309,10 +318,11 @@ async fn the_command_cli_prints_the_result_and_exits_by_it() {
     let broker = Mosquitto::start();
     let pms = pms().await;
     let token = TokenFile::new(&pms.token());
-    let cfg = config(&broker, &pms, &token, "enabled = true\n");
+    let cfg = config(&broker, &pms, &token, Commands::enabled(None));
     let _bridge = start(&broker, &cfg).await;
+    let cfg = cfg.to_string();
     let args = ["command", "--server", "test", "library_scan", "--section", "Films"];
-    let out = Bridge::run_to_exit_split(&args, &[], Some(&cfg), WAIT).await;
+    let out = Bridge::run_to_exit_split(&args, &[], Some(&cfg), SOON).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let result: Value = serde_json::from_str(out.stdout.trim()).expect("the result as JSON on stdout");
     assert_eq!(result["ok"], true, "{result}");
@@ -322,13 +332,13 @@ async fn the_command_cli_prints_the_result_and_exits_by_it() {
         &["command", "--server", "test", "pause", "--player", "tv-living"],
         &[],
         Some(&cfg),
-        WAIT,
+        SOON,
     )
     .await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stdout.contains("not allowed"), "{out:?}");
     // A player verb without --player never reaches the broker.
-    let out = Bridge::run_to_exit_split(&["command", "--server", "test", "pause"], &[], Some(&cfg), WAIT).await;
+    let out = Bridge::run_to_exit_split(&["command", "--server", "test", "pause"], &[], Some(&cfg), SOON).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("--player"), "{out:?}");
 }
@@ -351,14 +361,13 @@ async fn home_assistant_buttons_follow_the_allow_list() {
     let removed = serde_json::json!({"p": "button"});
 
     let mut bridge =
-        start(&broker, &config(&broker, &pms, &token, "enabled = true\nallow = [\"library_scan\", \"pause\"]\n")).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let configs = loop {
-        let configs = device_configs(&broker).await;
-        if find(&configs, "now_playing").is_some() || std::time::Instant::now() > deadline {
-            break configs;
-        }
-    };
+        start(&broker, &config(&broker, &pms, &token, Commands::enabled(Some(&["library_scan", "pause"])))).await;
+    let mut configs = Vec::new();
+    wait::poll(SOON, async || {
+        configs = device_configs(&broker).await;
+        find(&configs, "now_playing").map(|_| ())
+    })
+    .await;
     let server = find(&configs, "library_scan").expect("the server's device");
     let cmps = &server["cmps"];
     assert_eq!(cmps["button_scan_all"]["command_topic"], "plex/test/command/library_scan", "{cmps}");
@@ -375,17 +384,16 @@ async fn home_assistant_buttons_follow_the_allow_list() {
 
     // Scans no longer allowed: the scan buttons are removed at the next start.
     bridge.sigterm();
-    assert!(bridge.wait_exit(WAIT).await.is_some());
-    let _bridge = start(&broker, &config(&broker, &pms, &token, "enabled = true\nallow = [\"pause\"]\n")).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    assert!(bridge.wait_exit(SOON).await.is_some());
+    let _bridge = start(&broker, &config(&broker, &pms, &token, Commands::enabled(Some(&["pause"])))).await;
+    let mut server = Value::Null;
+    let removed_now = wait::poll(SOON, async || {
         let configs = device_configs(&broker).await;
-        let server = find(&configs, "library_scan").expect("the server's device");
-        if server["cmps"]["button_scan_all"] == removed {
-            assert_eq!(server["cmps"]["button_scan_1"], removed, "the section buttons go too: {server}");
-            assert_eq!(server["cmps"]["button_scan_2"], removed, "{server}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the scan button was not removed: {server}");
-    }
+        server = find(&configs, "library_scan").expect("the server's device");
+        (server["cmps"]["button_scan_all"] == removed).then_some(())
+    })
+    .await;
+    assert!(removed_now.is_some(), "the scan button was not removed: {server}");
+    assert_eq!(server["cmps"]["button_scan_1"], removed, "the section buttons go too: {server}");
+    assert_eq!(server["cmps"]["button_scan_2"], removed, "{server}");
 }

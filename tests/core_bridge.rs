@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use support::fake_pms::FakePmsConfig;
 use support::fixture::Fixture;
+use support::frames::activity;
 use support::samples::{every_type, fold};
-use support::{retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+use support::wait::{self, SOON};
+use support::{retained, test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
-/// Generous bound for anything that should happen "soon" (CI machines are slow and shared).
-const SOON: Duration = Duration::from_secs(10);
-
-async fn start_with(pms: FakePmsConfig, edit: impl FnOnce(String) -> String) -> Fixture {
+async fn start_with(pms: FakePmsConfig, edit: impl FnOnce(BridgeConfig) -> BridgeConfig) -> Fixture {
     let f = Fixture::connected_with(pms, |_| {}, edit).await;
     assert!(f.pms.wait_for_ws_connection_count(1, SOON).await, "the fake PMS saw no WebSocket");
     f
@@ -88,23 +87,20 @@ async fn session_carries_token_header_client_headers_and_filters() {
     assert!(bridge_info["started_at"].as_str().is_some_and(|s| s.ends_with('Z')));
 }
 
-fn activity(event: &str, progress: u32) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"A1b2-C3","Activity":{{"uuid":"A1b2-C3","type":"library.update.section","cancellable":false,"userID":1,"title":"Scanning Movies","subtitle":"","progress":{progress},"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
-    )
-}
+/// The scan this file's activity tests follow.
+const SCAN: &str = "A1b2-C3";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
     let mut f = start().await;
     let topic = "plex/test/activities/a1b2-c3";
-    f.pms.push_text(&activity("started", 0));
-    f.pms.push_text(&activity("updated", 42));
+    f.pms.push_text(&activity(SCAN, "started", 0));
+    f.pms.push_text(&activity(SCAN, "updated", 42));
     f.probe.expect(SOON, "activity progress 42", |m| m.topic == topic && m.text().contains("\"progress\":42")).await;
     let now = retained(f.broker.port(), "plex/test/activities/+", Duration::from_millis(500)).await;
     let held = String::from_utf8(now.get(topic).cloned().unwrap_or_default()).unwrap_or_default();
     assert!(held.contains("\"event\":\"updated\"") && held.contains("\"progress\":42"), "latest progress: {held}");
-    f.pms.push_text(&activity("ended", 100));
+    f.pms.push_text(&activity(SCAN, "ended", 100));
     f.probe.expect(SOON, "activity cleared", |m| m.topic == topic && m.payload.is_empty()).await;
     let after = retained(f.broker.port(), "plex/test/activities/+", Duration::from_millis(500)).await;
     assert!(after.is_empty(), "a fresh subscriber sees no activity: {after:?}");
@@ -117,7 +113,7 @@ async fn dropped_connection_reconnects_and_later_events_arrive() {
     // notification socket is dropped.
     assert!(f.pms.wait_for_requests("/status/sessions", 1, SOON).await);
     assert!(f.pms.wait_for_requests("/activities", 1, SOON).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(f.pms.wait_for_http_idle(SOON).await, "the REST connections of the resync closed");
     assert_eq!(f.pms.drop_connections(), 1);
     f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
@@ -136,8 +132,8 @@ async fn rejected_token_shows_unauthorized_and_a_fixed_token_file_reconnects_wit
     f.pms.set_token("the-new-token");
     f.pms.drop_connections();
     f.probe.expect_payload("plex/test/state", "unauthorized", SOON).await;
-    // It keeps retrying slowly (backoff_max = 1s here) and stays up.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // It keeps retrying slowly (backoff_max = 1s here) and stays up: the rate over a 2.5 s window.
+    wait::observe(Duration::from_millis(2500)).await;
     assert!(f.bridge.is_running(), "a rejected token is not a reason to exit");
     let rejected = f.pms.requests().iter().filter(|r| r.status == 401).count();
     assert!(
@@ -155,7 +151,7 @@ async fn rejected_token_shows_unauthorized_and_a_fixed_token_file_reconnects_wit
 async fn stalled_server_is_detected_within_the_idle_timeout() {
     let mut f = start().await;
     let pings_before = f.pms.pings_received();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait::until("a ping from the bridge", SOON, || f.pms.pings_received() > pings_before).await;
     assert!(f.pms.pings_received() > pings_before, "the bridge pings the server");
     let stalled_at = Instant::now();
     f.pms.stall(true);
@@ -170,7 +166,7 @@ async fn stalled_server_is_detected_within_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_gets_all_retained_state_back() {
     let mut f = start().await;
-    f.pms.push_text(&activity("updated", 7));
+    f.pms.push_text(&activity(SCAN, "updated", 7));
     f.probe.expect(SOON, "activity", |m| m.topic == "plex/test/activities/a1b2-c3").await;
     f.broker.restart();
     assert!(f.probe.wait_for_connections(2, SOON).await, "probe reconnected to the restarted broker");
@@ -251,7 +247,7 @@ async fn singular_websocket_path_is_used_when_the_plural_one_is_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_defaults_to_the_folded_friendly_name() {
     let config = FakePmsConfig { friendly_name: "Wohnzimmer Plex (4K)".into(), ..FakePmsConfig::default() };
-    let mut f = Fixture::launch(config, |c| c.replace("name = \"test\"\n", "")).await;
+    let mut f = Fixture::launch(config, |c| c.server_name(None)).await;
     f.probe.expect_payload("plex/wohnzimmer_plex_4k/state", "connected", SOON).await;
     let sample = &every_type()[4];
     f.pms.push_text(&sample.ws_frame());
@@ -267,8 +263,11 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     let token = TokenFile::new(&pms.token());
     let mut probe = Probe::subscribe_with_credentials(broker.port(), USER, PASSWORD, &["plex/#"]).await;
     let config = test_config(&broker.url(), &pms.url(), token.path())
-        .replace("qos = 1", &format!("qos = 1\nusername = \"{USER}\"\npassword = \"{PASSWORD}\""))
-        .replace("level = \"debug\"", "level = \"trace\"");
+        .mqtt(|m| {
+            m.username = Some(USER.to_owned());
+            m.password = Some(PASSWORD.to_owned());
+        })
+        .log_level("trace");
     let mut bridge = Bridge::start(&config);
     probe.expect_payload("plex/test/state", "connected", SOON).await;
     for sample in every_type() {

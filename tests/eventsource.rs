@@ -5,26 +5,21 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::config::Plex;
 use support::fake_pms::{FakePmsConfig, SSE_PATH};
 use support::fixture::Fixture;
 use support::samples::every_type;
-use support::{retained, Msg};
+use support::wait::{self, SOON};
+use support::{retained, Msg, Transport};
 
-const SOON: Duration = Duration::from_secs(10);
-
-/// A bridge with `transport` set (None: the default, auto) against a fake PMS built from `pms`.
-async fn launch(pms: FakePmsConfig, transport: Option<&str>, extra: &str) -> Fixture {
-    Fixture::launch(pms, |mut config| {
-        if let Some(transport) = transport {
-            config = config.replace("name = \"test\"\n", &format!("name = \"test\"\ntransport = \"{transport}\"\n"));
-        }
-        config.replace("[plex]\n", &format!("[plex]\n{extra}"))
-    })
-    .await
+/// A bridge with `transport` set (None: the default, auto) and `[plex]` changed by `plex`, against a fake PMS
+/// built from `pms`.
+async fn launch(pms: FakePmsConfig, transport: Option<Transport>, plex: impl FnOnce(&mut Plex)) -> Fixture {
+    Fixture::launch(pms, |config| config.server(|s| s.transport = transport).plex(plex)).await
 }
 
-async fn connected(pms: FakePmsConfig, transport: Option<&str>) -> Fixture {
-    let mut f = launch(pms, transport, "").await;
+async fn connected(pms: FakePmsConfig, transport: Option<Transport>) -> Fixture {
+    let mut f = launch(pms, transport, |_| {}).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     f
 }
@@ -52,26 +47,33 @@ fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
 /// What one transport produced: the live items in order, and the retained activity state a fresh subscriber
 /// sees at the end. (Retained state is compared by its final value: the publisher sends only the latest value
 /// of a topic that changed twice before the broker took the first, by design.)
-async fn run_every_type(transport: &str) -> (Vec<(String, String)>, std::collections::BTreeMap<String, Vec<u8>>) {
+async fn run_every_type(transport: Transport) -> (Vec<(String, String)>, std::collections::BTreeMap<String, Vec<u8>>) {
     let mut f = connected(FakePmsConfig::default(), Some(transport)).await;
     for sample in every_type() {
         let reached = match transport {
-            "websocket" => f.pms.push_text(&sample.ws_frame()),
+            Transport::WebSocket => f.pms.push_text(&sample.ws_frame()),
             _ => f.pms.push_sse(sample.sse_events().as_bytes()),
         };
-        assert_eq!(reached, 1, "pushed over {transport}");
+        assert_eq!(reached, 1, "pushed over {transport:?}");
     }
-    // The unknown type is last: when it arrives, everything before it has too.
+    // The unknown type is last: when it arrives, everything before it has too. The activity's retained state
+    // (its topic and the summary) goes out beside the live messages; wait until both were published.
     f.probe.expect_topic("plex/test/somefutureevent", SOON).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let activity = "plex/test/activities/0f3c2a9e-5b1d-4c6e-9a7b-2d8e4f6a1b3c";
+    f.probe.expect_seen(SOON, activity, |m| m.topic == activity).await;
+    f.probe
+        .expect_seen(SOON, "the summary with the activity", |m| {
+            m.topic == "plex/test/activities" && m.json()["count"] == 1
+        })
+        .await;
     let activities = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(400)).await;
     (live_items(&f.probe.history()), activities)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_transports_produce_identical_mqtt_messages() {
-    let (ws_live, ws_state) = run_every_type("websocket").await;
-    let (sse_live, sse_state) = run_every_type("eventsource").await;
+    let (ws_live, ws_state) = run_every_type(Transport::WebSocket).await;
+    let (sse_live, sse_state) = run_every_type(Transport::EventSource).await;
     let items: usize = every_type().iter().map(|s| s.items.len()).sum();
     assert_eq!(ws_live.len(), items, "one message per item");
     // Topic by topic, byte by byte, in the same order.
@@ -82,7 +84,7 @@ async fn both_transports_produce_identical_mqtt_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_request_carries_token_headers_and_filters() {
-    let f = connected(FakePmsConfig::default(), Some("eventsource")).await;
+    let f = connected(FakePmsConfig::default(), Some(Transport::EventSource)).await;
     let request = f.pms.requests_to(SSE_PATH).pop().expect("the stream was requested");
     assert_eq!(request.header("accept"), Some("text/event-stream"));
     assert_eq!(request.header("x-plex-token"), Some(f.pms.token().as_str()));
@@ -118,10 +120,11 @@ async fn auto_prefers_websocket_and_falls_back_to_eventsource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_stream_reconnects_within_two_ping_intervals() {
-    let mut f = connected(FakePmsConfig::default(), Some("eventsource")).await;
+    let mut f = connected(FakePmsConfig::default(), Some(Transport::EventSource)).await;
     assert!(f.pms.wait_for_sse_connection_count(1, SOON).await);
-    // The fake pings every 100 ms, so a healthy stream survives the bridge's 2 × 200 ms limit.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The fake pings every 100 ms, so a healthy stream survives the bridge's 2 × 200 ms limit: no reconnect
+    // within 800 ms.
+    wait::observe_while(Duration::from_millis(800), || f.pms.sse_connections().len() == 1).await;
     assert_eq!(f.pms.sse_connections().len(), 1, "pings keep a quiet stream alive");
     let stalled_at = Instant::now();
     f.pms.stall(true);
@@ -134,7 +137,7 @@ async fn stalled_stream_reconnects_within_two_ping_intervals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_stream_reconnects_and_events_flow_again() {
-    let mut f = connected(FakePmsConfig::default(), Some("eventsource")).await;
+    let mut f = connected(FakePmsConfig::default(), Some(Transport::EventSource)).await;
     f.pms.drop_connections();
     f.probe.expect_payload("plex/test/state", "disconnected", SOON).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
@@ -146,7 +149,7 @@ async fn closed_stream_reconnects_and_events_flow_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_token_on_eventsource_is_unauthorized_until_fixed() {
-    let mut f = launch(FakePmsConfig::default(), Some("eventsource"), "").await;
+    let mut f = launch(FakePmsConfig::default(), Some(Transport::EventSource), |_| {}).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     f.pms.set_token("new-token");
     f.pms.drop_connections();
@@ -158,7 +161,8 @@ async fn rejected_token_on_eventsource_is_unauthorized_until_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_event_is_dropped_and_the_stream_goes_on() {
-    let mut f = launch(FakePmsConfig::default(), Some("eventsource"), "max_message_size = 4096\n").await;
+    let mut f =
+        launch(FakePmsConfig::default(), Some(Transport::EventSource), |p| p.max_message_size = Some(4096)).await;
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     let huge = format!("event: status\ndata: {{\"StatusNotification\":{{\"title\":\"{}\"}}}}\n\n", "x".repeat(20_000));
     // Sent in pieces, as a network would.
@@ -175,7 +179,7 @@ async fn oversized_event_is_dropped_and_the_stream_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crlf_and_cr_line_ends_and_comments_are_understood() {
-    let mut f = connected(FakePmsConfig::default(), Some("eventsource")).await;
+    let mut f = connected(FakePmsConfig::default(), Some(Transport::EventSource)).await;
     let item = r#"{"reachability":false}"#;
     let crlf =
         format!(": keep-alive comment\r\nevent: reachability\r\ndata: {{\"ReachabilityNotification\":{item}}}\r\n\r\n");

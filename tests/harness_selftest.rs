@@ -15,10 +15,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use support::fake_pms::{CannedResponse, DEFAULT_TOKEN, UNAUTHORIZED_HTML};
 use support::mqtt::{mqtt_options, unique_client_id};
-use support::{retained, FakePms, FakePmsConfig, Mosquitto, Probe};
+use support::{retained, FakePms, FakePmsConfig, Mosquitto, Probe, SOON as WAIT};
 
+/// Each test as a whole.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-const WAIT: Duration = Duration::from_secs(5);
+/// How long retained messages may take to arrive at a fresh subscriber.
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// A raw rumqttc publisher whose event loop runs in the background.
@@ -34,6 +35,7 @@ impl RawPublisher {
         let task = tokio::spawn(async move {
             loop {
                 if eventloop.poll().await.is_err() {
+                    // rumqttc reconnects on the next poll: don't spin while the broker is down.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -117,7 +119,7 @@ async fn probe_sees_messages_in_order_and_large_payloads() {
         publisher.publish("big", &big, false).await;
         let mut seen = Vec::new();
         while seen.len() < 200 {
-            let msg = probe.next(WAIT).await.expect("a message within 5 s");
+            let msg = probe.next(WAIT).await.expect("a message within WAIT");
             seen.push(msg.text());
         }
         let expected: Vec<String> = (0..200).map(|i: i32| i.to_string()).collect();
@@ -303,7 +305,7 @@ async fn ws_connect(
     let request = ws_request(pms, path_and_query, token, client_id);
     tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
         .await
-        .expect("WebSocket handshake within 5 s")
+        .expect("WebSocket handshake within WAIT")
         .map(|(ws, _response)| ws)
 }
 

@@ -7,13 +7,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::config::Server;
 use support::fake_pms::{CannedResponse, FakePmsConfig};
-use support::{publish, retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
-
-const SOON: Duration = Duration::from_secs(10);
+use support::frames::{activity, Play};
+use support::wait::{self, SOON};
+use support::{publish, retained, test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
 fn is_config(m: &Msg) -> bool {
     m.topic.starts_with("homeassistant/device/") && m.topic.ends_with("/config") && !m.payload.is_empty()
+}
+
+/// The bridge's own device.
+fn is_bridge_config(m: &Msg) -> bool {
+    is_config(m) && m.topic.ends_with("_bridge/config")
 }
 
 /// A server's device (not the bridge's, not a player's).
@@ -21,16 +27,14 @@ fn is_server_config(m: &Msg) -> bool {
     is_config(m) && !m.topic.ends_with("_bridge/config") && !m.topic.contains("_player_")
 }
 
-fn playing(state: &str, offset: u64) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"5","ratingKey":"77","key":"/library/metadata/77","viewOffset":{offset},"state":"{state}"}}]}}}}"#
-    )
+/// Session 5 (Heat, what [`sessions`] lists) in `state` at `offset`.
+fn heat(state: &str, offset: u64) -> String {
+    Play::new("5").rating_key("77").without_player().state(state).at(offset).frame()
 }
 
+/// The library scan of this file's tests.
 fn scan(event: &str) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"s1","Activity":{{"uuid":"s1","type":"library.update.section","title":"Scanning Movies","subtitle":"","progress":30,"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
-    )
+    activity("s1", event, 30)
 }
 
 fn sessions(state: Option<&str>) -> CannedResponse {
@@ -131,10 +135,9 @@ async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics
     // entity reads.
     // After the resync on connecting (which found nothing playing), a session starts.
     assert!(pms.wait_for_requests("/status/sessions", 1, SOON).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     pms.set_canned("/status/sessions", sessions(Some("playing")));
     pms.push_text(&scan("started"));
-    pms.push_text(&playing("playing", 0));
+    pms.push_text(&heat("playing", 0));
     probe
         .expect(SOON, "play event", |m| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "play")
         .await;
@@ -154,12 +157,12 @@ async fn discovery_announces_a_complete_device_whose_entities_follow_real_topics
     };
     assert_eq!(summary["sessions"][0]["user"], "alice");
     pms.set_canned("/status/sessions", sessions(Some("paused")));
-    pms.push_text(&playing("paused", 1000));
+    pms.push_text(&heat("paused", 1000));
     probe
         .expect(SOON, "pause event", |m| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "pause")
         .await;
     pms.set_canned("/status/sessions", sessions(None));
-    pms.push_text(&playing("stopped", 1000));
+    pms.push_text(&heat("stopped", 1000));
     probe
         .expect(SOON, "stop event", |m| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "stop")
         .await;
@@ -215,7 +218,8 @@ async fn home_assistant_birth_message_gets_all_configs_again_within_a_second() {
     let mut probe = Probe::subscribe(broker.port(), &["homeassistant/device/#"]).await;
     let _bridge = Bridge::start(&test_config(&broker.url(), &pms.url(), token.path()));
     let first = probe.expect(SOON, "a discovery config", is_server_config).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The start-up announcement is complete once the bridge's own device is there too.
+    probe.expect_seen(SOON, "the bridge's own discovery config", is_bridge_config).await;
     probe.drain();
     let asked = Instant::now();
     publish(broker.port(), "homeassistant/status", "online", false).await;
@@ -225,22 +229,22 @@ async fn home_assistant_birth_message_gets_all_configs_again_within_a_second() {
     assert_eq!(again.topic, first.topic);
     assert_eq!(again.payload, first.payload);
     // `offline` (Home Assistant going down) does not trigger anything (after the rest of the re-sent configs).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait::until("the bridge's own config sent again", SOON, || {
+        probe.history().iter().filter(|m| is_bridge_config(m)).count() >= 2
+    })
+    .await;
     probe.drain();
     publish(broker.port(), "homeassistant/status", "offline", false).await;
     assert!(probe.wait_for(Duration::from_millis(800), is_config).await.is_none());
 }
 
-fn two_servers(broker: &Mosquitto, a: &FakePms, b: &FakePms, token: &TokenFile) -> String {
-    let mut config = test_config(&broker.url(), &a.url(), token.path()).replace("name = \"test\"", "name = \"first\"");
-    let second = format!(
-        "\n[[servers]]\nurl = \"{}\"\ntoken_file = \"{}\"\nname = \"second\"\n",
-        b.url(),
-        token.path().display()
-    );
-    let at = config.find("[logging]").expect("logging table");
-    config.insert_str(at, &second);
-    config
+/// The test config with the server named `first`.
+fn first_only(broker: &Mosquitto, a: &FakePms, token: &TokenFile) -> BridgeConfig {
+    test_config(&broker.url(), &a.url(), token.path()).server_name(Some("first"))
+}
+
+fn two_servers(broker: &Mosquitto, a: &FakePms, b: &FakePms, token: &TokenFile) -> BridgeConfig {
+    first_only(broker, a, token).add_server(Server::new(&b.url(), token.path(), "second"))
 }
 
 /// The retained server device configs (the bridge's own device is left out).
@@ -307,7 +311,7 @@ async fn entities_of_removed_servers_and_disabled_discovery_are_deleted_on_the_n
     assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
 
     // The second server leaves the configuration.
-    let only_first = test_config(&broker.url(), &a.url(), token.path()).replace("name = \"test\"", "name = \"first\"");
+    let only_first = first_only(&broker, &a, &token);
     let mut bridge = Bridge::start(&only_first);
     let deadline = Instant::now() + SOON;
     let mut left = configs(&broker).await;
@@ -320,7 +324,7 @@ async fn entities_of_removed_servers_and_disabled_discovery_are_deleted_on_the_n
     assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
 
     // Discovery switched off: the bridge removes what it announced.
-    let disabled = format!("{only_first}\n[homeassistant]\nenabled = false\n");
+    let disabled = only_first.homeassistant(false);
     let _bridge = Bridge::start(&disabled);
     let deadline = Instant::now() + SOON;
     let mut none = all_configs(&broker).await;
@@ -361,8 +365,8 @@ async fn the_same_server_at_a_new_address_keeps_its_device_unique_ids_and_entity
     bridge.sigterm();
     assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
 
-    let by_name = by_ip.replace(&pms.url(), &format!("http://localhost:{}", pms.port()));
-    assert_ne!(by_name, by_ip);
+    let by_name = by_ip.clone().server(|s| s.url = format!("http://localhost:{}", pms.port()));
+    assert_ne!(by_name.to_string(), by_ip.to_string());
     let _bridge = Bridge::start(&by_name);
     let (moved_topic, moved) = server_config_when(&broker, "the config with the new address", |_, c| {
         c["dev"]["configuration_url"] == format!("http://localhost:{}/web", pms.port())
@@ -371,7 +375,8 @@ async fn the_same_server_at_a_new_address_keeps_its_device_unique_ids_and_entity
     assert_eq!(moved_topic, topic, "same device (config topic)");
     assert_eq!(unique_ids(&moved), unique_ids(&first), "same unique ids");
     assert_eq!(object_ids(&moved), object_ids(&first), "same entity ids");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Bounded negative check: no second device shows up for the new address.
+    wait::observe(Duration::from_millis(500)).await;
     assert_eq!(configs(&broker).await.len(), 1, "no second device for the new address");
 }
 
@@ -381,7 +386,7 @@ async fn a_server_unreachable_at_start_is_announced_disconnected_with_its_last_i
     let pms = FakePms::start(FakePmsConfig::default()).await;
     let token = TokenFile::new(&pms.token());
     // No configured name: the topic name comes from the server's friendlyName, which the next run cannot ask.
-    let config = test_config(&broker.url(), &pms.url(), token.path()).replace("name = \"test\"\n", "");
+    let config = test_config(&broker.url(), &pms.url(), token.path()).server_name(None);
     let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
     let mut bridge = Bridge::start(&config);
     probe.expect_payload("plex/fake_plex/state", "connected", SOON).await;
@@ -406,7 +411,7 @@ async fn a_server_never_seen_gets_a_provisional_device_replaced_once_it_answers(
     let port = support::mosquitto::free_port();
     let token = TokenFile::new("token-of-a-server-not-yet-running");
     let url = format!("http://127.0.0.1:{port}");
-    let config = test_config(&broker.url(), &url, token.path()).replace("name = \"test\"\n", "");
+    let config = test_config(&broker.url(), &url, token.path()).server_name(None);
     let mut probe = Probe::subscribe(broker.port(), &["plex/#", "homeassistant/#"]).await;
     let _bridge = Bridge::start(&config);
     let provisional =

@@ -6,15 +6,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::fake_pms::{CannedResponse, FakePmsConfig};
+use support::frames::{activity, Play};
 use support::home_assistant::{skipped, HomeAssistant};
+use support::wait::{self, HA_WAIT, SOON};
 use support::{test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
-
-/// Home Assistant can take a while to process discovery on a loaded 2-core machine.
-const HA_WAIT: Duration = Duration::from_secs(30);
 
 const TV: &str = "sensor.plex_test_living_room_tv_now_playing";
 const TV_TITLE: &str = "sensor.plex_test_living_room_tv_title";
@@ -56,16 +55,12 @@ fn sessions_body(list: &[Playing]) -> CannedResponse {
 }
 
 fn notification(p: &Playing) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"{}","clientIdentifier":"{}","guid":"","ratingKey":"{}","url":"","key":"/library/metadata/{}","viewOffset":60000,"state":"{}"}}]}}}}"#,
-        p.key, p.player, p.rating_key, p.rating_key, p.state
-    )
+    Play::new(p.key).player(p.player).rating_key(p.rating_key).state(p.state).at(60_000).frame()
 }
 
+/// The library scan of this test.
 fn scan(event: &str) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"scan1","Activity":{{"uuid":"scan1","type":"library.update.section","title":"Scanning Movies","subtitle":"","progress":10,"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
-    )
+    activity("scan1", event, 10)
 }
 
 const TV_ARRIVAL: Playing = Playing {
@@ -133,14 +128,6 @@ fn automations(tv_device: &str, server_device: &str) -> String {
     )
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
     if skipped("a_real_home_assistant_shows_servers_players_triggers_and_artwork") {
@@ -160,7 +147,7 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
     let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
     let config = test_config(&broker.url(), &pms.url(), token.path());
     let mut bridge = Bridge::start(&config);
-    probe.expect_payload("plex/test/state", "connected", Duration::from_secs(10)).await;
+    probe.expect_payload("plex/test/state", "connected", SOON).await;
 
     // The server device, the bridge device, then two players with one session each.
     ha.wait_state(CONNECTED, HA_WAIT, |s| state_of(s) == "on").await;
@@ -194,7 +181,7 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
         assert!(m.json()["media"]["title"].is_string(), "session document without details: {}", m.text());
     }
     // Artwork: fetched with the token, served by Home Assistant without it.
-    wait_until("the TV's artwork", HA_WAIT, async || {
+    wait::until_async("the TV's artwork", HA_WAIT, async || {
         ha.image(TV_ARTWORK).await.as_deref() == Some(&poster_arrival[..])
     })
     .await;
@@ -235,18 +222,20 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
     ha.wait_state(TV_TITLE, HA_WAIT, |s| state_of(s) == "Dune").await;
     // The event entity had an event before (the pause), so this `play` runs the README's example automation.
     ha.wait_state("counter.event_automation_runs", HA_WAIT, |s| !["0", "unknown"].contains(&state_of(s))).await;
-    wait_until("the new artwork", HA_WAIT, async || ha.image(TV_ARTWORK).await.as_deref() == Some(&poster_dune[..]))
-        .await;
+    wait::until_async("the new artwork", HA_WAIT, async || {
+        ha.image(TV_ARTWORK).await.as_deref() == Some(&poster_dune[..])
+    })
+    .await;
     assert!(!ha.states_text().await.contains(&pms.token()), "the Plex token reached Home Assistant's state");
 
     // Restart the bridge mid-session: entities go unavailable, come back as they were, nothing is duplicated.
     let ids_before = plex_entity_ids(&ha).await;
     let runs_before = ha.state("counter.event_automation_runs").await.map(|s| state_of(&s).to_owned());
     bridge.sigterm();
-    assert_eq!(bridge.wait_exit(Duration::from_secs(10)).await.and_then(|s| s.code()), Some(0));
-    ha.wait_state(TV, Duration::from_secs(10), |s| state_of(s) == "unavailable").await;
-    ha.wait_state(TV_EVENTS, Duration::from_secs(10), |s| state_of(s) == "unavailable").await;
-    ha.wait_state(CONNECTED, Duration::from_secs(10), |s| state_of(s) == "unavailable").await;
+    assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
+    ha.wait_state(TV, SOON, |s| state_of(s) == "unavailable").await;
+    ha.wait_state(TV_EVENTS, SOON, |s| state_of(s) == "unavailable").await;
+    ha.wait_state(CONNECTED, SOON, |s| state_of(s) == "unavailable").await;
     ha.wait_state("binary_sensor.plex_mqtt_bridge_broker", HA_WAIT, |s| state_of(s) == "off").await;
     let tv_topic = format!("plex/test/players/{}", TV_ARRIVAL.player);
     let seen_before_restart = probe.history_on(&tv_topic).len();
@@ -255,7 +244,8 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
     ha.wait_state(BEDROOM, HA_WAIT, |s| state_of(s) == "idle").await;
     ha.wait_state(TV_TITLE, HA_WAIT, |s| state_of(s) == "Dune").await;
     ha.wait_state(TV_EVENTS, HA_WAIT, |s| state_of(s) != "unavailable").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Bounded negative check: the TV's state does not flip in the 2 s after everything came back either.
+    wait::observe(Duration::from_secs(2)).await;
     let wrong: Vec<String> = probe.history_on(&tv_topic)[seen_before_restart..]
         .iter()
         .filter(|m| m.payload.is_empty() || m.json()["state"] != "playing")

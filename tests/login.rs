@@ -4,25 +4,21 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::fake_plextv::FakePlexTv;
 use support::mosquitto::free_port;
+use support::wait::{self, SLOW};
 use support::{Bridge, FakePms, Mosquitto, Probe};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The PIN polls plex.tv received so far.
+fn pin_polls(plextv: &FakePlexTv) -> usize {
+    plextv.requests().into_iter().filter(|r| r.path.starts_with("/api/v2/pins/")).count()
 }
 
 /// plex.tv lists the fake PMS under its machineIdentifier: first an HTTPS address that does not answer (it is
@@ -61,13 +57,13 @@ async fn login_writes_a_private_token_and_a_config_block_that_runs() {
         config_file.to_str().expect("utf-8 path"),
     ];
     let mut login = Bridge::start_with(&args, &[], None);
-    wait_until("the PIN", || plextv.pin_count() == 1).await;
-    assert!(login.wait_for_log("plex.tv/link", WAIT).await, "{}", login.logs());
+    wait::until("the PIN", SLOW, || plextv.pin_count() == 1).await;
+    assert!(login.wait_for_log("plex.tv/link", SLOW).await, "{}", login.logs());
     // The user has not approved yet: the bridge keeps polling (each poll signed, each nonce used once).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait::until("a second PIN poll", SLOW, || pin_polls(&plextv) >= 2).await;
     assert!(login.is_running(), "{}", login.logs());
     plextv.approve_pins();
-    let status = login.wait_exit(WAIT).await.expect("login exits");
+    let status = login.wait_exit(SLOW).await.expect("login exits");
     let output = login.logs();
     assert!(status.success(), "{output}");
     assert!(plextv.rejections().is_empty(), "the fake plex.tv refused: {:?}", plextv.rejections());
@@ -85,7 +81,7 @@ async fn login_writes_a_private_token_and_a_config_block_that_runs() {
     let private_key = private_key["private_key"].as_str().expect("private key").to_owned();
     assert!(!output.contains(&issued[0]) && !output.contains(&private_key), "nothing secret printed:\n{output}");
     // Every poll carried a fresh signed device JWT; the PIN carried the public key.
-    let polls = plextv.requests().into_iter().filter(|r| r.path.starts_with("/api/v2/pins/")).count();
+    let polls = pin_polls(&plextv);
     assert!(polls >= 2, "polled until approved: {polls}");
 
     let block = std::fs::read_to_string(&config_file).expect("config block");
@@ -103,7 +99,7 @@ async fn login_writes_a_private_token_and_a_config_block_that_runs() {
     );
     let mut states = Probe::subscribe(broker.port(), &["plex/test_server/state"]).await;
     let _bridge = Bridge::start(&config);
-    let connected = states.wait_for(WAIT, |m| m.payload == b"connected").await;
+    let connected = states.wait_for(SLOW, |m| m.payload == b"connected").await;
     assert!(connected.is_some(), "the written config connects");
 }
 
@@ -114,7 +110,7 @@ async fn an_expired_pin_ends_with_a_clear_message_and_exit_code_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("plex_token");
     let args = ["login", "--plextv-url", &plextv.url(), "--token-file", token_file.to_str().expect("utf-8")];
-    let (code, output) = Bridge::run_to_exit(&args, &[], None, WAIT).await;
+    let (code, output) = Bridge::run_to_exit(&args, &[], None, SLOW).await;
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("PIN expired") && output.contains("run login again"), "{output}");
     assert!(!token_file.exists(), "nothing written");
@@ -124,7 +120,7 @@ async fn an_expired_pin_ends_with_a_clear_message_and_exit_code_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_refuses_plain_http_plextv_off_loopback() {
     let args = ["login", "--plextv-url", "http://plex.example:80", "--token-file", "/tmp/never-written"];
-    let (code, output) = Bridge::run_to_exit(&args, &[], None, WAIT).await;
+    let (code, output) = Bridge::run_to_exit(&args, &[], None, SLOW).await;
     assert_eq!(code, Some(78), "{output}");
     assert!(output.contains("https://"), "{output}");
 }

@@ -10,20 +10,11 @@ use support::fake_pms::FakePmsConfig;
 use support::http::{get, metric};
 use support::mosquitto::free_port;
 use support::tls::TestPki;
-use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
-
-const SOON: Duration = Duration::from_secs(10);
+use support::wait::SOON;
+use support::{test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Probe, TokenFile};
 
 async fn wait_status(port: u16, want: u16) -> String {
-    let deadline = Instant::now() + SOON;
-    loop {
-        let (status, body) = get(port, "/healthz").await;
-        if status == want {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/healthz stayed {status}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::http::wait_status(port, "/healthz", want, SOON).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,8 +24,7 @@ async fn healthz_follows_the_plex_session_and_metrics_move() {
     let pms_port = pms.port();
     let token = TokenFile::new(&pms.token());
     let http = free_port();
-    let config =
-        format!("{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n", test_config(&broker.url(), &pms.url(), token.path()));
+    let config = test_config(&broker.url(), &pms.url(), token.path()).http(http);
     let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
     let bridge = Bridge::start(&config);
     probe.expect_payload("plex/test/state", "connected", SOON).await;
@@ -60,8 +50,9 @@ async fn healthz_follows_the_plex_session_and_metrics_move() {
     assert!(body.contains("\"state\":\"disconnected\""), "{body}");
     let (_, metrics) = get(http, "/metrics").await;
     assert!(metric(&metrics, "plex_mqtt_bridge_reconnects_total", &["leg=\"plex\""]) >= 1.0, "{metrics}");
+    // `health` reads only the endpoint's address (the server is one that does not answer).
     let health_config =
-        format!("[[servers]]\nurl = \"http://127.0.0.1:1\"\ntoken = \"x\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n");
+        BridgeConfig::defaults(&broker.url(), "http://127.0.0.1:1", token.path()).http(http).to_string();
     let (code, output) = Bridge::run_to_exit(&["health"], &[], Some(&health_config), SOON).await;
     assert_eq!(code, Some(1), "{output}");
 
@@ -79,16 +70,16 @@ async fn check_reports_each_failure_with_its_fix() {
     let broker = Mosquitto::start();
     let pms = FakePms::start_default().await;
     let good = TokenFile::new(&pms.token());
-    let (code, output) =
-        Bridge::run_to_exit(&["check"], &[], Some(&test_config(&broker.url(), &pms.url(), good.path())), SOON).await;
+    let good_config = test_config(&broker.url(), &pms.url(), good.path()).to_string();
+    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&good_config), SOON).await;
     assert_eq!(code, Some(0), "{output}");
     assert!(output.contains("ok   plex") && output.contains("token accepted"), "{output}");
     assert!(output.contains("ok   mqtt"), "{output}");
 
     let wrong = TokenFile::new("not-the-token");
     let unreachable = format!("mqtt://127.0.0.1:{}", free_port());
-    let (code, output) =
-        Bridge::run_to_exit(&["check"], &[], Some(&test_config(&unreachable, &pms.url(), wrong.path())), SOON).await;
+    let wrong_config = test_config(&unreachable, &pms.url(), wrong.path()).to_string();
+    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&wrong_config), SOON).await;
     assert_eq!(code, Some(1), "{output}");
     let plex_line = output.lines().find(|l| l.starts_with("FAIL plex")).unwrap_or_else(|| panic!("{output}"));
     assert!(plex_line.contains("token rejected") && plex_line.contains("fix:"), "{plex_line}");
@@ -106,7 +97,8 @@ async fn check_reports_each_failure_with_its_fix() {
         pki.server_key.display()
     ));
     let bad_ca = test_config(&format!("mqtts://127.0.0.1:{tls_port}"), &pms.url(), good.path())
-        .replace("qos = 1\n", &format!("qos = 1\nca_file = \"{}\"\n", other.ca_cert.display()));
+        .mqtt(|m| m.ca_file = Some(other.ca_cert.clone()))
+        .to_string();
     let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&bad_ca), SOON).await;
     assert_eq!(code, Some(1), "{output}");
     let mqtt_line = output.lines().find(|l| l.starts_with("FAIL mqtt")).unwrap_or_else(|| panic!("{output}"));
@@ -125,7 +117,8 @@ async fn systemd_gets_ready_after_the_broker_connection_then_watchdog_pings() {
     socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
     let envs = [("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")), ("WATCHDOG_USEC", "400000")];
     let mut probe = Probe::subscribe(broker.port(), &["plex/bridge/state"]).await;
-    let _bridge = Bridge::start_with(&[], &envs, Some(&test_config(&broker.url(), &pms.url(), token.path())));
+    let config = test_config(&broker.url(), &pms.url(), token.path()).to_string();
+    let _bridge = Bridge::start_with(&[], &envs, Some(&config));
     let mut messages: Vec<String> = Vec::new();
     let deadline = Instant::now() + SOON;
     let mut buf = [0u8; 1024];

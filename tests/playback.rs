@@ -6,11 +6,12 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::config::Plex;
 use support::fake_pms::{CannedResponse, FakePmsConfig};
 use support::fixture::Fixture;
+use support::frames::{activity_item, frame, playing, timeline};
+use support::wait::{self, SOON};
 use support::{publish, retained, test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
-
-const SOON: Duration = Duration::from_secs(10);
 
 /// What `/status/sessions` lists: (session key, user, player, title, state, duration, transcode?).
 fn sessions_body(sessions: &[(&str, &str, &str, &str, &str, u64, bool)]) -> String {
@@ -43,28 +44,24 @@ fn set_activities(pms: &FakePms, activities: &[Value]) {
     pms.set_canned("/activities", CannedResponse::json(body.to_string()));
 }
 
-fn playing(key: &str, state: &str, offset: u64) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"{key}","clientIdentifier":"player-{key}","guid":"","ratingKey":"9{key}","url":"","key":"/library/metadata/9{key}","viewOffset":{offset},"state":"{state}"}}]}}}}"#
-    )
-}
-
-async fn start(pms_setup: impl FnOnce(&FakePms), extra_plex: &str) -> Fixture {
+async fn start(pms_setup: impl FnOnce(&FakePms), plex: impl FnOnce(&mut Plex)) -> Fixture {
     let setup = |pms: &FakePms| {
         set_sessions(pms, &[]);
         set_activities(pms, &[]);
     };
-    let f = Fixture::connected_with(FakePmsConfig::default(), setup, |c| {
-        c.replace("[plex]\n", &format!("[plex]\n{extra_plex}"))
-    })
-    .await;
-    // The resync right after connecting finds nothing playing; what `pms_setup` serves from then on belongs to
-    // the sessions the test starts with notifications (a session already listed at connect time is one that was
-    // playing before the bridge came, which by design gets no `play`).
+    let f = Fixture::connected_with(FakePmsConfig::default(), setup, |c| c.plex(plex)).await;
+    // The resync right after connecting finds nothing playing (its answer is decided once the request is
+    // recorded); what `pms_setup` serves from then on belongs to the sessions the test starts with notifications
+    // (a session already listed at connect time is one that was playing before the bridge came, which by design
+    // gets no `play`).
     assert!(f.pms.wait_for_requests("/status/sessions", 1, SOON).await, "the resync after connecting");
-    tokio::time::sleep(Duration::from_millis(100)).await;
     pms_setup(&f.pms);
     f
+}
+
+/// Waits until the retained `topic` was cleared (an empty message on it).
+async fn expect_cleared(probe: &mut Probe, topic: &str) {
+    probe.expect_seen(SOON, &format!("{topic} cleared"), |m| m.topic == topic && m.is_empty()).await;
 }
 
 async fn next_event(probe: &mut Probe, kind: &str) -> Value {
@@ -79,9 +76,11 @@ async fn retained_json(f: &Fixture, topic: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn play_pause_resume_seek_stop_yield_exactly_those_events_with_details() {
-    let mut f =
-        start(|pms| set_sessions(pms, &[("45", "alice", "Living Room TV", "Arrival", "playing", 100_000, false)]), "")
-            .await;
+    let mut f = start(
+        |pms| set_sessions(pms, &[("45", "alice", "Living Room TV", "Arrival", "playing", 100_000, false)]),
+        |_| {},
+    )
+    .await;
     f.pms.push_text(&playing("45", "playing", 0));
     let play = next_event(&mut f.probe, "playback").await;
     assert_eq!(play["event_type"], "play");
@@ -113,7 +112,7 @@ async fn play_pause_resume_seek_stop_yield_exactly_those_events_with_details() {
     let stop = next_event(&mut f.probe, "playback").await;
     assert_eq!(stop["event_type"], "stop");
     assert_eq!(stop["session"]["media"]["title"], "Arrival");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    expect_cleared(&mut f.probe, "plex/test/sessions/45").await;
     assert_eq!(retained_json(&f, "plex/test/sessions/45").await, None, "the session topic is cleared");
     assert_eq!(retained_json(&f, "plex/test/sessions").await.expect("summary")["count"], 0);
     let kinds: Vec<String> = f
@@ -128,14 +127,18 @@ async fn play_pause_resume_seek_stop_yield_exactly_those_events_with_details() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrobble_fires_once_when_progress_crosses_the_threshold() {
-    let mut f = start(|pms| set_sessions(pms, &[("7", "bob", "Phone", "Up", "playing", 100_000, false)]), "").await;
+    let mut f = start(|pms| set_sessions(pms, &[("7", "bob", "Phone", "Up", "playing", 100_000, false)]), |_| {}).await;
     f.pms.push_text(&playing("7", "playing", 80_000));
     assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "play");
     for offset in [89_000, 90_500, 92_000, 95_000] {
         f.pms.push_text(&playing("7", "playing", offset));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait::pace(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let scrobble = |m: &Msg| m.topic == "plex/test/events/playback" && m.json()["event_type"] == "scrobble";
+    f.probe.expect_seen(SOON, "the scrobble", scrobble).await;
+    // Bounded negative check: no second scrobble follows.
+    wait::observe_while(Duration::from_millis(800), || f.probe.history().iter().filter(|m| scrobble(m)).count() == 1)
+        .await;
     let scrobbles =
         f.probe.history_on("plex/test/events/playback").iter().filter(|m| m.json()["event_type"] == "scrobble").count();
     assert_eq!(scrobbles, 1);
@@ -153,18 +156,19 @@ async fn concurrent_sessions_stay_apart_and_bursts_share_requests() {
                 ],
             )
         },
-        "",
+        |_| {},
     )
     .await;
     let before = f.pms.count_requests("/status/sessions");
     for i in 0..50u64 {
         let key = if i % 2 == 0 { "1" } else { "2" };
         f.pms.push_text(&playing(key, "playing", i * 10));
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        wait::pace(Duration::from_millis(2)).await;
     }
     next_event(&mut f.probe, "playback").await;
     next_event(&mut f.probe, "playback").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Bounded negative check: the burst causes no further look-ups afterwards.
+    wait::observe(Duration::from_millis(800)).await;
     let requests = f.pms.count_requests("/status/sessions") - before;
     assert!((1..=4).contains(&requests), "50 notifications in ~100 ms caused {requests} /status/sessions requests");
     let one = retained_json(&f, "plex/test/sessions/1").await.expect("session 1");
@@ -187,18 +191,18 @@ async fn concurrent_sessions_stay_apart_and_bursts_share_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_missed_while_disconnected_is_repaired_after_reconnect() {
     let mut f =
-        start(|pms| set_sessions(pms, &[("3", "carol", "Kitchen", "Jaws", "playing", 100_000, false)]), "").await;
+        start(|pms| set_sessions(pms, &[("3", "carol", "Kitchen", "Jaws", "playing", 100_000, false)]), |_| {}).await;
     f.pms.push_text(&playing("3", "playing", 0));
     assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "play");
     assert!(retained_json(&f, "plex/test/sessions/3").await.is_some());
     // While the bridge is cut off, the session ends.
-    tokio::time::sleep(Duration::from_millis(2_100)).await; // older than the absence grace
+    wait::let_time_pass(Duration::from_millis(2_100)).await; // older than the absence grace
     set_sessions(&f.pms, &[]);
     f.pms.drop_connections();
     f.probe.expect_payload("plex/test/state", "connected", SOON).await;
     let stop = next_event(&mut f.probe, "playback").await;
     assert_eq!(stop["event_type"], "stop");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    expect_cleared(&mut f.probe, "plex/test/sessions/3").await;
     assert_eq!(retained_json(&f, "plex/test/sessions/3").await, None);
     assert_eq!(retained_json(&f, "plex/test/sessions").await.expect("summary")["count"], 0);
 }
@@ -220,11 +224,9 @@ async fn leftovers_of_an_earlier_run_are_cleared_on_start() {
     probe.expect_payload("plex/test/state", "connected", SOON).await;
     // Both clears, in whichever order they come.
     let cleared = |probe: &Probe, topic: &str| probe.history_on(topic).iter().any(|m| m.payload.is_empty());
-    let deadline = tokio::time::Instant::now() + SOON;
-    while !(cleared(&probe, "plex/test/activities/old-scan") && cleared(&probe, "plex/test/sessions/99")) {
-        assert!(tokio::time::Instant::now() < deadline, "stale topics not cleared: {:?}", probe.history());
-        probe.next(Duration::from_millis(100)).await;
-    }
+    let both = || cleared(&probe, "plex/test/activities/old-scan") && cleared(&probe, "plex/test/sessions/99");
+    let done = wait::poll(SOON, async || both().then_some(())).await;
+    assert!(done.is_some(), "stale topics not cleared: {:?}", probe.history());
     let held = retained(broker.port(), "plex/#", Duration::from_millis(500)).await;
     assert!(!held.contains_key("plex/test/activities/old-scan"));
     assert!(!held.contains_key("plex/test/sessions/99"));
@@ -241,7 +243,7 @@ async fn failing_or_hanging_status_sessions_never_blocks_raw_events() {
             failing.status = 500;
             pms.set_canned("/status/sessions", failing);
         },
-        "request_timeout = \"1s\"\n",
+        |p| p.request_timeout = Some(Duration::from_secs(1)),
     )
     .await;
     f.pms.push_text(&playing("8", "playing", 0));
@@ -266,29 +268,20 @@ async fn failing_or_hanging_status_sessions_never_blocks_raw_events() {
         "/status/sessions",
         CannedResponse::json(sessions_body(&[("8", "dave", "Den", "Alien", "playing", 100_000, false)])),
     );
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
+    let enriched = |m: &Msg| m.topic == "plex/test/sessions/8" && !m.is_empty() && m.json()["user"]["name"] == "dave";
+    let recovered = wait::poll(SOON, async || {
         f.pms.push_text(&playing("8", "playing", 4_000));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if retained_json(&f, "plex/test/sessions/8").await.is_some_and(|d| d["user"]["name"] == "dave") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "enrichment did not recover:\n{}", f.bridge.logs());
-    }
+        f.probe.wait_for(Duration::from_millis(500), enriched).await?;
+        retained_json(&f, "plex/test/sessions/8").await.filter(|d| d["user"]["name"] == "dave")
+    })
+    .await;
+    assert!(recovered.is_some(), "enrichment did not recover:\n{}", f.bridge.logs());
     assert_eq!(f.bridge.logs().matches("cannot read /status/sessions").count(), 1, "logged once per failure burst");
 }
 
-fn timeline(state: u32, metadata_state: Option<&str>) -> String {
-    let meta = metadata_state.map(|m| format!(r#","metadataState":"{m}""#)).unwrap_or_default();
-    format!(
-        r#"{{"NotificationContainer":{{"type":"timeline","size":1,"TimelineEntry":[{{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"5","type":1,"title":"Arrival","state":{state}{meta},"updatedAt":1732518000}}]}}}}"#
-    )
-}
-
+/// The library scan of this file's tests.
 fn scan(event: &str) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"scan-1","Activity":{{"uuid":"scan-1","type":"library.update.section","cancellable":false,"userID":1,"title":"Scanning Movies","subtitle":"","progress":0,"Context":{{"librarySectionID":"1"}}}}}}]}}}}"#
-    )
+    support::frames::activity("scan-1", event, 0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +289,7 @@ async fn library_item_added_and_scan_events() {
     let metadata = json!({"MediaContainer": {"size": 1, "librarySectionID": 1, "librarySectionTitle": "Movies",
         "Metadata": [{"ratingKey": "5", "type": "movie", "title": "Arrival", "year": 2016, "librarySectionID": 1}]}});
     let mut f =
-        start(|pms| pms.set_canned("/library/metadata/5", CannedResponse::json(metadata.to_string())), "").await;
+        start(|pms| pms.set_canned("/library/metadata/5", CannedResponse::json(metadata.to_string())), |_| {}).await;
     f.pms.push_text(&scan("started"));
     let started = next_event(&mut f.probe, "library").await;
     assert_eq!(started["event_type"], "scan_started");
@@ -325,10 +318,9 @@ async fn library_item_added_and_scan_events() {
     assert_eq!(f.pms.count_requests("/library/metadata/5"), 1);
 }
 
+/// A scan reporting progress on each file.
 fn activity_progress(event: &str, progress: u64) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"activity","size":1,"ActivityNotification":[{{"event":"{event}","uuid":"scan-9","Activity":{{"uuid":"scan-9","type":"library.update.section","title":"Scanning Movies","subtitle":"file {progress}","progress":{progress}}}}}]}}}}"#
-    )
+    frame("activity", "ActivityNotification", &[&activity_item("scan-9", event, progress, &format!("file {progress}"))])
 }
 
 /// A busy server reports progress many times a second: the retained session document and activities summary
@@ -337,7 +329,7 @@ fn activity_progress(event: &str, progress: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_progress_is_republished_at_most_once_a_second_and_ends_on_the_latest() {
     let mut f =
-        start(|pms| set_sessions(pms, &[("45", "alice", "TV", "Arrival", "playing", 10_000_000, false)]), "").await;
+        start(|pms| set_sessions(pms, &[("45", "alice", "TV", "Arrival", "playing", 10_000_000, false)]), |_| {}).await;
     f.pms.push_text(&playing("45", "playing", 0));
     assert_eq!(next_event(&mut f.probe, "playback").await["event_type"], "play");
     f.pms.push_text(&activity_progress("started", 0));
@@ -350,7 +342,7 @@ async fn steady_progress_is_republished_at_most_once_a_second_and_ends_on_the_la
     for i in 1..=20u64 {
         f.pms.push_text(&playing("45", "playing", i * 20));
         f.pms.push_text(&activity_progress("updated", i));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait::pace(Duration::from_millis(20)).await;
     }
     let last_document = f
         .probe
@@ -364,7 +356,8 @@ async fn steady_progress_is_republished_at_most_once_a_second_and_ends_on_the_la
             m.topic == "plex/test/activities" && m.json()["progress"] == 20
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Bounded negative check: what the throttle still sends within 1.2 s (at most one more of each).
+    wait::observe(Duration::from_millis(1_200)).await;
     let documents = f.probe.history_on("plex/test/sessions/45").len() - documents_before;
     let summaries = f.probe.history_on("plex/test/activities").len() - summaries_before;
     assert!((1..=3).contains(&documents), "20 progress-only updates in 0.4 s gave {documents} session documents");

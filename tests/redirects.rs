@@ -7,14 +7,12 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::fake_pms::{root_json, CannedResponse, FakePmsConfig, PLURAL_WS_PATH, SINGULAR_WS_PATH, SSE_PATH};
+use support::frames::{timeline, Play};
 use support::http::wait_healthz;
 use support::mosquitto::free_port;
-use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
-
-const SOON: Duration = Duration::from_secs(10);
+use support::wait::SOON;
+use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile, Transport};
 
 /// The fake PMS, a second listener standing for the attacker's host, and a bridge at trace level with its health
 /// endpoint on.
@@ -32,7 +30,7 @@ struct Setup {
 impl Setup {
     /// `prepare` sets the redirects (it gets the fake PMS and the catcher's URL) before the bridge starts with
     /// `transport`.
-    async fn start(pms_config: FakePmsConfig, transport: &str, prepare: impl FnOnce(&FakePms, &str)) -> Setup {
+    async fn start(pms_config: FakePmsConfig, transport: Transport, prepare: impl FnOnce(&FakePms, &str)) -> Setup {
         let broker = Mosquitto::start();
         let pms = FakePms::start(pms_config).await;
         let catcher = FakePms::start_default().await;
@@ -41,12 +39,10 @@ impl Setup {
         let token_file = TokenFile::new(&token);
         let probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
         let http = free_port();
-        let config = format!(
-            "{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
-            test_config(&broker.url(), &pms.url(), token_file.path())
-                .replace("name = \"test\"\n", &format!("name = \"test\"\ntransport = \"{transport}\"\n"))
-                .replace("level = \"debug\"", "level = \"trace\"")
-        );
+        let config = test_config(&broker.url(), &pms.url(), token_file.path())
+            .transport(transport)
+            .log_level("trace")
+            .http(http);
         let bridge = Bridge::start(&config);
         Setup { _broker: broker, pms, catcher, token, _token_file: token_file, probe, http, bridge }
     }
@@ -83,7 +79,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_redirect_to_another_origin_is_refused() {
-    let mut s = Setup::start(FakePmsConfig::default(), "auto", |pms, catcher| {
+    let mut s = Setup::start(FakePmsConfig::default(), Transport::Auto, |pms, catcher| {
         pms.set_redirect("/", &format!("{catcher}/harvest"));
     })
     .await;
@@ -94,7 +90,7 @@ async fn identity_redirect_to_another_origin_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_redirect_to_another_origin_is_refused_on_both_paths() {
     // The plural path redirects: refused, and `auto` does not take a refused redirect for "no WebSocket here".
-    let mut s = Setup::start(FakePmsConfig::default(), "auto", |pms, catcher| {
+    let mut s = Setup::start(FakePmsConfig::default(), Transport::Auto, |pms, catcher| {
         pms.set_redirect(PLURAL_WS_PATH, &format!("{catcher}{PLURAL_WS_PATH}"));
     })
     .await;
@@ -103,7 +99,7 @@ async fn websocket_upgrade_redirect_to_another_origin_is_refused_on_both_paths()
 
     // The plural path answers 404 and the singular one redirects (a server that only has the documented path).
     let config = FakePmsConfig { plural_ws: false, singular_ws: true, ..FakePmsConfig::default() };
-    let mut s = Setup::start(config, "websocket", |pms, catcher| {
+    let mut s = Setup::start(config, Transport::WebSocket, |pms, catcher| {
         pms.set_redirect(SINGULAR_WS_PATH, &format!("{catcher}/"));
     })
     .await;
@@ -112,7 +108,7 @@ async fn websocket_upgrade_redirect_to_another_origin_is_refused_on_both_paths()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_redirect_to_another_origin_is_refused() {
-    let mut s = Setup::start(FakePmsConfig::default(), "eventsource", |pms, catcher| {
+    let mut s = Setup::start(FakePmsConfig::default(), Transport::EventSource, |pms, catcher| {
         pms.set_redirect(SSE_PATH, &format!("{catcher}{SSE_PATH}?filters=-log"));
     })
     .await;
@@ -121,7 +117,7 @@ async fn eventsource_redirect_to_another_origin_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_look_up_redirects_to_another_origin_are_refused_and_the_session_goes_on() {
-    let mut s = Setup::start(FakePmsConfig::default(), "websocket", |pms, catcher| {
+    let mut s = Setup::start(FakePmsConfig::default(), Transport::WebSocket, |pms, catcher| {
         for path in ["/status/sessions", "/activities", "/library/metadata/5"] {
             pms.set_redirect(path, &format!("{catcher}{path}"));
         }
@@ -129,22 +125,15 @@ async fn rest_look_up_redirects_to_another_origin_are_refused_and_the_session_go
     .await;
     s.probe.expect_payload("plex/test/state", "connected", SOON).await;
     // A play (sessions look-up) and a new library item (metadata look-up); `/activities` is read on connect.
-    s.pms.push_text(
-        r#"{"NotificationContainer":{"type":"playing","size":1,"PlaySessionStateNotification":[{"sessionKey":"7","ratingKey":"5","key":"/library/metadata/5","viewOffset":0,"state":"playing"}]}}"#,
-    );
-    for state in [r#"0,"metadataState":"created""#, "5"] {
-        s.pms.push_text(&format!(
-            r#"{{"NotificationContainer":{{"type":"timeline","size":1,"TimelineEntry":[{{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"5","type":1,"title":"Arrival","state":{state},"updatedAt":1732518000}}]}}}}"#
-        ));
-    }
+    s.pms.push_text(&Play::new("7").rating_key("5").without_player().frame());
+    s.pms.push_text(&timeline(0, Some("created")));
+    s.pms.push_text(&timeline(5, None));
     for path in ["/status/sessions", "/activities", "/library/metadata/5"] {
         assert!(s.pms.wait_for_requests(path, 1, SOON).await, "{path} was asked for");
     }
     // Without the look-ups the play still goes out (with what is known), and the item is announced.
     for topic in ["plex/test/events/playback", "plex/test/events/library"] {
-        if !s.probe.history().iter().any(|m| m.topic == topic) {
-            s.probe.expect(SOON, topic, |m| m.topic == topic).await;
-        }
+        s.probe.expect_seen(SOON, topic, |m| m.topic == topic).await;
     }
     wait_healthz(s.http, SOON, "the refused redirect of a look-up", |doc| {
         doc["servers"]["test"]["rest_problem"]["reason"] == "redirect_refused"
@@ -159,7 +148,7 @@ async fn rest_look_up_redirects_to_another_origin_are_refused_and_the_session_go
 async fn same_origin_redirects_are_followed() {
     let config = FakePmsConfig { singular_ws: true, ..FakePmsConfig::default() };
     let root = root_json(&config);
-    let mut s = Setup::start(config, "websocket", |pms, _| {
+    let mut s = Setup::start(config, Transport::WebSocket, |pms, _| {
         pms.set_canned("/moved-root", CannedResponse::json(root));
         pms.set_redirect("/", "/moved-root");
         pms.set_redirect(PLURAL_WS_PATH, &format!("{}{SINGULAR_WS_PATH}?filters=-log", pms.url()));

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loadgen::{field_u64, proc_status_kib, RetainedTruth, Subscriber};
-use support::bridge::toml_string;
 use support::fake_pms::CannedResponse;
-use support::{retained, Bridge, FakePms, Mosquitto, Probe, TokenFile};
+use support::wait;
+use support::{retained, Bridge, BridgeConfig, FakePms, Mosquitto, Probe, TokenFile};
 
 const TOTAL: u64 = 1_000_000;
 /// The fake PMS drops the bridge's WebSocket after every this many notifications (except where the broker is
@@ -49,36 +49,21 @@ const RSS_EVERY: Duration = Duration::from_millis(500);
 /// No progress at all for this long is a failure (a stuck pipeline), not a slow one.
 const STALL: Duration = Duration::from_secs(60);
 
-fn bridge_config(mqtt_url: &str, pms_url: &str, token_file: &std::path::Path) -> String {
+fn bridge_config(mqtt_url: &str, pms_url: &str, token_file: &std::path::Path) -> BridgeConfig {
     // Production defaults, except faster reconnects so the 20 PMS drops and the broker outage do not dominate
     // the run, and info logs (reconnects are logged at info/warn; the `stopped` line carries the drop count).
-    format!(
-        r#"[mqtt]
-url = {mqtt}
-client_id = "soak-bridge-{pid}"
-topic_prefix = "plex"
-qos = 1
-reconnect_max = "1s"
-
-[plex]
-backoff_min = "100ms"
-backoff_max = "1s"
-
-[[servers]]
-url = {pms}
-token_file = {token}
-name = {name}
-
-[logging]
-level = "info"
-format = "text"
-"#,
-        mqtt = toml_string(mqtt_url),
-        pid = std::process::id(),
-        pms = toml_string(pms_url),
-        token = toml_string(&token_file.to_string_lossy()),
-        name = toml_string(loadgen::SERVER),
-    )
+    BridgeConfig::defaults(mqtt_url, pms_url, token_file)
+        .mqtt(|m| {
+            m.client_id = Some(format!("soak-bridge-{}", std::process::id()));
+            m.reconnect_max = Some(Duration::from_secs(1));
+        })
+        .plex(|p| {
+            p.backoff_min = Some(Duration::from_millis(100));
+            p.backoff_max = Some(Duration::from_secs(1));
+        })
+        .server_name(Some(loadgen::SERVER))
+        .log_level("info")
+        .log_format("text")
 }
 
 /// What the producer remembers: the last payload of every activity uuid, the PMS drops and the broker outages.
@@ -168,11 +153,12 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
     let sampler = {
         let (rss, sampling) = (rss.clone(), sampling.clone());
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(RSS_EVERY);
             while sampling.load(Ordering::Relaxed) {
+                every.tick().await;
                 if let Some(kib) = proc_status_kib(pid, "VmRSS") {
                     rss.lock().expect("rss lock").push(kib);
                 }
-                tokio::time::sleep(RSS_EVERY).await;
             }
         })
     };
@@ -217,12 +203,10 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
 
     // Drain: everything not lost in the outages arrives.
     let expected = TOTAL - sent.lost();
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    while sub.counter.unique.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // A little longer, in case messages counted as lost arrive late after all.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let drained = async || (sub.counter.unique.load(Ordering::Relaxed) >= expected).then_some(());
+    wait::poll(Duration::from_secs(60), drained).await;
+    // A little longer, in case messages counted as lost arrive late after all (counted by the checks below).
+    wait::observe(Duration::from_secs(1)).await;
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     let duration = started.elapsed();
@@ -404,10 +388,10 @@ async fn broker_outage(
     let in_flight_at_kill = seq - settled_at_kill;
     let killed = Instant::now();
     tokio::task::block_in_place(|| broker.stop());
-    let interval = Duration::from_secs(1) / OUTAGE_RATE as u32;
-    let outage_start = tokio::time::Instant::now();
-    for i in 0..OUTAGE_RATE * OUTAGE.as_secs() {
-        tokio::time::sleep_until(outage_start + interval * i as u32).await;
+    // Notifications keep coming at OUTAGE_RATE per second while the broker is down.
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / OUTAGE_RATE as u32);
+    for _ in 0..OUTAGE_RATE * OUTAGE.as_secs() {
+        pace.tick().await;
         push(pms, seq, base, sent);
         seq += 1;
     }

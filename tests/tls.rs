@@ -3,12 +3,13 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
+use support::config::Mqtt;
 use support::tls::{HttpsFront, TestPki};
-use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
-
-const SOON: Duration = Duration::from_secs(10);
+use support::wait::SOON;
+use support::{test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Probe, TokenFile};
 
 /// A broker with a plain listener (for the probe), a TLS listener and a mutual-TLS listener.
 fn tls_broker(pki: &TestPki) -> (Mosquitto, u16, u16) {
@@ -26,8 +27,18 @@ fn tls_broker(pki: &TestPki) -> (Mosquitto, u16, u16) {
     (Mosquitto::start_with_extra_config(&extra), tls_port, mtls_port)
 }
 
-fn mqtts_config(url: &str, pms: &FakePms, token: &TokenFile, tls_lines: &str) -> String {
-    test_config(url, &pms.url(), token.path()).replace("qos = 1\n", &format!("qos = 1\n{tls_lines}"))
+/// The test config on the broker at `url`, with the CA `ca_file` and `tls` for the other TLS settings.
+fn mqtts_config(
+    url: &str,
+    pms: &FakePms,
+    token: &TokenFile,
+    ca_file: &Path,
+    tls: impl FnOnce(&mut Mqtt),
+) -> BridgeConfig {
+    test_config(url, &pms.url(), token.path()).mqtt(|m| {
+        m.ca_file = Some(ca_file.to_owned());
+        tls(m);
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,12 +49,7 @@ async fn mqtts_with_the_right_ca_and_with_a_client_certificate() {
     let token = TokenFile::new(&pms.token());
     let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
 
-    let config = mqtts_config(
-        &format!("mqtts://127.0.0.1:{tls_port}"),
-        &pms,
-        &token,
-        &format!("ca_file = \"{}\"\n", pki.ca_cert.display()),
-    );
+    let config = mqtts_config(&format!("mqtts://127.0.0.1:{tls_port}"), &pms, &token, &pki.ca_cert, |_| {});
     let mut bridge = Bridge::start(&config);
     probe.expect_payload("plex/bridge/state", "online", SOON).await;
     probe.expect_payload("plex/test/state", "connected", SOON).await;
@@ -51,17 +57,10 @@ async fn mqtts_with_the_right_ca_and_with_a_client_certificate() {
     assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
     probe.expect_payload("plex/bridge/state", "offline", SOON).await;
 
-    let mutual = mqtts_config(
-        &format!("mqtts://127.0.0.1:{mtls_port}"),
-        &pms,
-        &token,
-        &format!(
-            "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
-            pki.ca_cert.display(),
-            pki.client_cert.display(),
-            pki.client_key.display()
-        ),
-    );
+    let mutual = mqtts_config(&format!("mqtts://127.0.0.1:{mtls_port}"), &pms, &token, &pki.ca_cert, |m| {
+        m.client_cert = Some(pki.client_cert.clone());
+        m.client_key = Some(pki.client_key.clone());
+    });
     let _bridge = Bridge::start(&mutual);
     probe.expect_payload("plex/bridge/state", "online", SOON).await;
 }
@@ -75,12 +74,7 @@ async fn mqtts_with_a_wrong_ca_or_without_a_client_certificate_is_refused_clearl
     let token = TokenFile::new(&pms.token());
     let mut probe = Probe::subscribe(broker.port(), &["plex/bridge/state"]).await;
 
-    let wrong_ca = mqtts_config(
-        &format!("mqtts://127.0.0.1:{tls_port}"),
-        &pms,
-        &token,
-        &format!("ca_file = \"{}\"\n", other.ca_cert.display()),
-    );
+    let wrong_ca = mqtts_config(&format!("mqtts://127.0.0.1:{tls_port}"), &pms, &token, &other.ca_cert, |_| {});
     let bridge = Bridge::start(&wrong_ca);
     assert!(bridge.wait_for_log("MQTT TLS connection failed", SOON).await, "{}", bridge.logs());
     let logs = bridge.logs();
@@ -88,12 +82,7 @@ async fn mqtts_with_a_wrong_ca_or_without_a_client_certificate_is_refused_clearl
     assert!(probe.wait_for(Duration::from_millis(1500), |m| m.text() == "online").await.is_none(), "never online");
     drop(bridge);
 
-    let no_client_cert = mqtts_config(
-        &format!("mqtts://127.0.0.1:{mtls_port}"),
-        &pms,
-        &token,
-        &format!("ca_file = \"{}\"\n", pki.ca_cert.display()),
-    );
+    let no_client_cert = mqtts_config(&format!("mqtts://127.0.0.1:{mtls_port}"), &pms, &token, &pki.ca_cert, |_| {});
     let bridge = Bridge::start(&no_client_cert);
     // Mosquitto ends the handshake (TLS 1.3: right after it) without a client certificate.
     let refused = bridge.wait_for_log("MQTT TLS connection failed", SOON).await
@@ -125,8 +114,7 @@ async fn https_plex_needs_the_ca_option_or_the_explicit_opt_out() {
     drop(bridge);
 
     // With the CA: connected over https and wss.
-    let with_ca =
-        base.replace("name = \"test\"\n", &format!("name = \"test\"\nca_file = \"{}\"\n", pki.ca_cert.display()));
+    let with_ca = base.clone().server(|s| s.ca_file = Some(pki.ca_cert.clone()));
     let mut bridge = Bridge::start(&with_ca);
     probe.expect_payload("plex/test/state", "connected", SOON).await;
     let sample = &support::samples::every_type()[3];
@@ -137,7 +125,7 @@ async fn https_plex_needs_the_ca_option_or_the_explicit_opt_out() {
     probe.expect_payload("plex/test/state", "disconnected", SOON).await;
 
     // The opt-out works too, and says loudly what it gives up.
-    let insecure = base.replace("name = \"test\"\n", "name = \"test\"\ninsecure_skip_verify = true\n");
+    let insecure = base.server(|s| s.insecure_skip_verify = Some(true));
     let bridge = Bridge::start(&insecure);
     probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(bridge.logs().contains("TLS certificate checks are OFF"), "{}", bridge.logs());

@@ -4,15 +4,14 @@
 mod support;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plex_mqtt_bridge::plextv::device_key::DeviceKey;
 use support::fake_plextv::FakePlexTv;
 use support::http::{healthz, metric, wait_healthz};
 use support::mosquitto::free_port;
-use support::{test_config, Bridge, FakePms, Mosquitto, Probe};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::wait::{self, SLOW};
+use support::{test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Probe};
 
 /// A bridge whose token file holds a Plex JWT from the fake plex.tv, with the device key beside it.
 struct Setup {
@@ -47,14 +46,14 @@ impl Setup {
         Setup { broker, pms, plextv, dir, token_file, key_file, first_token, private_key, http: free_port() }
     }
 
-    fn config(&self, renew_before: &str) -> String {
+    fn config(&self, renew_before: Duration) -> BridgeConfig {
         test_config(&self.broker.url(), &self.pms.url(), &self.token_file)
-            .replace(
-                "[plex]\n",
-                &format!("[plex]\nplextv_url = \"{}\"\nrenew_before = \"{renew_before}\"\n", self.plextv.url()),
-            )
-            .replace("level = \"debug\"", "level = \"trace\"")
-            + &format!("\n[http]\nlisten = \"127.0.0.1:{}\"\n", self.http)
+            .plex(|p| {
+                p.plextv_url = Some(self.plextv.url());
+                p.renew_before = Some(renew_before);
+            })
+            .log_level("trace")
+            .http(self.http)
     }
 
     fn token_now(&self) -> String {
@@ -62,28 +61,26 @@ impl Setup {
     }
 
     async fn wait_for_token_change(&self) -> String {
-        self.wait_for_token_change_within(WAIT).await
+        self.wait_for_token_change_within(SLOW).await
     }
 
     async fn wait_for_token_change_within(&self, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let changed = wait::poll(timeout, async || {
             let now = self.token_now();
-            if now != self.first_token && !now.is_empty() {
-                return now;
-            }
-            assert!(
-                Instant::now() < deadline,
+            (now != self.first_token && !now.is_empty()).then_some(now)
+        })
+        .await;
+        changed.unwrap_or_else(|| {
+            panic!(
                 "the token file was not renewed; plex.tv: {:?}",
                 self.plextv.requests().iter().map(|r| (r.path.clone(), r.status)).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            )
+        })
     }
 
     /// Nothing secret in the logs (trace level) or in `--print-config`.
-    async fn assert_no_secrets(&self, logs: &str, config: &str) {
-        let printed = Bridge::run_to_exit_split(&["--print-config"], &[], Some(config), WAIT).await;
+    async fn assert_no_secrets(&self, logs: &str, config: &BridgeConfig) {
+        let printed = Bridge::run_to_exit_split(&["--print-config"], &[], Some(&config.to_string()), SLOW).await;
         for text in [logs, printed.stdout.as_str(), printed.stderr.as_str()] {
             for token in self.plextv.issued() {
                 assert!(!text.contains(&token), "a Plex JWT leaked:\n{text}");
@@ -99,19 +96,19 @@ async fn a_jwt_near_its_expiry_is_renewed_without_dropping_the_session() {
     let setup = Setup::new(Duration::from_secs(2 * 3600)).await;
     // The new token, too, has less than renew_before left: renewed once, not in a loop.
     setup.plextv.set_jwt_lifetime(Duration::from_secs(2 * 3600));
-    let config = setup.config("24h");
+    let config = setup.config(Duration::from_secs(24 * 3600));
     let mut states = Probe::subscribe(setup.broker.port(), &["plex/test/state"]).await;
     let bridge = Bridge::start(&config);
-    assert!(states.wait_for(WAIT, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
+    assert!(states.wait_for(SLOW, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
     let renewed = setup.wait_for_token_change().await;
     assert_eq!(Some(&renewed), setup.plextv.issued().last(), "the file holds the token plex.tv issued");
     assert!(setup.plextv.rejections().is_empty(), "{:?}", setup.plextv.rejections());
-    assert!(bridge.wait_for_log("Plex token renewed", WAIT).await, "{}", bridge.logs());
+    assert!(bridge.wait_for_log("Plex token renewed", SLOW).await, "{}", bridge.logs());
     // The new token was checked against the server before it was written.
     let checked = setup.pms.requests().iter().any(|r| r.path == "/status/sessions" && r.token() == Some(&renewed));
     assert!(checked, "the new token was tried on /status/sessions");
-    // The session went on: one WebSocket connection, no state change.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The session went on: one WebSocket connection, no state change (a bounded negative check).
+    wait::observe_while(Duration::from_millis(1500), || setup.pms.ws_connections_total() == 1).await;
     assert_eq!(setup.pms.ws_connections_total(), 1, "no reconnect: {}", bridge.logs());
     assert_eq!(setup.plextv.exchanges(), 1, "a new token inside renew_before is not renewed again at once");
     assert!(states.collect_for(Duration::from_millis(200)).await.iter().all(|m| m.payload == b"connected"));
@@ -132,9 +129,9 @@ async fn a_jwt_near_its_expiry_is_renewed_without_dropping_the_session() {
 async fn a_failed_renewal_keeps_the_old_token_and_shows_it() {
     let setup = Setup::new(Duration::from_secs(2 * 3600)).await;
     setup.plextv.fail_exchange(Some(503));
-    let config = setup.config("24h");
+    let config = setup.config(Duration::from_secs(24 * 3600));
     let mut bridge = Bridge::start(&config);
-    wait_healthz(setup.http, WAIT, "token_expiring while connected", |h| {
+    wait_healthz(setup.http, SLOW, "token_expiring while connected", |h| {
         h["servers"]["test"]["token"]["problem"]["reason"] == "token_expiring"
             && h["servers"]["test"]["state"] == "connected"
     })
@@ -143,7 +140,7 @@ async fn a_failed_renewal_keeps_the_old_token_and_shows_it() {
     assert_eq!(health["servers"]["test"]["state"], "connected", "the old token still works: {health}");
     assert!(health["servers"]["test"]["token"]["problem"]["error"].as_str().is_some_and(|e| e.contains("503")));
     assert_eq!(setup.token_now(), setup.first_token, "the old token stays in place");
-    assert!(bridge.wait_for_log("cannot renew the Plex token", WAIT).await);
+    assert!(bridge.wait_for_log("cannot renew the Plex token", SLOW).await);
     let (_, metrics) = support::http::get(setup.http, "/metrics").await;
     assert!(metric(&metrics, "plex_mqtt_bridge_token_renewals_total", &["result=\"failed\""]) >= 1.0, "{metrics}");
     assert!(bridge.is_running());
@@ -151,25 +148,26 @@ async fn a_failed_renewal_keeps_the_old_token_and_shows_it() {
     setup.plextv.fail_exchange(None);
     let renewed = setup.wait_for_token_change_within(Duration::from_secs(40)).await;
     assert_eq!(Some(&renewed), setup.plextv.issued().last());
-    wait_healthz(setup.http, WAIT, "the problem cleared", |h| h["servers"]["test"]["token"]["problem"].is_null()).await;
+    wait_healthz(setup.http, SLOW, "the problem cleared", |h| h["servers"]["test"]["token"]["problem"].is_null()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_triggers_renewal_and_reconnects_with_the_new_one() {
     // A week left: nothing is due, until the server refuses the token.
     let setup = Setup::new(Duration::from_secs(7 * 24 * 3600)).await;
-    let config = setup.config("24h");
+    let config = setup.config(Duration::from_secs(24 * 3600));
     let mut states = Probe::subscribe(setup.broker.port(), &["plex/test/state"]).await;
     let bridge = Bridge::start(&config);
-    assert!(states.wait_for(WAIT, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(states.wait_for(SLOW, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
+    // Bounded negative check: nothing is renewed while a week is left.
+    wait::observe_while(Duration::from_millis(500), || setup.token_now() == setup.first_token).await;
     assert_eq!(setup.token_now(), setup.first_token, "not renewed while a week is left");
     // The server revokes the token (e.g. the device was signed out) and drops the session.
     setup.pms.forget_extra_tokens();
     setup.pms.drop_connections();
     let renewed = setup.wait_for_token_change().await;
     assert_eq!(Some(&renewed), setup.plextv.issued().last());
-    assert!(states.wait_for(WAIT, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
+    assert!(states.wait_for(SLOW, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
     let upgraded = setup.pms.requests().iter().any(|r| r.status == 101 && r.token() == Some(&renewed));
     assert!(upgraded, "the new session uses the renewed token");
     assert!(setup.plextv.rejections().is_empty(), "{:?}", setup.plextv.rejections());
@@ -188,18 +186,18 @@ async fn a_tampered_key_file_is_a_clear_error_not_a_crash() {
         serde_json::from_str(&std::fs::read_to_string(&other_path).expect("key")).expect("JSON");
     file["private_key"] = other_json["private_key"].clone();
     std::fs::write(&setup.key_file, file.to_string()).expect("tamper");
-    let config = setup.config("24h");
+    let config = setup.config(Duration::from_secs(24 * 3600));
     let mut bridge = Bridge::start(&config);
-    wait_healthz(setup.http, WAIT, "the key problem", |h| {
+    wait_healthz(setup.http, SLOW, "the key problem", |h| {
         h["servers"]["test"]["token"]["problem"]["error"].as_str().is_some_and(|e| e.contains("device key file"))
     })
     .await;
-    assert!(bridge.wait_for_log("was changed (its key id does not match its key)", WAIT).await, "{}", bridge.logs());
+    assert!(bridge.wait_for_log("was changed (its key id does not match its key)", SLOW).await, "{}", bridge.logs());
     assert_eq!(setup.token_now(), setup.first_token);
     assert_eq!(setup.plextv.exchanges(), 0, "nothing signed with a key that is not the registered one");
     assert!(bridge.is_running());
     // `check` says the same, and the token's kind and expiry.
-    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&config), WAIT).await;
+    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&config.to_string()), SLOW).await;
     assert!(output.contains("Plex JWT, expires") && output.contains("NOT renewable"), "{code:?} {output}");
     assert!(!output.contains(&setup.first_token), "{output}");
 }
@@ -210,10 +208,10 @@ async fn a_legacy_token_works_as_before_and_check_says_so() {
     let pms = FakePms::start_default().await;
     let token = support::TokenFile::new(&pms.token());
     let config = test_config(&broker.url(), &pms.url(), token.path());
-    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&config), WAIT).await;
+    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&config.to_string()), SLOW).await;
     assert!(output.contains("legacy token"), "{code:?} {output}");
     let mut states = Probe::subscribe(broker.port(), &["plex/test/state"]).await;
     let bridge = Bridge::start(&config);
-    assert!(states.wait_for(WAIT, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
+    assert!(states.wait_for(SLOW, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
     assert!(!bridge.logs().contains("renew"), "{}", bridge.logs());
 }

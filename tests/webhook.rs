@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::fake_pms::{CannedResponse, FakePmsConfig};
 use support::fixture::Fixture;
-use support::{retained, FakePms, Msg, Probe};
+use support::frames::{timeline, Play};
+use support::wait::SOON;
+use support::{retained, BridgeConfig, FakePms, Msg, Probe};
 
-const SOON: Duration = Duration::from_secs(10);
 const WEBHOOK: &str = "plex/test/webhook";
 
 /// `/status/sessions` with one episode playing: what the webhook fields are checked against.
@@ -36,22 +37,14 @@ fn empty_sessions(pms: &FakePms) {
     pms.set_canned("/status/sessions", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
 }
 
-fn playing(state: &str, offset: u64) -> String {
-    format!(
-        r#"{{"NotificationContainer":{{"type":"playing","size":1,"PlaySessionStateNotification":[{{"sessionKey":"45","clientIdentifier":"player-45","guid":"","ratingKey":"217468","url":"","key":"/library/metadata/217468","viewOffset":{offset},"state":"{state}"}}]}}}}"#
-    )
-}
-
-fn timeline(state: u32, metadata_state: Option<&str>) -> String {
-    let meta = metadata_state.map(|m| format!(r#","metadataState":"{m}""#)).unwrap_or_default();
-    format!(
-        r#"{{"NotificationContainer":{{"type":"timeline","size":1,"TimelineEntry":[{{"identifier":"com.plexapp.plugins.library","sectionID":"1","itemID":"5","type":1,"title":"Arrival","state":{state}{meta},"updatedAt":1732518000}}]}}}}"#
-    )
+/// Session 45 (the episode [`session_body`] lists) in `state` at `offset`.
+fn pilot(state: &str, offset: u64) -> String {
+    Play::new("45").rating_key("217468").state(state).at(offset).frame()
 }
 
 /// The bridge connected with `edit` applied to the test config, nothing playing at connect time (a session
 /// listed then would be one that was playing before the bridge came, which gets no `play` by design).
-async fn start(edit: impl FnOnce(String) -> String) -> Fixture {
+async fn start(edit: impl FnOnce(BridgeConfig) -> BridgeConfig) -> Fixture {
     let f = Fixture::connected_with(
         FakePmsConfig::default(),
         |pms| {
@@ -61,9 +54,9 @@ async fn start(edit: impl FnOnce(String) -> String) -> Fixture {
         edit,
     )
     .await;
+    // The answer to that first look-up is decided once it is recorded; what is served from now on is for the
+    // test's session.
     assert!(f.pms.wait_for_requests("/status/sessions", 1, SOON).await, "the resync after connecting");
-    // The answer to that first look-up is on its way back; what is served from now on is for the test's session.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     f
 }
 
@@ -77,18 +70,18 @@ async fn play_pause_resume_seek_stop(f: &mut Fixture) {
     for (state, offset, event) in
         [("playing", 0, "play"), ("paused", 1_000, "pause"), ("playing", 1_000, "resume"), ("playing", 600_000, "seek")]
     {
-        f.pms.push_text(&playing(state, offset));
+        f.pms.push_text(&pilot(state, offset));
         let got = next_on(&mut f.probe, "plex/test/events/playback").await;
         assert_eq!(got["event_type"], event, "{got}");
     }
     empty_sessions(&f.pms);
-    f.pms.push_text(&playing("stopped", 601_000));
+    f.pms.push_text(&pilot("stopped", 601_000));
     assert_eq!(next_on(&mut f.probe, "plex/test/events/playback").await["event_type"], "stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_yields_webhook_shaped_play_pause_resume_stop_in_order() {
-    let mut f = start(|c| c.replace("[plex]\n", "[plex]\nwebhook_compat = true\n")).await;
+    let mut f = start(|c| c.plex(|p| p.webhook_compat = Some(true))).await;
     let server = f.pms.config();
     play_pause_resume_seek_stop(&mut f).await;
     // Each webhook message directly follows its event, so the stop's is at most a moment behind.
@@ -144,7 +137,7 @@ async fn nothing_is_published_on_the_webhook_topic_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_library_item_is_library_new_with_its_metadata() {
     // Per server this time: `[[servers]] webhook_compat`.
-    let mut f = start(|c| c.replace("name = \"test\"\n", "name = \"test\"\nwebhook_compat = true\n")).await;
+    let mut f = start(|c| c.server(|s| s.webhook_compat = Some(true))).await;
     let metadata = json!({"MediaContainer": {"size": 1, "librarySectionID": 1, "librarySectionTitle": "Movies",
         "Metadata": [{"ratingKey": "5", "key": "/library/metadata/5", "guid": "plex://movie/5d77", "type": "movie",
                       "title": "Arrival", "year": 2016, "thumb": "/library/metadata/5/thumb/1732518000"}]}});

@@ -8,15 +8,15 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::config::ConfigText;
+use super::wait;
 
 /// The daemon binary Cargo built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_plex-mqtt-bridge");
 /// The prefix of every variable the daemon reads.
 pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";
-/// How often exit and log waits look again.
-const POLL: Duration = Duration::from_millis(10);
 
 /// A running daemon; killed on Drop.
 pub struct Bridge {
@@ -37,9 +37,10 @@ pub struct SplitOutput {
 }
 
 impl Bridge {
-    /// Runs `plex-mqtt-bridge --config <tempdir>/config.toml` with `config_toml` in the file.
-    pub fn start(config_toml: &str) -> Bridge {
-        Self::start_with(&[], &[], Some(config_toml))
+    /// Runs `plex-mqtt-bridge --config <tempdir>/config.toml` with `config` (a [`super::BridgeConfig`] or the
+    /// text) in the file.
+    pub fn start(config: &(impl ConfigText + ?Sized)) -> Bridge {
+        Self::start_with(&[], &[], Some(&config.config_text()))
     }
 
     /// Runs the daemon with `args` (after `--config <file>` when `config` is given) and `envs` added to the
@@ -104,21 +105,15 @@ impl Bridge {
             .stderr(Stdio::from(File::create(&err_path).expect("create stderr file")))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait on plex-mqtt-bridge") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "plex-mqtt-bridge {args:?} did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                    read_lossy(&out_path),
-                    read_lossy(&err_path)
-                );
-            }
-            tokio::time::sleep(POLL).await;
+        let exited = wait::poll(timeout, async || child.try_wait().expect("try_wait on plex-mqtt-bridge")).await;
+        let Some(status) = exited else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "plex-mqtt-bridge {args:?} did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                read_lossy(&out_path),
+                read_lossy(&err_path)
+            );
         };
         SplitOutput { code: status.code(), stdout: read_lossy(&out_path), stderr: read_lossy(&err_path) }
     }
@@ -130,16 +125,7 @@ impl Bridge {
 
     /// Waits until the log contains `needle`; false on timeout.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait::poll(timeout, async || self.logs().contains(needle).then_some(())).await.is_some()
     }
 
     /// The child's process id.
@@ -181,30 +167,12 @@ impl Bridge {
     /// Waits for the daemon to exit; None if it is still running after `timeout`. Does not block the
     /// runtime.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait::poll(timeout, async || self.try_exit()).await
     }
 
     /// [`Bridge::wait_exit`] for synchronous tests (blocks the thread).
     pub fn wait_exit_blocking(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
+        wait::poll_blocking(timeout, || self.try_exit())
     }
 
     /// Whether the daemon is still running.
@@ -281,7 +249,7 @@ fn read_lossy(path: &Path) -> String {
     }
 }
 
-/// `s` as a TOML basic string, quotes included.
+/// `s` as a TOML basic string, quotes included (for configs written by hand, e.g. the benchmarks').
 pub fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -298,43 +266,6 @@ pub fn toml_string(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// The config most tests run with: fast timings, one server named `test`, debug logs. Adjust with `replace`
-/// or by appending tables.
-pub fn test_config(mqtt_url: &str, pms_url: &str, token_file: &Path) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let client_id = format!("bridge-under-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!(
-        r#"[mqtt]
-url = {mqtt_url}
-client_id = {client_id}
-topic_prefix = "plex"
-qos = 1
-
-[plex]
-ping_interval = "200ms"
-idle_timeout = "1s"
-connect_timeout = "2s"
-backoff_min = "100ms"
-backoff_max = "1s"
-stable_after = "2s"
-
-[[servers]]
-url = {pms_url}
-token_file = {token_file}
-name = "test"
-filters = ["-log"]
-
-[logging]
-level = "debug"
-format = "text"
-"#,
-        mqtt_url = toml_string(mqtt_url),
-        client_id = toml_string(&client_id),
-        pms_url = toml_string(pms_url),
-        token_file = toml_string(&token_file.to_string_lossy()),
-    )
 }
 
 /// A token file in its own tempdir (removed on Drop). [`TokenFile::set`] replaces the token atomically, for

@@ -1,9 +1,8 @@
 //! The usual test set-up in one place: a broker, a fake PMS, a token file, a probe on `plex/#` and the bridge.
 
-use std::time::Duration;
-
 use super::fake_pms::FakePmsConfig;
-use super::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
+use super::wait::SOON;
+use super::{test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Probe, TokenFile};
 
 /// Everything a bridge test runs against, stopped on drop.
 pub struct Fixture {
@@ -20,7 +19,7 @@ impl Fixture {
     pub async fn launch_with(
         pms: FakePmsConfig,
         setup: impl FnOnce(&FakePms),
-        edit: impl FnOnce(String) -> String,
+        edit: impl FnOnce(BridgeConfig) -> BridgeConfig,
     ) -> Fixture {
         let broker = Mosquitto::start();
         let pms = FakePms::start(pms).await;
@@ -32,7 +31,7 @@ impl Fixture {
     }
 
     /// [`Fixture::launch_with`] without PMS set-up.
-    pub async fn launch(pms: FakePmsConfig, edit: impl FnOnce(String) -> String) -> Fixture {
+    pub async fn launch(pms: FakePmsConfig, edit: impl FnOnce(BridgeConfig) -> BridgeConfig) -> Fixture {
         Self::launch_with(pms, |_| {}, edit).await
     }
 
@@ -40,10 +39,10 @@ impl Fixture {
     pub async fn connected_with(
         pms: FakePmsConfig,
         setup: impl FnOnce(&FakePms),
-        edit: impl FnOnce(String) -> String,
+        edit: impl FnOnce(BridgeConfig) -> BridgeConfig,
     ) -> Fixture {
         let mut fixture = Self::launch_with(pms, setup, edit).await;
-        fixture.probe.expect_payload("plex/test/state", "connected", Duration::from_secs(10)).await;
+        fixture.probe.expect_payload("plex/test/state", "connected", SOON).await;
         fixture
     }
 }

@@ -9,14 +9,18 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use super::wait;
 
 /// The Home Assistant version the tests are written against (the newest that installs on Python 3.13.0).
 pub const VERSION: &str = "2025.4.4";
 /// How long Home Assistant may take to start (about 6 s on an idle 2-core machine).
 const START_LIMIT: Duration = Duration::from_secs(90);
+/// How long it may take to stop after SIGTERM before it is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A running Home Assistant; stopped on Drop.
 pub struct HomeAssistant {
@@ -42,8 +46,9 @@ fn venv() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("/var/cache/plex-mqtt-bridge/homeassistant-{VERSION}")));
     assert!(
         venv.join("bin/hass").is_file() && venv.join(".complete").is_file(),
-        "Home Assistant {VERSION} is not installed in {}: run `bash tests/homeassistant/install.sh` (about 3 min, \
-         cached afterwards), or set HA_TEST_VENV to its virtualenv (HA_TEST_SKIP=1 skips these tests)",
+        "Home Assistant {VERSION} is not installed in {}: `bash tests/run` installs it (with \
+         tests/homeassistant/install.sh: about 3 min, cached afterwards), or set HA_TEST_VENV to its virtualenv \
+         (HA_TEST_SKIP=1 skips these tests)",
         venv.display()
     );
     venv
@@ -80,17 +85,14 @@ impl HomeAssistant {
         plex_mqtt_bridge::tls::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
         let mut ha = HomeAssistant { child, dir, port, token, http };
-        let started = Instant::now();
-        loop {
+        let answered = wait::poll(START_LIMIT, async || {
             if let Ok(Some(status)) = ha.child.try_wait() {
                 panic!("Home Assistant exited ({status}):\n{}", ha.console());
             }
-            if ha.get("/api/").await.is_some() {
-                break;
-            }
-            assert!(started.elapsed() < START_LIMIT, "Home Assistant did not start:\n{}", ha.console());
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            ha.get("/api/").await
+        })
+        .await;
+        assert!(answered.is_some(), "Home Assistant did not start:\n{}", ha.console());
         ha
     }
 
@@ -169,19 +171,18 @@ impl HomeAssistant {
     /// Waits until `entity_id` exists and its state object satisfies `pred`; panics after `timeout` with what
     /// was there.
     pub async fn wait_state(&self, entity_id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.state(entity_id).await;
-            if let Some(state) = state.as_ref().filter(|s| pred(s)) {
-                return state.clone();
-            }
-            if Instant::now() >= deadline {
-                let ids: Vec<String> =
-                    self.states().await.iter().filter_map(|s| s["entity_id"].as_str().map(str::to_owned)).collect();
-                panic!("{entity_id} never matched; last: {state:?}\nentities: {ids:?}\nlog:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut last = None;
+        let matched = wait::poll(timeout, async || {
+            last = self.state(entity_id).await;
+            last.clone().filter(|s| pred(s))
+        })
+        .await;
+        if let Some(state) = matched {
+            return state;
         }
+        let ids: Vec<String> =
+            self.states().await.iter().filter_map(|s| s["entity_id"].as_str().map(str::to_owned)).collect();
+        panic!("{entity_id} never matched; last: {last:?}\nentities: {ids:?}\nlog:\n{}", self.log());
     }
 
     /// `home-assistant.log` so far.
@@ -210,12 +211,8 @@ impl Drop for HomeAssistant {
             eprintln!("----- home-assistant.log -----\n{}\n----- end -----", self.log());
         }
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if wait::poll_blocking(STOP_LIMIT, || self.child.try_wait().ok().flatten()).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::wait;
+
 /// How long a fresh broker may take to accept MQTT connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Mosquitto::restart`] keeps retrying to bind the old port.
@@ -18,8 +20,8 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fresh ports tried by [`Mosquitto::start`] when another process grabbed the one picked.
 const PORT_ATTEMPTS: usize = 5;
 
-const NOT_FOUND: &str =
-    "mosquitto not found: install it with `apt-get install -y mosquitto` (tests need a real broker; they never skip)";
+const NOT_FOUND: &str = "mosquitto not found: `bash tests/run` installs it (or `apt-get install -y mosquitto`); \
+                         tests need a real broker, they never skip";
 
 /// A running Mosquitto broker; killed on Drop.
 pub struct Mosquitto {
@@ -114,25 +116,28 @@ impl Mosquitto {
     /// sessions are gone: persistence is off). Retries the bind for up to 5 s.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + REBIND_TIMEOUT;
-        loop {
-            match self.spawn_and_wait(Instant::now() + START_TIMEOUT) {
-                Ok(()) => return,
-                Err(SpawnError::Exited(_)) if Instant::now() < deadline => {
-                    // The port is still held (e.g. by a socket in a closing state): back off and retry.
-                    std::thread::sleep(Duration::from_millis(100));
+        // The port may still be held (e.g. by a socket in a closing state): try again until it is free.
+        let mut exited = String::new();
+        let outcome =
+            wait::poll_blocking(REBIND_TIMEOUT, || match self.spawn_and_wait(Instant::now() + START_TIMEOUT) {
+                Err(SpawnError::Exited(status)) => {
+                    exited = status;
+                    None
                 }
-                Err(SpawnError::Exited(status)) => panic!(
-                    "mosquitto could not restart on port {} within {REBIND_TIMEOUT:?} ({status}); log:\n{}",
-                    self.port,
-                    self.log()
-                ),
-                Err(SpawnError::NotReady) => panic!(
-                    "restarted mosquitto did not accept MQTT connections on 127.0.0.1:{} within {START_TIMEOUT:?}; log:\n{}",
-                    self.port,
-                    self.log()
-                ),
-            }
+                other => Some(other),
+            });
+        match outcome {
+            Some(Ok(())) => {}
+            None => panic!(
+                "mosquitto could not restart on port {} within {REBIND_TIMEOUT:?} ({exited}); log:\n{}",
+                self.port,
+                self.log()
+            ),
+            Some(Err(_)) => panic!(
+                "restarted mosquitto did not accept MQTT connections on 127.0.0.1:{} within {START_TIMEOUT:?}; log:\n{}",
+                self.port,
+                self.log()
+            ),
         }
     }
 
@@ -205,29 +210,24 @@ impl Mosquitto {
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.binary.display()));
         self.child = Some(child);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(SpawnError::Exited(status.to_string()));
-                }
+        let ready = wait::poll_blocking(deadline.saturating_duration_since(Instant::now()), || {
+            if let Some(exited) = self.exited() {
+                return Some(Err(exited));
             }
-            if mqtt_connack(addr) {
-                // Make sure the broker that answered is ours and not a squatter on the port.
-                if let Some(child) = self.child.as_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        self.child = None;
-                        return Err(SpawnError::Exited(status.to_string()));
-                    }
-                }
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                self.stop();
-                return Err(SpawnError::NotReady);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            // Checked again after the CONNACK: the broker that answered is ours and not a squatter on the port.
+            mqtt_connack(addr).then(|| self.exited().map_or(Ok(()), Err))
+        });
+        ready.unwrap_or_else(|| {
+            self.stop();
+            Err(SpawnError::NotReady)
+        })
+    }
+
+    /// The broker process has exited (why), if it has.
+    fn exited(&mut self) -> Option<SpawnError> {
+        let status = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(SpawnError::Exited(status.to_string()))
     }
 }
 
@@ -284,7 +284,7 @@ pub fn find_binary(name: &str, fallback_dirs: &[&str]) -> Option<PathBuf> {
 
 fn write_password_file(path: &Path, user: &str, pass: &str) {
     let tool = find_binary("mosquitto_passwd", &["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin"]).expect(
-        "mosquitto_passwd not found: it ships with mosquitto (`apt-get install -y mosquitto`); \
+        "mosquitto_passwd not found: it ships with mosquitto (`bash tests/run` installs it); \
              Mosquitto::start_with_password needs it to hash the password",
     );
     let output = Command::new(&tool)

@@ -200,6 +200,23 @@ impl Probe {
         }
     }
 
+    /// Like [`Probe::expect`], but a matching message already received (taken or not) counts too: for messages
+    /// that may come before or after the one a test waited for last.
+    pub async fn expect_seen(&mut self, timeout: Duration, what: &str, pred: impl FnMut(&Msg) -> bool) -> Msg {
+        let mut pred = pred;
+        if let Some(seen) = self.history().into_iter().find(|m| pred(m)) {
+            return seen;
+        }
+        self.expect(timeout, what, pred).await
+    }
+
+    /// Bounded negative check: panics if a message matching `what` arrives within `window`.
+    pub async fn assert_nothing_within(&mut self, window: Duration, what: &str, pred: impl FnMut(&Msg) -> bool) {
+        if let Some(msg) = self.wait_for(window, pred).await {
+            panic!("MQTT probe: {what} arrived within {window:?}, and must not: {msg:?}");
+        }
+    }
+
     /// Waits for a message on `topic` (exact match) with exactly `payload`; panics with the history on timeout.
     pub async fn expect_payload(&mut self, topic: &str, payload: impl AsRef<[u8]>, timeout: Duration) -> Msg {
         let payload = payload.as_ref();

@@ -16,13 +16,7 @@ pub struct Sample {
 impl Sample {
     /// The WebSocket text frame PMS sends for this notification.
     pub fn ws_frame(&self) -> String {
-        format!(
-            r#"{{"NotificationContainer":{{"type":"{}","size":{},"{}":[{}]}}}}"#,
-            self.kind,
-            self.items.len(),
-            self.key,
-            self.items.join(",")
-        )
+        super::frames::frame(self.kind, self.key, &self.items)
     }
 
     /// The EventSource events PMS sends for this notification: one per item, one object under the key.

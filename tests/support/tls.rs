@@ -21,7 +21,7 @@ pub struct TestPki {
 
 fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap_or_else(|e| {
-        panic!("the `openssl` command is needed to make test certificates (apt-get install -y openssl): {e}")
+        panic!("the `openssl` command is needed to make test certificates (`bash tests/run` installs it): {e}")
     });
     assert!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
 }
@@ -116,7 +116,7 @@ pub struct HttpsFront {
 impl HttpsFront {
     /// Serves `pki`'s server certificate and forwards to 127.0.0.1:`backend_port`.
     pub async fn start(pki: &TestPki, backend_port: u16) -> HttpsFront {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        plex_mqtt_bridge::tls::install_crypto_provider();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
             .expect("server cert")
             .collect::<Result<_, _>>()
