@@ -16,13 +16,16 @@
 //! - sessions discovered by a snapshot (playing before the bridge connected) get their retained document but no
 //!   `play` event, so a bridge restart does not replay automations.
 
+mod session;
+
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::model::webhook::{playback_event_name, PlaybackSnapshot};
 use crate::plex::sessions::{PlayingItem, SessionInfo};
+use session::{document, document_due, due_ms, queue, send_document, summary, PlayState, Tracked};
 
 /// A jump of `viewOffset` larger than this (beyond what the elapsed time explains) is a seek.
 pub const SEEK_TOLERANCE_MS: u64 = 15_000;
@@ -55,56 +58,6 @@ pub enum Effect {
     /// The retained summary changed: the caller builds it ([`Tracker::summary`]) once for a whole batch of
     /// effects, so a frame announcing n sessions costs O(n), not n summaries of up to n sessions each.
     SummaryChanged,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PlayState {
-    Playing,
-    Paused,
-    Buffering,
-}
-
-impl PlayState {
-    fn parse(state: &str) -> Option<PlayState> {
-        match state {
-            "playing" => Some(PlayState::Playing),
-            "paused" => Some(PlayState::Paused),
-            "buffering" => Some(PlayState::Buffering),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            PlayState::Playing => "playing",
-            PlayState::Paused => "paused",
-            PlayState::Buffering => "buffering",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Tracked {
-    key: String,
-    state: PlayState,
-    /// The last of playing/paused, so buffering in between does not count as a change.
-    settled: Option<PlayState>,
-    rating_key: Option<String>,
-    view_offset_ms: u64,
-    offset_at_ms: u64,
-    info: Option<SessionInfo>,
-    started_at_ms: u64,
-    updated_at_ms: u64,
-    last_heard_ms: u64,
-    /// A notification was seen for it on the current connection, so its state is known first-hand; snapshots
-    /// then only add details. After a reconnect (or for a discovered session) the snapshot's state is adopted.
-    first_hand: bool,
-    scrobbled: bool,
-    pending: Vec<&'static str>,
-    pending_since_ms: u64,
-    /// When the retained document was last published, and whether it has changed since (progress only).
-    document_sent_ms: Option<u64>,
-    document_stale: bool,
 }
 
 /// All sessions of one server.
@@ -431,43 +384,7 @@ impl Tracker {
 
     /// The retained summary document.
     pub fn summary(&self) -> Value {
-        let mut playing = 0;
-        let mut paused = 0;
-        let mut buffering = 0;
-        let mut transcoding = 0;
-        let mut bandwidth = 0u64;
-        let mut list = Vec::new();
-        // Sessions still waiting for their details are left out until their first document goes out.
-        for t in self.sessions.values().filter(|t| t.document_sent_ms.is_some()) {
-            match t.state {
-                PlayState::Playing => playing += 1,
-                PlayState::Paused => paused += 1,
-                PlayState::Buffering => buffering += 1,
-            }
-            let info = t.info.as_ref();
-            if info.and_then(|i| i.transcode.as_ref()).is_some_and(|tc| tc.is_transcoding()) {
-                transcoding += 1;
-            }
-            bandwidth += info.and_then(|i| i.bandwidth_kbps).unwrap_or(0);
-            list.push(json!({
-                "session_key": t.key,
-                "user": info.and_then(|i| i.user_name.clone()),
-                "player": info.and_then(|i| i.player_name.clone()),
-                "title": info.map(display_title),
-                "state": t.state.as_str(),
-            }));
-        }
-        let count = list.len();
-        json!({
-            "count": count,
-            "playing": playing,
-            "paused": paused,
-            "buffering": buffering,
-            "transcoding": transcoding,
-            "direct_play": count - transcoding,
-            "total_bandwidth_kbps": bandwidth,
-            "sessions": list,
-        })
+        summary(self.sessions.values())
     }
 
     fn check_scrobble(&mut self, key: &str, now_ms: u64) {
@@ -526,95 +443,6 @@ impl Tracker {
             }
         }
     }
-}
-
-fn document_due(tracked: &Tracked, now_ms: u64) -> bool {
-    tracked.document_sent_ms.is_none_or(|at| due_ms(at, PROGRESS_REFRESH_MS, now_ms) <= now_ms)
-}
-
-/// When something that started at `since` is due after `wait` (ms since the epoch). The times are wall-clock
-/// (they go into documents), so a clock stepped back past `since` makes it due now rather than after the step.
-fn due_ms(since: u64, wait: u64, now_ms: u64) -> u64 {
-    if since > now_ms {
-        now_ms
-    } else {
-        since + wait
-    }
-}
-
-fn send_document(tracked: &mut Tracked, effects: &mut Vec<Effect>, now_ms: u64) {
-    effects.push(Effect::Session { key: tracked.key.clone(), doc: document(tracked) });
-    tracked.document_sent_ms = Some(now_ms);
-    tracked.document_stale = false;
-}
-
-fn queue(tracked: &mut Tracked, event: &'static str, now_ms: u64) {
-    if tracked.pending.is_empty() {
-        tracked.pending_since_ms = now_ms;
-    }
-    tracked.pending.push(event);
-}
-
-/// "Show – S1E2 – Title" for episodes, the title otherwise.
-fn display_title(info: &SessionInfo) -> String {
-    let title = info.title.clone().unwrap_or_default();
-    match (&info.grandparent_title, info.parent_index, info.index) {
-        (Some(show), Some(season), Some(episode)) => {
-            format!("{show} – S{season}E{episode} – {title}")
-        }
-        (Some(show), _, _) => format!("{show} – {title}"),
-        _ => title,
-    }
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// The retained document of one session.
-fn document(t: &Tracked) -> Value {
-    let info = t.info.as_ref();
-    let duration = info.and_then(|i| i.duration_ms);
-    let progress = duration
-        .filter(|d| *d > 0)
-        .map(|d| ((t.view_offset_ms as f64 / d as f64) * 1000.0).round() / 10.0)
-        .map(|p| p.min(100.0));
-    json!({
-        "session_key": t.key,
-        "state": t.state.as_str(),
-        "user": info.map(|i| json!({ "id": i.user_id, "name": i.user_name })),
-        "player": info.map(|i| json!({
-            "name": i.player_name,
-            "product": i.player_product,
-            "platform": i.player_platform,
-            "device": i.player_device,
-            "machine_identifier": i.player_machine_identifier,
-            "address": i.player_address,
-            "local": i.player_local,
-        })),
-        "media": json!({
-            "type": info.and_then(|i| i.media_type.clone()),
-            "title": info.and_then(|i| i.title.clone()),
-            "grandparent_title": info.and_then(|i| i.grandparent_title.clone()),
-            "parent_index": info.and_then(|i| i.parent_index),
-            "index": info.and_then(|i| i.index),
-            "year": info.and_then(|i| i.year),
-            "rating_key": info.and_then(|i| i.rating_key.clone()).or_else(|| t.rating_key.clone()),
-            "duration_ms": duration,
-            "display_title": info.map(display_title),
-            "thumb": info.and_then(|i| i.thumb.clone()),
-        }),
-        "view_offset_ms": t.view_offset_ms,
-        "progress_percent": progress,
-        "transcode": info.and_then(|i| i.transcode.as_ref()).map(|tc| json!({
-            "video_decision": tc.video_decision,
-            "audio_decision": tc.audio_decision,
-            "hw": tc.hw,
-        })),
-        "bandwidth_kbps": info.and_then(|i| i.bandwidth_kbps),
-        "started_at": rfc3339(t.started_at_ms),
-        "updated_at": rfc3339(t.updated_at_ms),
-    })
 }
 
 #[cfg(test)]
