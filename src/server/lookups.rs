@@ -23,7 +23,7 @@ const LEFTOVERS_WAIT: Duration = Duration::from_secs(3);
 /// The result of one look-up.
 pub enum Fetched {
     Sessions { requested_at_ms: u64, result: Result<Bytes, PlexError> },
-    Activities { result: Result<Bytes, PlexError> },
+    Activities { requested_at_ms: u64, result: Result<Bytes, PlexError> },
     Metadata { item_id: String, fallback: Value, result: Result<Bytes, PlexError> },
     Artwork { player: String, thumb: String, result: Result<Bytes, PlexError> },
 }
@@ -33,7 +33,7 @@ impl Fetched {
     pub fn error(&self) -> Option<&PlexError> {
         match self {
             Fetched::Sessions { result, .. }
-            | Fetched::Activities { result }
+            | Fetched::Activities { result, .. }
             | Fetched::Metadata { result, .. }
             | Fetched::Artwork { result, .. } => result.as_ref().err(),
         }
@@ -83,8 +83,9 @@ impl Lookups {
         let (http, publisher) = (self.http.clone(), self.publisher.clone());
         self.running.spawn(async move {
             publisher.stale_scan_done(LEFTOVERS_WAIT).await;
+            let requested_at_ms = now_ms();
             let result = http.get_bytes("/activities").await;
-            Fetched::Activities { result }
+            Fetched::Activities { requested_at_ms, result }
         });
     }
 

@@ -165,7 +165,8 @@ impl StateTask {
                                 }
                             }
                             "activity" => {
-                                let change = notification.items.iter().map(|raw| activities.apply(raw)).max();
+                                let now = now_ms();
+                                let change = notification.items.iter().map(|raw| activities.apply(raw, now)).max();
                                 match change {
                                     Some(ActivityChange::StartedOrEnded) => {
                                         self.publish_activities(topics, &activities);
@@ -230,10 +231,9 @@ impl StateTask {
                                 }
                             }
                         }
-                        Fetched::Activities { result } => match result {
+                        Fetched::Activities { requested_at_ms, result } => match result {
                             Ok(body) => {
-                                if let Some(running) = self.reconcile_activities(topics, &body) {
-                                    activities.replace(running);
+                                if self.reconcile_activities(topics, &body, &mut activities, requested_at_ms) {
                                     self.publish_activities(topics, &activities);
                                 }
                             }
@@ -374,11 +374,19 @@ impl StateTask {
     }
 
     /// Publishes activities PMS reports that the bridge does not hold (started while disconnected) and clears
-    /// held ones PMS no longer reports (ended while disconnected), including leftovers of an earlier run.
-    fn reconcile_activities(&self, topics: &ServerTopics, body: &[u8]) -> Option<Vec<(String, RunningActivity)>> {
+    /// held ones PMS no longer reports (ended while disconnected), including leftovers of an earlier run; then
+    /// `activities` is what the answer (asked for at `asked_at_ms`) says. What a notification told since the
+    /// answer was asked for is newer and is left as it is. False when the body is not an answer.
+    fn reconcile_activities(
+        &self,
+        topics: &ServerTopics,
+        body: &[u8],
+        activities: &mut RunningActivities,
+        asked_at_ms: u64,
+    ) -> bool {
         let Some(container) = Fields::parse(body).and_then(|top| top.object("MediaContainer")) else {
             tracing::warn!("/activities is not a JSON MediaContainer; skipped");
-            return None;
+            return false;
         };
         let listed: Vec<&RawValue> =
             container.raw("Activity").and_then(|list| serde_json::from_str(list.get()).ok()).unwrap_or_default();
@@ -390,6 +398,9 @@ impl StateTask {
             let Some(uuid) = activity.text("uuid").filter(|u| !u.is_empty()) else {
                 continue;
             };
+            if activities.heard_since(&uuid, asked_at_ms) {
+                continue;
+            }
             let topic = topics.activity(&uuid);
             if self.publisher.retained_payload(&topic).is_none() {
                 let item = json!({ "event": "updated", "uuid": uuid, "Activity": raw });
@@ -398,6 +409,7 @@ impl StateTask {
             current.push(topic);
             running.push((uuid.into_owned(), RunningActivity::read(&activity)));
         }
+        current.extend(activities.heard_since_list(asked_at_ms).iter().map(|uuid| topics.activity(uuid)));
         let prefix = topics.activities_prefix();
         let mut held = self.publisher.retained_topics(&prefix);
         held.extend(self.publisher.take_stale(&prefix));
@@ -407,7 +419,8 @@ impl StateTask {
             }
         }
         self.publisher.apply(actions);
-        Some(running)
+        activities.replace(running, asked_at_ms);
+        true
     }
 
     fn publish_activities(&self, topics: &ServerTopics, activities: &RunningActivities) {
