@@ -19,6 +19,14 @@ pub(super) fn positive(value: Option<Duration>, default: Duration, key: &str) ->
     }
 }
 
+/// A topic prefix (levels separated by `/`) the bridge can publish under; `fix` says what to use instead.
+pub(super) fn check_topic_prefix(value: &str, key: &str, fix: &str) -> Result<(), ConfigError> {
+    match crate::topic::topic_text_problem(value, true) {
+        Some(problem) => Err(ConfigError::new(key, problem, fix)),
+        None => Ok(()),
+    }
+}
+
 /// A duration as the config file writes it (`1m 30s`).
 pub(super) fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()

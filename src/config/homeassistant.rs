@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::check_topic_prefix;
 use super::ConfigError;
 use crate::lenient;
-use crate::topic::topic_text_problem;
 
 /// Home Assistant MQTT discovery.
 #[derive(Debug, Clone, Serialize)]
@@ -29,13 +29,11 @@ pub(super) struct RawHomeAssistant {
 
 pub(super) fn validate(raw: RawHomeAssistant) -> Result<HomeAssistantConfig, ConfigError> {
     let discovery_prefix = raw.discovery_prefix.unwrap_or_else(|| "homeassistant".to_owned());
-    if let Some(problem) = topic_text_problem(&discovery_prefix, true) {
-        return Err(ConfigError::new(
-            "homeassistant.discovery_prefix",
-            problem,
-            "use Home Assistant's discovery prefix, normally \"homeassistant\"",
-        ));
-    }
+    check_topic_prefix(
+        &discovery_prefix,
+        "homeassistant.discovery_prefix",
+        "use Home Assistant's discovery prefix, normally \"homeassistant\"",
+    )?;
     Ok(HomeAssistantConfig { enabled: raw.enabled.unwrap_or(true), discovery_prefix })
 }
 

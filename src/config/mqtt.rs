@@ -7,13 +7,12 @@ use reqwest::Url;
 use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 
-use super::checks::{check_tls_files, extra_url_part, positive};
+use super::checks::{check_tls_files, check_topic_prefix, extra_url_part, positive};
 use super::secrets::read_secret_file;
 use super::ConfigError;
 use crate::lenient;
 use crate::secret::Secret;
 use crate::tls::TlsOptions;
-use crate::topic::topic_text_problem;
 
 /// The broker connection.
 #[derive(Debug, Clone, Serialize)]
@@ -167,13 +166,11 @@ pub(super) fn validate(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         return Err(ConfigError::new("mqtt.client_id", "is empty", "set a client id such as \"plex-mqtt-bridge\""));
     }
     let topic_prefix = raw.topic_prefix.unwrap_or_else(|| "plex".to_owned());
-    if let Some(problem) = topic_text_problem(&topic_prefix, true) {
-        return Err(ConfigError::new(
-            "mqtt.topic_prefix",
-            problem,
-            "use letters, digits, `-`, `_` and `/` between levels, e.g. \"plex\" or \"home/plex\"",
-        ));
-    }
+    check_topic_prefix(
+        &topic_prefix,
+        "mqtt.topic_prefix",
+        "use letters, digits, `-`, `_` and `/` between levels, e.g. \"plex\" or \"home/plex\"",
+    )?;
     let qos = match raw.qos.unwrap_or(1) {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
