@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod lenient;
+pub mod log_limit;
 pub mod logging;
 pub mod model;
 pub mod mqtt;

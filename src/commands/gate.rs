@@ -141,11 +141,30 @@ impl Gate {
             Ok(args) => args,
             Err(error) => return refuse(id, error),
         };
+        // Reserved now, so a second command with the same id cannot start while this one runs; given back by
+        // [`Gate::settle`] if it turns out not to run.
         self.executed.push_back(now);
         if let Some(id) = &id {
             self.ids.insert(id.clone(), now);
         }
-        Decision::Execute(Command { id, verb, player: topic.player.map(str::to_owned), args })
+        Decision::Execute(Command { id, verb, player: topic.player.map(str::to_owned), args, reserved_at: now })
+    }
+
+    /// How `command` ended: one that ran (made its request that acts on the PMS) keeps its id and rate slot; one
+    /// refused after the gate (an unknown section, no such session or player) or that never reached the server
+    /// gives them back, so a corrected command with the same id can follow at once.
+    pub fn settle(&mut self, command: &Command, ran: bool) {
+        if ran {
+            return;
+        }
+        if let Some(slot) = self.executed.iter().position(|at| *at == command.reserved_at) {
+            self.executed.remove(slot);
+        }
+        if let Some(id) = &command.id {
+            if self.ids.get(id) == Some(&command.reserved_at) {
+                self.ids.remove(id);
+            }
+        }
     }
 
     fn forget_before(&mut self, now: Instant) {
@@ -231,6 +250,25 @@ mod tests {
         assert!(error(gate.check(&message(scan, ""), later)).contains("not a command"), "an empty message");
         assert!(matches!(gate.check(&message(scan, "{}"), later), Decision::Execute(_)), "the window moved on");
         assert!(matches!(gate.check(&message(scan, r#"{"id":"a"}"#), later + DUPLICATE_WINDOW), Decision::Execute(_)));
+    }
+
+    #[test]
+    fn a_command_that_did_not_run_gives_its_id_and_rate_slot_back() {
+        let mut gate = Gate::new(&config(&[Verb::LibraryScan]), "plex", "home");
+        let now = Instant::now();
+        let scan = "plex/home/command/library_scan";
+        let Decision::Execute(first) = gate.check(&message(scan, r#"{"id":"reuse-1","section":"Nope"}"#), now) else {
+            panic!("expected it to pass the gate")
+        };
+        assert!(error(gate.check(&message(scan, r#"{"id":"reuse-1"}"#), now)).contains("duplicate"), "while it runs");
+        gate.settle(&first, false);
+        let Decision::Execute(second) = gate.check(&message(scan, r#"{"id":"reuse-1"}"#), now) else {
+            panic!("a refused id can be used again at once")
+        };
+        gate.settle(&second, true);
+        assert!(error(gate.check(&message(scan, r#"{"id":"reuse-1"}"#), now)).contains("duplicate"));
+        assert!(matches!(gate.check(&message(scan, "{}"), now), Decision::Execute(_)), "the given-back slot");
+        assert!(error(gate.check(&message(scan, "{}"), now)).contains("rate limited"));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub const MAX_ID: usize = 64;
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 /// Most bytes of a PMS answer kept (the lists commands resolve against are small; more is not read).
 pub const MAX_ANSWER: usize = 4 << 20;
-/// Commands waiting for their task at most (floods beyond are dropped with a log line by the publisher).
+/// Commands waiting for their task at most (a flood beyond is counted and answered with one coalesced notice).
 /// Oversized payloads are not queued (see [`InboundCommand::size`]), so this bounds memory at about 4 MiB.
 pub const QUEUE: usize = 1024;
 /// Retained command topics remembered as reported, at most.
@@ -56,6 +56,8 @@ pub struct Command {
     /// The player's topic level, for player verbs.
     pub player: Option<String>,
     pub args: Args,
+    /// When the gate let it through (it holds the command's id and rate slot until it is settled).
+    pub reserved_at: std::time::Instant,
 }
 
 /// What the gate decided about one message.

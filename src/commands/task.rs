@@ -2,11 +2,9 @@
 //! allowed ones against the PMS (resolving sections, sessions and players from the server's own lists first)
 //! and publishes one result per command.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -15,10 +13,11 @@ use super::request::{self, Args};
 use super::verb::Verb;
 use super::{Command, Decision, DRAIN_ON_STOP, MAX_ANSWER};
 use crate::config::CommandsConfig;
-use crate::mqtt::outbox::Action;
-use crate::mqtt::{InboundCommand, Publisher};
+use crate::log_limit::LogLimiter;
+use crate::mqtt::{CommandReceiver, Publisher};
 use crate::plex::http::PlexHttp;
 use crate::plex::PlexError;
+use crate::telemetry::telemetry;
 use crate::topic::ServerTopics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +26,8 @@ use crate::topic::ServerTopics;
 pub struct Outcome {
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// The request that acts reached the PMS (whatever it answered): the command keeps its id and rate slot.
+    pub ran: bool,
 }
 
 /// Runs one server's commands until `cancel` fires.
@@ -39,9 +40,12 @@ pub struct CommandTask {
 }
 
 impl CommandTask {
-    pub async fn run(self, mut inbound: mpsc::Receiver<InboundCommand>, cancel: CancellationToken) {
+    /// Answers every message of `inbound` until `cancel` fires: one result each, except in a flood (see
+    /// [`Unanswered`]).
+    pub async fn run(self, mut inbound: CommandReceiver, cancel: CancellationToken) {
         let mut gate = Gate::new(&self.config, &self.prefix, self.topics.server_segment());
         let mut running = JoinSet::new();
+        let mut unanswered = Unanswered::default();
         // Players may ignore a `commandID` not above the last one from this controller: start from the clock, so
         // a restarted bridge goes on counting upwards.
         let mut command_id =
@@ -49,24 +53,33 @@ impl CommandTask {
         loop {
             let message = tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(_) = running.join_next(), if !running.is_empty() => continue,
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    if let Ok((command, ran)) = joined {
+                        gate.settle(&command, ran);
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep(NOTICE_RETRY), if unanswered.pending() => {
+                    unanswered.notify(&self, &inbound);
+                    continue;
+                }
                 message = inbound.recv() => match message { Some(m) => m, None => break },
             };
             match gate.check(&message, Instant::now()) {
                 Decision::Ignore => {
+                    telemetry().commands("ignored", 1);
                     tracing::debug!(topic = %message.topic, "command message ignored (retained again, or a redelivery)")
                 }
                 Decision::Refuse { id, verb, target, error } => {
-                    tracing::info!(%verb, %target, %error, "command refused");
-                    self.publish_result(
-                        id.as_deref(),
-                        &verb,
-                        &target,
-                        &Outcome { status: None, error: Some(error) },
-                        0,
-                    );
+                    telemetry().commands("refused", 1);
+                    crate::log_limited!(unanswered.refusal_log, info, %verb, %target, %error, "command refused");
+                    let outcome = Outcome { status: None, error: Some(error), ran: false };
+                    if !self.publish_result(id.as_deref(), &verb, &target, &outcome, 0, false) {
+                        unanswered.count += 1;
+                    }
                 }
                 Decision::Execute(command) => {
+                    telemetry().commands("executed", 1);
                     command_id += 1;
                     let (http, publisher, topics) = (self.http.clone(), self.publisher.clone(), self.topics.clone());
                     let task = CommandTask {
@@ -76,8 +89,14 @@ impl CommandTask {
                         prefix: self.prefix.clone(),
                         publisher,
                     };
-                    running.spawn(async move { task.execute(command, command_id).await });
+                    running.spawn(async move {
+                        let ran = task.execute(&command, command_id).await;
+                        (command, ran)
+                    });
                 }
+            }
+            if inbound.is_empty() {
+                unanswered.notify(&self, &inbound);
             }
         }
         let drain = async { while running.join_next().await.is_some() {} };
@@ -86,9 +105,10 @@ impl CommandTask {
         }
     }
 
-    async fn execute(self, command: Command, command_id: u64) {
+    /// Runs one command and publishes its result; returns whether it ran (made its request that acts).
+    async fn execute(&self, command: &Command, command_id: u64) -> bool {
         let started = Instant::now();
-        let outcome = self.act(&command, command_id).await;
+        let outcome = self.act(command, command_id).await;
         let took_ms = started.elapsed().as_millis() as u64;
         let target = command.player.clone().unwrap_or_else(|| self.topics.server_segment().to_owned());
         let verb = command.verb.name();
@@ -96,7 +116,8 @@ impl CommandTask {
             None => tracing::info!(verb, %target, status = ?outcome.status, took_ms, "command executed"),
             Some(error) => tracing::info!(verb, %target, status = ?outcome.status, took_ms, %error, "command failed"),
         }
-        self.publish_result(command.id.as_deref(), verb, &target, &outcome, took_ms);
+        self.publish_result(command.id.as_deref(), verb, &target, &outcome, took_ms, true);
+        outcome.ran
     }
 
     /// Resolves what the command names against the server's lists, then makes the request that acts.
@@ -168,13 +189,25 @@ impl CommandTask {
         };
         let PmsRequest { method, path, query, headers } = request;
         match self.http.act(method, &path, &query, &headers, MAX_ANSWER).await {
-            Ok(answer) if (200..300).contains(&answer.status) => Outcome { status: Some(answer.status), error: None },
-            Ok(answer) => failure(command.verb, Some(answer.status), None),
-            Err(error) => failure(command.verb, None, Some(&error)),
+            Ok(answer) if (200..300).contains(&answer.status) => {
+                Outcome { status: Some(answer.status), error: None, ran: true }
+            }
+            Ok(answer) => Outcome { ran: true, ..failure(command.verb, Some(answer.status), None) },
+            Err(error) => Outcome { ran: !error.never_reached_server(), ..failure(command.verb, None, Some(&error)) },
         }
     }
 
-    fn publish_result(&self, id: Option<&str>, verb: &str, target: &str, outcome: &Outcome, took_ms: u64) {
+    /// Publishes one result in the answer lane; `always` for a command that passed the gate (a refusal that finds
+    /// the lane full is not published: false).
+    fn publish_result(
+        &self,
+        id: Option<&str>,
+        verb: &str,
+        target: &str,
+        outcome: &Outcome,
+        took_ms: u64,
+        always: bool,
+    ) -> bool {
         let result = json!({
             "id": id,
             "verb": verb,
@@ -184,8 +217,55 @@ impl CommandTask {
             "error": outcome.error,
             "took_ms": took_ms,
         });
-        let payload = Bytes::from(result.to_string());
-        self.publisher.apply([Action::Live { topic: self.topics.command_result(), payload }]);
+        self.publisher.answer(self.topics.command_result(), result.to_string(), always)
+    }
+}
+
+/// How long a coalesced notice waits for room in the answer lane before it tries again.
+const NOTICE_RETRY: Duration = Duration::from_secs(1);
+
+/// A flood's account. Each command gets one result, except in a flood: commands that find the server's command
+/// queue full (they are never looked at, so never run) and refusals that find the answer lane full get no result
+/// of their own. They are counted, and once the flood has drained one coalesced notice says how many there were
+/// (`"verb": null`, `"unanswered": N`), logged once; refusals are logged once per episode
+/// ([`crate::log_limit`]).
+#[derive(Default)]
+struct Unanswered {
+    count: u64,
+    refusal_log: LogLimiter,
+}
+
+impl Unanswered {
+    /// Whether a notice waits to be published.
+    fn pending(&self) -> bool {
+        self.count > 0
+    }
+
+    /// At a quiet moment (no command waiting): publishes the notice if the answer lane has room, and ends the
+    /// refusals' log episode.
+    fn notify(&mut self, task: &CommandTask, inbound: &CommandReceiver) {
+        self.count += inbound.take_overflow();
+        if let Some(not_logged) = self.refusal_log.end() {
+            tracing::info!(not_logged, "more commands were refused (logged at debug level)");
+        }
+        if self.count == 0 || !task.publisher.answer_room() {
+            return;
+        }
+        let count = std::mem::take(&mut self.count);
+        telemetry().commands("unanswered", count);
+        tracing::warn!(unanswered = count, "a flood of commands: these got no result of their own and did not run");
+        let notice = json!({
+            "id": null,
+            "verb": null,
+            "target": task.topics.server_segment(),
+            "ok": false,
+            "status": null,
+            "error": format!("flood: {count} commands got no result of their own and did not run (the command \
+                queue or the result lane was full)"),
+            "unanswered": count,
+            "took_ms": 0,
+        });
+        task.publisher.answer(task.topics.command_result(), notice.to_string(), true);
     }
 }
 
@@ -205,7 +285,7 @@ impl PmsRequest {
 
 /// A command refused after looking at the server's lists (no request that acts was made).
 fn refusal(error: String) -> Outcome {
-    Outcome { status: None, error: Some(error) }
+    Outcome { status: None, error: Some(error), ran: false }
 }
 
 /// A PMS answer that is not a success, or no answer, as a sentence.
@@ -227,5 +307,5 @@ fn failure(verb: Verb, status: Option<u16>, error: Option<&PlexError>) -> Outcom
         (None, Some(error)) => format!("PMS unreachable: {error}"),
         (None, None) => "PMS gave no answer".into(),
     };
-    Outcome { status, error: Some(text) }
+    Outcome { status, error: Some(text), ran: false }
 }

@@ -2,15 +2,18 @@
 //! server's command task, and Home Assistant's birth message, which makes the bridge announce its discovery
 //! configs again. The subscriptions are made again on every broker session (rumqttc does not do it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ConstantBuilder};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, QoS};
+use tokio::sync::mpsc;
 
 use super::Shared;
+use crate::telemetry::telemetry;
 use crate::topic::CommandTopic;
 
 /// Home Assistant settings the publisher needs: where HA announces itself (to re-send discovery), and which
@@ -41,6 +44,46 @@ pub struct InboundCommand {
     pub dup: bool,
 }
 
+/// One server's command queue, as the inbox fills it: where its commands go, and how many did not fit. A flood
+/// costs a counter, never a log line or a result per message: the command task answers it with one coalesced
+/// notice.
+#[derive(Clone, Debug)]
+pub struct CommandQueue {
+    tx: mpsc::Sender<InboundCommand>,
+    overflow: Arc<AtomicU64>,
+}
+
+/// The command task's end of its queue.
+#[derive(Debug)]
+pub struct CommandReceiver {
+    rx: mpsc::Receiver<InboundCommand>,
+    overflow: Arc<AtomicU64>,
+}
+
+/// A server's command queue holding at most `capacity` commands.
+pub fn command_queue(capacity: usize) -> (CommandQueue, CommandReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let overflow = Arc::new(AtomicU64::new(0));
+    (CommandQueue { tx, overflow: overflow.clone() }, CommandReceiver { rx, overflow })
+}
+
+impl CommandReceiver {
+    /// The next command (`None` once the inbox dropped its end).
+    pub async fn recv(&mut self) -> Option<InboundCommand> {
+        self.rx.recv().await
+    }
+
+    /// Whether no command is waiting now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Commands that found the queue full since the last call.
+    pub fn take_overflow(&self) -> u64 {
+        self.overflow.swap(0, Ordering::AcqRel)
+    }
+}
+
 /// Hands messages on the command topics (`[commands] enabled`) to each server's command task, by the server's
 /// topic level. The publisher subscribes to [`CommandTopic::filters`] on every broker session; a server
 /// registers once its topics are known. The mqtt layer only routes: what a command means is the command
@@ -48,38 +91,42 @@ pub struct InboundCommand {
 #[derive(Clone)]
 pub struct CommandInbox {
     prefix: String,
-    servers: Arc<Mutex<HashMap<String, tokio::sync::mpsc::Sender<InboundCommand>>>>,
+    servers: Arc<Mutex<HashMap<String, CommandQueue>>>,
+    /// Topic levels of commands for servers this bridge does not serve, already logged (bounded).
+    unknown_logged: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Distinct unknown servers whose commands are logged; the rest are only counted.
+const UNKNOWN_LOGGED: usize = 64;
 
 impl CommandInbox {
     pub fn new(prefix: &str) -> Self {
-        CommandInbox { prefix: prefix.to_owned(), servers: Arc::default() }
+        CommandInbox { prefix: prefix.to_owned(), servers: Arc::default(), unknown_logged: Arc::default() }
     }
 
-    /// Routes commands for `server` (its topic level) to `tx` from now on.
-    pub fn register(&self, server: &str, tx: tokio::sync::mpsc::Sender<InboundCommand>) {
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(server.to_owned(), tx);
+    /// Routes commands for `server` (its topic level) to `queue` from now on.
+    pub fn register(&self, server: &str, queue: CommandQueue) {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(server.to_owned(), queue);
     }
 
-    /// Stops routing to `server`, if `tx` is still the one registered there (two servers may briefly claim the
-    /// same topic name; one leaving must not cut the other off).
-    pub fn unregister(&self, server: &str, tx: &tokio::sync::mpsc::Sender<InboundCommand>) {
+    /// Stops routing to `server`, if `queue` is still the one registered there (two servers may briefly claim
+    /// the same topic name; one leaving must not cut the other off).
+    pub fn unregister(&self, server: &str, queue: &CommandQueue) {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        if servers.get(server).is_some_and(|registered| registered.same_channel(tx)) {
+        if servers.get(server).is_some_and(|registered| registered.tx.same_channel(&queue.tx)) {
             servers.remove(server);
         }
     }
 
-    /// Whether `topic` is a command topic (then it is handed over, or dropped with a log line, never treated
-    /// as anything else).
+    /// Whether `topic` is a command topic (then it is handed over, or counted, never treated as anything else).
     fn deliver(&self, topic: &str, publish: &rumqttc::Publish) -> bool {
         let Some(parsed) = CommandTopic::parse(&self.prefix, topic) else { return false };
         if parsed.verb == crate::topic::COMMAND_RESULT && parsed.player.is_none() {
             return true; // our own results come back through the same filter
         }
-        let tx = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(parsed.server).cloned();
-        let Some(tx) = tx else {
-            tracing::debug!(%topic, "command for a server this bridge does not know (or not yet); ignored");
+        let queue = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(parsed.server).cloned();
+        let Some(queue) = queue else {
+            self.unknown_server(parsed.server);
             return true;
         };
         let size = publish.payload.len();
@@ -91,10 +138,25 @@ impl CommandInbox {
             pkid: publish.pkid,
             dup: publish.dup,
         };
-        if tx.try_send(inbound).is_err() {
-            tracing::warn!(%topic, "command queue full; command dropped without a result");
+        if queue.tx.try_send(inbound).is_err() {
+            queue.overflow.fetch_add(1, Ordering::AcqRel);
         }
         true
+    }
+
+    /// A command for a server this bridge does not serve (not configured, or its topic name not known yet): no
+    /// result is published, because the bridge publishes only under its own servers' topics; counted, and logged
+    /// once per topic level.
+    fn unknown_server(&self, server: &str) {
+        telemetry().commands("unknown_server", 1);
+        let mut logged = self.unknown_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.len() < UNKNOWN_LOGGED && logged.insert(server.to_owned()) {
+            tracing::warn!(
+                server,
+                "command for a server this bridge does not serve (or not yet): ignored, no result \
+                published; check the topic's server level against the bridge's server names"
+            );
+        }
     }
 }
 

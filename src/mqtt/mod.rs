@@ -1,12 +1,13 @@
 //! The MQTT side, one connection per broker on rumqttc. Files by job:
 //! - [`publisher`]: the handle every producer uses; it never waits for the broker;
 //! - [`outbox`]: what is still to be sent (retained state, the bounded live queue) and what the broker
-//!   has acknowledged;
+//!   has acknowledged; [`answers`]: the bounded lane of answers to outsiders beside it;
 //! - [`sender`]: moves messages from the outbox into the client while the broker is connected;
 //! - [`driver`]: polls the client's event loop, reconnects with backoff, re-publishes retained state;
 //! - [`inbox`]: the subscriptions coming in (commands, Home Assistant's birth message);
 //! - [`startup`]: the read of what an earlier run left retained on the broker.
 
+pub mod answers;
 pub mod driver;
 pub mod inbox;
 pub mod outbox;
@@ -14,7 +15,7 @@ pub mod publisher;
 pub mod sender;
 pub mod startup;
 
-pub use inbox::{CommandInbox, HomeAssistantLink, InboundCommand};
+pub use inbox::{command_queue, CommandInbox, CommandQueue, CommandReceiver, HomeAssistantLink, InboundCommand};
 pub use publisher::Publisher;
 
 use std::sync::{Arc, Mutex, MutexGuard};

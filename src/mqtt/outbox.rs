@@ -1,8 +1,10 @@
-//! What the publisher still has to send: retained state (the truth now) and a bounded queue of live events.
+//! What the publisher still has to send: retained state (the truth now), a bounded queue of live events, and
+//! the answer lane (command results, [`super::answers`]).
 //!
 //! Producers never wait for the broker: they put messages here and return. Retained state is a map, so it
 //! can never overflow and a reconnect can re-publish all of it; live events share one bounded queue whose
-//! oldest entries are dropped (and counted) when it is full, e.g. while the broker is down.
+//! oldest entries are dropped (and counted) when it is full, e.g. while the broker is down. Answers to
+//! outsiders have their own lane, so they can never take a live event's place.
 //!
 //! The outbox also follows each message handed to rumqttc until the broker acknowledges it, because rumqttc
 //! forgets unacknowledged messages when a clean session reconnects: lost live events are counted as dropped,
@@ -11,6 +13,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
+
+use super::answers::{AnswerLane, ANSWER_LANE, LIVE_PER_ANSWER};
 
 /// One thing the publisher must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +27,30 @@ pub enum Action {
     Clear { topic: String },
 }
 
+/// Which lane a message comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Retained state (and clears).
+    Retained,
+    /// A live event of Plex.
+    Live,
+    /// An answer to an outsider (a command's result).
+    Answer,
+}
+
 /// A message ready for the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub topic: String,
     pub payload: Bytes,
-    pub retain: bool,
+    pub lane: Lane,
+}
+
+impl Outgoing {
+    /// Whether it goes out with the retain flag.
+    pub fn retain(&self) -> bool {
+        self.lane == Lane::Retained
+    }
 }
 
 #[derive(Debug)]
@@ -43,6 +65,7 @@ struct RetainedEntry {
 #[derive(Debug)]
 enum Sent {
     Live,
+    Answer,
     Retained,
     Clear(String),
 }
@@ -54,6 +77,9 @@ pub struct Outbox {
     dirty: VecDeque<String>,
     live: VecDeque<(String, Bytes)>,
     live_capacity: usize,
+    answers: AnswerLane,
+    /// Live events sent since the last answer, while answers were waiting ([`LIVE_PER_ANSWER`]).
+    live_since_answer: u32,
     handed: VecDeque<Sent>,
     inflight: HashMap<u16, Sent>,
     dropped: u64,
@@ -69,6 +95,8 @@ impl Outbox {
             dirty: VecDeque::new(),
             live: VecDeque::new(),
             live_capacity: live_capacity.max(1),
+            answers: AnswerLane::new(ANSWER_LANE),
+            live_since_answer: 0,
             handed: VecDeque::new(),
             inflight: HashMap::new(),
             dropped: 0,
@@ -151,27 +179,51 @@ impl Outbox {
         Some(std::mem::take(&mut self.episode_dropped))
     }
 
+    /// Queues an answer to an outsider in the answer lane (see [`AnswerLane::push`]); false when a refusal found
+    /// the lane full (nothing queued).
+    pub fn push_answer(&mut self, topic: String, payload: Bytes, always: bool) -> bool {
+        self.answers.push(topic, payload, always)
+    }
+
+    /// Whether a refusal would find room in the answer lane now.
+    pub fn answer_room(&self) -> bool {
+        self.answers.has_room()
+    }
+
     /// The next message to send: changed retained state first (it is the truth users act on), then live events
-    /// oldest first. The caller must hand it to the client and then call [`Outbox::handed_over`].
+    /// oldest first, with one waiting answer after every [`LIVE_PER_ANSWER`] live events. The caller must hand it
+    /// to the client and then call [`Outbox::handed_over`].
     pub fn pop(&mut self) -> Option<Outgoing> {
         while let Some(topic) = self.dirty.pop_front() {
             if let Some(entry) = self.retained.get_mut(&topic) {
                 if entry.dirty {
                     entry.dirty = false;
                     let payload = entry.payload.clone();
-                    return Some(Outgoing { topic, payload, retain: true });
+                    return Some(Outgoing { topic, payload, lane: Lane::Retained });
                 }
             }
         }
-        self.live.pop_front().map(|(topic, payload)| Outgoing { topic, payload, retain: false })
+        let answer_due = self.live.is_empty() || self.live_since_answer >= LIVE_PER_ANSWER;
+        if answer_due {
+            if let Some((topic, payload)) = self.answers.pop() {
+                self.live_since_answer = 0;
+                return Some(Outgoing { topic, payload, lane: Lane::Answer });
+            }
+        }
+        let (topic, payload) = self.live.pop_front()?;
+        if !self.answers.is_empty() {
+            self.live_since_answer += 1;
+        }
+        Some(Outgoing { topic, payload, lane: Lane::Live })
     }
 
     /// Records that `message` went to the client, in the order the client will write it.
     pub fn handed_over(&mut self, message: &Outgoing) {
-        self.handed.push_back(match (message.retain, message.payload.is_empty()) {
-            (false, _) => Sent::Live,
-            (true, false) => Sent::Retained,
-            (true, true) => Sent::Clear(message.topic.clone()),
+        self.handed.push_back(match (message.lane, message.payload.is_empty()) {
+            (Lane::Live, _) => Sent::Live,
+            (Lane::Answer, _) => Sent::Answer,
+            (Lane::Retained, false) => Sent::Retained,
+            (Lane::Retained, true) => Sent::Clear(message.topic.clone()),
         });
     }
 
@@ -245,6 +297,31 @@ impl Outbox {
 }
 
 #[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    #[test]
+    fn answers_never_take_a_live_events_place_and_still_move_under_load() {
+        let mut o = Outbox::new(4);
+        for i in 0..4 {
+            o.push_live("live".into(), Bytes::from(i.to_string()), 4);
+        }
+        for _ in 0..1000 {
+            o.push_answer("result".into(), Bytes::from("refused"), false);
+        }
+        assert_eq!(o.dropped(), 0, "a flood of answers drops no live event");
+        let mut lanes = Vec::new();
+        while let Some(m) = o.pop() {
+            lanes.push(m.lane);
+            if lanes.len() == 6 {
+                break;
+            }
+        }
+        assert_eq!(lanes, [Lane::Live, Lane::Live, Lane::Live, Lane::Live, Lane::Answer, Lane::Answer]);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -252,7 +329,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(m) = outbox.pop() {
             outbox.handed_over(&m);
-            out.push((m.topic, String::from_utf8(m.payload.to_vec()).unwrap(), m.retain));
+            out.push((m.topic.clone(), String::from_utf8(m.payload.to_vec()).unwrap(), m.retain()));
         }
         out
     }

@@ -112,6 +112,26 @@ impl Publisher {
         }
     }
 
+    /// Queues an answer to an outsider (a command's result or refusal) in the answer lane, which never takes a
+    /// Plex event's place (see [`super::answers`]). `always` for the result of a command that ran; a refusal that
+    /// finds the lane full is not queued, and `false` tells the caller to count it into a coalesced notice.
+    pub fn answer(&self, topic: String, payload: impl Into<Bytes>, always: bool) -> bool {
+        let payload = payload.into();
+        if !self.fits(&topic, &payload) {
+            return false;
+        }
+        let queued = self.shared.outbox().push_answer(topic, payload, always);
+        if queued {
+            self.shared.wake.notify_one();
+        }
+        queued
+    }
+
+    /// Whether a refusal would find room in the answer lane now.
+    pub fn answer_room(&self) -> bool {
+        self.shared.outbox().answer_room()
+    }
+
     /// Sets one retained topic.
     pub fn retain(&self, topic: String, payload: impl Into<Bytes>) {
         self.apply([Action::Retain { topic, payload: payload.into() }]);

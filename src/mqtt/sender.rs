@@ -56,7 +56,9 @@ pub(super) async fn send(
             next
         };
         match next {
-            Some(Outgoing { topic, payload, retain }) => {
+            Some(message) => {
+                let retain = message.retain();
+                let Outgoing { topic, payload, .. } = message;
                 if client.publish(topic, payload, PublishOptions::new(qos).retain(retain)).await.is_err() {
                     return; // the event loop is gone
                 }

@@ -227,7 +227,7 @@ pub(crate) fn transport_error(error: reqwest::Error) -> PlexError {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
-        "connection failed"
+        super::CONNECT_FAILED
     } else {
         "request failed"
     };

@@ -71,6 +71,9 @@ impl PlexError {
     }
 }
 
+/// How [`PlexError::Transport`] texts of a connection that could not be opened begin.
+pub(crate) const CONNECT_FAILED: &str = "connection failed";
+
 /// The `X-Plex-*` headers that identify the bridge as a client, sent on every request. Plex lists the bridge
 /// under its devices with these, so the identifier must be stable.
 pub fn client_headers(config: &PlexConfig) -> HeaderMap {
@@ -121,6 +124,16 @@ pub fn token_header(token: &Secret) -> Result<(HeaderName, HeaderValue), PlexErr
 }
 
 impl PlexError {
+    /// Whether the request never reached the server (no token to send, a refused redirect, no connection), so
+    /// whatever it asked for certainly did not happen.
+    pub fn never_reached_server(&self) -> bool {
+        match self {
+            PlexError::TokenFile { .. } | PlexError::RedirectRefused(_) => true,
+            PlexError::Transport(text) => text.starts_with(CONNECT_FAILED) || text.starts_with("bad URL"),
+            _ => false,
+        }
+    }
+
     /// Whether a failed WebSocket connection means "this server (or what is in front of it) does not do
     /// WebSocket", which makes `transport = "auto"` use EventSource: 404 on both paths, 400, 405, 426, or a
     /// handshake the server broke off.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::http::transport_error;
 use super::sse_parser::{SseEvent, SseParser};
 use super::{token_header, Incoming, PlexError, SessionEnd, SessionStats};
+use crate::log_limit::LogLimiter;
 use crate::secret::Secret;
 
 /// The stream's path.
@@ -96,6 +97,8 @@ pub async fn run_session(
     forwarder: &mut impl super::Forward,
 ) -> SessionEnd {
     let mut events: Vec<SseEvent> = Vec::new();
+    // A broken or hostile server decides how often this happens: one line per episode.
+    let mut oversized_log = LogLimiter::default();
     let mut last_seen = Instant::now();
     let idle = sleep_until(last_seen + idle_timeout);
     tokio::pin!(idle);
@@ -115,7 +118,7 @@ pub async fn run_session(
                 let oversized = stream.parser.oversized_dropped() - oversized_before;
                 if oversized > 0 {
                     stats.oversized += oversized;
-                    tracing::warn!(dropped = oversized, total = stats.oversized,
+                    crate::log_limited!(oversized_log, warn, dropped = oversized, total = stats.oversized,
                         "EventSource line or event over plex.max_message_size dropped; the stream goes on");
                 }
                 for event in events.drain(..) {

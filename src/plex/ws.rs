@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::redirect::MAX_REDIRECTS;
 use super::{token_header, Incoming, PlexError, SessionEnd, SessionStats};
+use crate::log_limit::LogLimiter;
 use crate::secret::Secret;
 
 /// The path every real client uses.
@@ -203,6 +204,8 @@ pub async fn run_session(
     stats: &mut SessionStats,
     forwarder: &mut impl super::Forward,
 ) -> SessionEnd {
+    // A broken or hostile server decides how often this happens: one line per episode.
+    let mut binary_log = LogLimiter::default();
     let mut last_seen = Instant::now();
     let idle = sleep_until(last_seen + idle_timeout);
     let ping = sleep_until(last_seen + ping_interval);
@@ -236,7 +239,8 @@ pub async fn run_session(
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         stats.ignored += 1;
-                        tracing::warn!(bytes = bytes.len(), "binary WebSocket frame ignored (PMS sends text frames)");
+                        crate::log_limited!(binary_log, warn, bytes = bytes.len(),
+                            "binary WebSocket frame ignored (PMS sends text frames)");
                     }
                     Some(Ok(Message::Close(frame))) => {
                         let reason = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();

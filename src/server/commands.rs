@@ -2,20 +2,19 @@
 //! known, registered with the publisher's command inbox under it, restarted when the level changes, stopped
 //! with the server. What a command means is [`crate::commands`]' business.
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::commands::verb::Verb;
 use crate::commands::CommandTask;
-use crate::mqtt::InboundCommand;
+use crate::mqtt::{command_queue, CommandQueue};
 use crate::plex::http::PlexHttp;
 use crate::topic::ServerTopics;
 
 /// The running command task: the topic level it is registered under, its queue, and how to stop it.
 struct Running {
     segment: String,
-    tx: mpsc::Sender<InboundCommand>,
+    queue: CommandQueue,
     stop: CancellationToken,
 }
 
@@ -47,7 +46,7 @@ impl ServerCommands {
         }
         self.stop();
         let Some((config, inbox)) = &self.context.commands else { return };
-        let (tx, rx) = mpsc::channel(crate::commands::QUEUE);
+        let (queue, rx) = command_queue(crate::commands::QUEUE);
         let stop = CancellationToken::new();
         let task = CommandTask {
             config: config.clone(),
@@ -57,15 +56,15 @@ impl ServerCommands {
             publisher: self.context.publisher.clone(),
         };
         tokio::spawn(tracing::Instrument::in_current_span(task.run(rx, stop.clone())));
-        inbox.register(topics.server_segment(), tx.clone());
+        inbox.register(topics.server_segment(), queue.clone());
         tracing::info!(topics = %topics.server_command("#"), "listening for commands");
-        self.running = Some(Running { segment: topics.server_segment().to_owned(), tx, stop });
+        self.running = Some(Running { segment: topics.server_segment().to_owned(), queue, stop });
     }
 
     /// Stops the task (it finishes the commands already running) and its routing.
     pub fn stop(&mut self) {
         if let (Some(running), Some((_, inbox))) = (self.running.take(), &self.context.commands) {
-            inbox.unregister(&running.segment, &running.tx);
+            inbox.unregister(&running.segment, &running.queue);
             running.stop.cancel();
         }
     }

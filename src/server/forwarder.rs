@@ -9,6 +9,7 @@
 use tokio::sync::mpsc;
 
 use super::state_task::StateInput;
+use crate::log_limit::LogLimiter;
 use crate::model::router::route;
 use crate::mqtt::Publisher;
 use crate::plex::{Forward, Incoming};
@@ -28,11 +29,20 @@ pub struct Forwarder {
     malformed: u64,
     /// Notifications the state task had no room for (forwarded raw only).
     state_dropped: u64,
+    /// The server decides how many malformed messages come: one log line per episode.
+    malformed_log: LogLimiter,
 }
 
 impl Forwarder {
     pub fn new(publisher: Publisher, state_inputs: mpsc::Sender<StateInput>) -> Self {
-        Forwarder { publisher, state_inputs, named: None, malformed: 0, state_dropped: 0 }
+        Forwarder {
+            publisher,
+            state_inputs,
+            named: None,
+            malformed: 0,
+            state_dropped: 0,
+            malformed_log: LogLimiter::default(),
+        }
     }
 
     /// The server's topic name is known (or changed): publish under `topics`, count in `counts`.
@@ -43,6 +53,17 @@ impl Forwarder {
     /// Whether the server's topics are known, so notifications can be forwarded.
     pub fn is_named(&self) -> bool {
         self.named.is_some()
+    }
+
+    /// The session ended: the count of malformed messages not logged, if any.
+    pub fn session_ended(&mut self) {
+        if let Some(not_logged) = self.malformed_log.end() {
+            tracing::warn!(
+                not_logged,
+                malformed_total = self.malformed,
+                "more notifications were skipped as malformed"
+            );
+        }
     }
 
     /// Tells the state task that the session is (re)connected, before the session is read.
@@ -78,8 +99,8 @@ impl Forward for Forwarder {
             Err(error) => {
                 self.malformed += 1;
                 let text = incoming.text();
-                tracing::warn!(%error, bytes = text.len(), start = %preview(text), malformed_total = self.malformed,
-                    "notification skipped");
+                crate::log_limited!(self.malformed_log, warn, %error, bytes = text.len(), start = %preview(text),
+                    malformed_total = self.malformed, "notification skipped");
             }
         }
     }

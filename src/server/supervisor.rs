@@ -223,6 +223,7 @@ impl Supervisor {
         let started = Instant::now();
         let mut stats = SessionStats::default();
         let end = connected.run(&context.plex, cancel, &mut stats, &mut server.forwarder).await;
+        server.forwarder.session_ended();
         tracing::debug!(?stats, "session statistics");
         if end == SessionEnd::Shutdown {
             return Attempt::Shutdown;

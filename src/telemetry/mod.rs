@@ -57,7 +57,13 @@ pub struct Telemetry {
     rest_latency: Family<ServerPath, Histogram>,
     health: HealthRegistry,
     token_renewals: Family<RenewalResult, Counter>,
+    commands: Family<CommandOutcome, Counter>,
     token_expiry: Family<TokenFileLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandOutcome {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,8 +171,16 @@ impl Telemetry {
             "When the Plex JWT in a token file expires (Unix time)",
             token_expiry.clone(),
         );
+        let commands = Family::<CommandOutcome, Counter>::default();
+        registry.register(
+            "command_messages",
+            "Messages on the command topics, by outcome: executed, refused, unanswered (a flood's: one coalesced \
+             notice instead of a result each), ignored (retained again, redelivered), unknown_server",
+            commands.clone(),
+        );
         Telemetry {
             registry,
+            commands,
             notifications,
             published,
             dropped,
@@ -248,6 +262,11 @@ impl Telemetry {
         self.rest_latency
             .get_or_create(&ServerPath { server: server.to_owned(), path: path.to_owned() })
             .observe(took.as_secs_f64());
+    }
+
+    /// `count` messages on the command topics came to `outcome` (see the metric's help).
+    pub fn commands(&self, outcome: &'static str, count: u64) {
+        self.commands.get_or_create(&CommandOutcome { outcome }).inc_by(count);
     }
 
     /// A Plex JWT renewal finished.
