@@ -52,6 +52,11 @@ impl LogLimiter {
         }
     }
 
+    /// Whether occurrences of the episode under way were only counted (an [`LogLimiter::end`] would report them).
+    pub fn has_counted(&self) -> bool {
+        self.suppressed > 0
+    }
+
     /// Ends the episode under way (at a quiet moment: the input stopped, the session ended): the number of
     /// occurrences it did not log, if any.
     pub fn end(&mut self) -> Option<u64> {

@@ -397,3 +397,49 @@ async fn home_assistant_buttons_follow_the_allow_list() {
     assert_eq!(server["cmps"]["button_scan_1"], removed, "the section buttons go too: {server}");
     assert_eq!(server["cmps"]["button_scan_2"], removed, "{server}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_command_that_ran_keeps_its_id_and_unknown_servers_are_counted_once() {
+    let broker = Mosquitto::start();
+    let pms = pms().await;
+    let token = TokenFile::new(&pms.token());
+    let http = support::mosquitto::free_port();
+    let cfg = config(&broker, &pms, &token, allowing(&["library_scan", "terminate_session"])).http(http);
+    let mut results = Probe::subscribe(broker.port(), &[RESULT, "plex/elsewhere/#"]).await;
+    let bridge = start(&broker, &cfg).await;
+
+    // Refused after the gate (no such section / no such stream): the id is free again at once.
+    publish(broker.port(), "plex/test/command/library_scan", r#"{"id":"reuse-1","section":"Nope"}"#, false).await;
+    let r = result_for(&mut results, "reuse-1").await;
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("unknown section")), "{r}");
+    publish(broker.port(), "plex/test/command/library_scan", r#"{"id":"reuse-1"}"#, false).await;
+    let r = result_for(&mut results, "reuse-1").await;
+    assert_eq!(r["ok"], true, "the corrected command runs: {r}");
+    let stop = "plex/test/command/terminate_session";
+    publish(broker.port(), stop, r#"{"id":"reuse-2","session_key":"999"}"#, false).await;
+    let r = result_for(&mut results, "reuse-2").await;
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("no stream")), "{r}");
+    publish(broker.port(), stop, r#"{"id":"reuse-2","session_key":"41"}"#, false).await;
+    assert_eq!(result_for(&mut results, "reuse-2").await["ok"], true);
+    // One that ran keeps its id.
+    publish(broker.port(), "plex/test/command/library_scan", r#"{"id":"reuse-1"}"#, false).await;
+    let r = result_for(&mut results, "reuse-1").await;
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("duplicate")), "{r}");
+
+    // A server this bridge does not serve: no result anywhere, one log line, every message counted.
+    for _ in 0..3 {
+        publish(broker.port(), "plex/elsewhere/command/library_scan", "{}", false).await;
+    }
+    let counted = wait::poll(SOON, async || {
+        let (_, metrics) = support::http::get(http, "/metrics").await;
+        metrics.contains("plex_mqtt_bridge_command_messages_total{outcome=\"unknown_server\"} 3").then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "commands for an unknown server are counted");
+    assert_eq!(bridge.logs().matches("command for a server this bridge does not serve").count(), 1);
+    results
+        .assert_nothing_within(Duration::from_millis(300), "a result for an unknown server", |m| {
+            m.topic.starts_with("plex/elsewhere/") && m.topic != "plex/elsewhere/command/library_scan"
+        })
+        .await;
+}

@@ -59,8 +59,8 @@ impl CommandTask {
                     }
                     continue;
                 }
-                () = tokio::time::sleep(NOTICE_RETRY), if unanswered.pending() => {
-                    unanswered.notify(&self, &inbound);
+                () = tokio::time::sleep(QUIET), if unanswered.pending() => {
+                    unanswered.flush(&self);
                     continue;
                 }
                 message = inbound.recv() => match message { Some(m) => m, None => break },
@@ -95,9 +95,7 @@ impl CommandTask {
                     });
                 }
             }
-            if inbound.is_empty() {
-                unanswered.notify(&self, &inbound);
-            }
+            unanswered.count += inbound.take_overflow();
         }
         let drain = async { while running.join_next().await.is_some() {} };
         if tokio::time::timeout(DRAIN_ON_STOP, drain).await.is_err() {
@@ -221,14 +219,15 @@ impl CommandTask {
     }
 }
 
-/// How long a coalesced notice waits for room in the answer lane before it tries again.
-const NOTICE_RETRY: Duration = Duration::from_secs(1);
+/// A flood has drained once no command came for this long: then its notice is published and its count logged
+/// (tried again after as long while the answer lane is still full).
+const QUIET: Duration = Duration::from_secs(1);
 
 /// A flood's account. Each command gets one result, except in a flood: commands that find the server's command
 /// queue full (they are never looked at, so never run) and refusals that find the answer lane full get no result
-/// of their own. They are counted, and once the flood has drained one coalesced notice says how many there were
-/// (`"verb": null`, `"unanswered": N`), logged once; refusals are logged once per episode
-/// ([`crate::log_limit`]).
+/// of their own. They are counted, and once the flood has drained ([`QUIET`]) one coalesced notice says how many
+/// there were (`"verb": null`, `"unanswered": N`), logged once; refusals are logged once per episode
+/// ([`crate::log_limit`]), with the count of the others when it ends.
 #[derive(Default)]
 struct Unanswered {
     count: u64,
@@ -236,15 +235,13 @@ struct Unanswered {
 }
 
 impl Unanswered {
-    /// Whether a notice waits to be published.
+    /// Whether a notice or a count of refusals waits for a quiet moment.
     fn pending(&self) -> bool {
-        self.count > 0
+        self.count > 0 || self.refusal_log.has_counted()
     }
 
-    /// At a quiet moment (no command waiting): publishes the notice if the answer lane has room, and ends the
-    /// refusals' log episode.
-    fn notify(&mut self, task: &CommandTask, inbound: &CommandReceiver) {
-        self.count += inbound.take_overflow();
+    /// At a quiet moment: ends the refusals' log episode and publishes the notice if the answer lane has room.
+    fn flush(&mut self, task: &CommandTask) {
         if let Some(not_logged) = self.refusal_log.end() {
             tracing::info!(not_logged, "more commands were refused (logged at debug level)");
         }

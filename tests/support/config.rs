@@ -41,6 +41,7 @@ pub struct Mqtt {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub max_inflight: Option<u32>,
+    pub queue_size: Option<u32>,
     #[serde(with = "humantime_serde::option")]
     pub reconnect_max: Option<Duration>,
 }
