@@ -174,6 +174,41 @@ async fn a_rejected_token_triggers_renewal_and_reconnects_with_the_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_failed_after_a_401_is_retried_on_its_own_clock() {
+    // A week left, and the server retries a rejected token only every minute (the default backoff cap): the
+    // renewal after the 401 fails, and must be retried after its backoff (10-20 s), not at the next 401.
+    let setup = Setup::new(Duration::from_secs(7 * 24 * 3600)).await;
+    let config = setup.config(Duration::from_secs(24 * 3600)).plex(|p| p.backoff_max = Some(Duration::from_secs(60)));
+    let mut states = Probe::subscribe(setup.broker.port(), &["plex/test/state"]).await;
+    let bridge = Bridge::start(&config);
+    assert!(states.wait_for(SLOW, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
+    setup.plextv.fail_exchange(Some(503));
+    setup.pms.forget_extra_tokens();
+    setup.pms.drop_connections();
+    assert!(states.wait_for(SLOW, |m| m.payload == b"unauthorized").await.is_some(), "{}", bridge.logs());
+    wait_healthz(setup.http, SLOW, "the failed renewal and when it is tried again", |h| {
+        h["servers"]["test"]["token"]["retry_at"].is_string()
+    })
+    .await;
+    let failed = healthz(setup.http).await;
+    assert_eq!(failed["servers"]["test"]["token"]["problem"]["reason"], "renewal_failed", "{failed}");
+    let failed_at = std::time::Instant::now();
+    setup.plextv.fail_exchange(None);
+    let renewed = setup.wait_for_token_change_within(Duration::from_secs(35)).await;
+    let took = failed_at.elapsed();
+    assert!(took < Duration::from_secs(30), "retried after its backoff, not at the next 401: {took:?}");
+    assert_eq!(Some(&renewed), setup.plextv.issued().last());
+    // The supervisor tries the renewed token at once (it does not wait out its minute).
+    assert!(
+        states.wait_for(Duration::from_secs(10), |m| m.payload == b"connected").await.is_some(),
+        "{}",
+        bridge.logs()
+    );
+    let health = healthz(setup.http).await;
+    assert!(health["servers"]["test"]["token"]["retry_at"].is_null(), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_key_file_is_a_clear_error_not_a_crash() {
     let setup = Setup::new(Duration::from_secs(2 * 3600)).await;
     // Another valid key under the registered key id.
@@ -214,4 +249,43 @@ async fn a_legacy_token_works_as_before_and_check_says_so() {
     let bridge = Bridge::start(&config);
     assert!(states.wait_for(SLOW, |m| m.payload == b"connected").await.is_some(), "{}", bridge.logs());
     assert!(!bridge.logs().contains("renew"), "{}", bridge.logs());
+}
+
+/// A JWT-shaped token that expired an hour ago (its signature is never checked by `check`'s description).
+fn expired_jwt() -> String {
+    use base64::Engine as _;
+    let b64 = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 3600;
+    format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"EdDSA","typ":"JWT"}"#),
+        b64(&format!(r#"{{"exp":{exp},"iss":"plex.tv"}}"#)),
+        b64("sig")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_describes_a_token_the_server_refuses_and_fits_the_fix_to_its_kind() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("plex_token");
+    std::fs::write(&token_file, expired_jwt()).expect("token file");
+    let config = test_config(&broker.url(), &pms.url(), &token_file);
+    let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&config.to_string()), SLOW).await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("token refused (HTTP 401)"), "{output}");
+    assert!(output.contains("Plex JWT, EXPIRED at "), "kind and expiry: {output}");
+    assert!(output.contains("NOT renewable: no device key"), "{output}");
+    assert!(output.contains("fix: run plex-mqtt-bridge login"), "{output}");
+    assert!(!output.contains("server owner's X-Plex-Token"), "not the legacy advice: {output}");
+    // With the device key beside it, the advice is the renewal.
+    DeviceKey::generate("bridge-device-1").expect("key").save(&dir.path().join("plex_token.key")).expect("save");
+    let (_, output) = Bridge::run_to_exit(&["check"], &[], Some(&config.to_string()), SLOW).await;
+    assert!(output.contains("renewed with the device key"), "{output}");
+    assert!(output.contains("renews an expired Plex JWT with its device key"), "{output}");
+    // A legacy token the server refuses keeps the owner's-token advice.
+    std::fs::write(&token_file, "not-the-owners-token").expect("token file");
+    let (_, output) = Bridge::run_to_exit(&["check"], &[], Some(&config.to_string()), SLOW).await;
+    assert!(output.contains("legacy token") && output.contains("server owner's X-Plex-Token"), "{output}");
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
 
+use super::check_token::TokenReport;
 use crate::config::{Config, TokenSource};
 use crate::plex::http::{build_client, PlexHttp};
 use crate::plex::{client_headers, read_token, PlexError};
@@ -52,19 +53,21 @@ async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> 
     let http =
         PlexHttp::new(client, server.url.clone(), TokenSource::Inline(token.clone()), config.plex.request_timeout)
             .with_max_response_size(config.plex.max_response_size);
+    let report = TokenReport::of(config, server, &token);
     match http.identity().await {
         Ok(identity) => (
             true,
             format!(
-                "ok   {what}: \"{}\" (Plex Media Server {}), token accepted ({})",
-                identity.friendly_name,
-                identity.version,
-                describe_token(config, server, &token)
+                "ok   {what}: \"{}\" (Plex Media Server {}), token accepted ({report})",
+                identity.friendly_name, identity.version,
             ),
         ),
+        Err(PlexError::Unauthorized(status)) => {
+            let problem = report.last_problem(config, server).await;
+            (false, format!("FAIL {what}: token refused (HTTP {status}); {report}{problem} — fix: {}", report.fix()))
+        }
         Err(error) => {
             let fix = match &error {
-                PlexError::Unauthorized(_) => "use the server owner's X-Plex-Token in token / token_file",
                 PlexError::Transport(text) if text.contains("certificate") || text.contains("TLS") => {
                     "set ca_file to the CA of the server's certificate, use its *.plex.direct host name, or (last \
                      resort) insecure_skip_verify = true"
@@ -81,48 +84,6 @@ async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> 
             (false, format!("FAIL {what}: {error} — fix: {fix}"))
         }
     }
-}
-
-/// The token's kind, expiry and whether it can be renewed, e.g. `Plex JWT, expires 2026-12-13T10:00:00Z (in
-/// 6days 23h), renewed with the device key /etc/…/plex_token.key`.
-fn describe_token(config: &Config, server: &crate::config::ServerConfig, token: &crate::secret::Secret) -> String {
-    use crate::plextv::token::TokenKind;
-    let TokenKind::Jwt { expires_at } = TokenKind::of(token.expose()) else {
-        return "legacy token: long-lived, nothing to renew".to_owned();
-    };
-    let expiry = match expires_at {
-        Some(at) => {
-            let left = at.duration_since(std::time::SystemTime::now()).map(|d| Duration::from_secs(d.as_secs()));
-            match left {
-                Ok(left) => {
-                    format!(
-                        "expires {} (in {})",
-                        crate::telemetry::health::rfc3339(at),
-                        humantime::format_duration(left)
-                    )
-                }
-                Err(_) => format!("EXPIRED at {}", crate::telemetry::health::rfc3339(at)),
-            }
-        }
-        None => "no expiry".to_owned(),
-    };
-    let renewal = match &server.token {
-        crate::config::TokenSource::File(path) => {
-            let key_file = config.plex.device_key_for(&crate::config::resolve_credential(path));
-            if !key_file.exists() {
-                format!("NOT renewable: no device key at {} — fix: run plex-mqtt-bridge login", key_file.display())
-            } else {
-                match crate::plextv::device_key::DeviceKey::load(&key_file) {
-                    Ok(_) => format!("renewed with the device key {}", key_file.display()),
-                    Err(e) => format!("NOT renewable: {e}"),
-                }
-            }
-        }
-        crate::config::TokenSource::Inline(_) => {
-            "NOT renewable: an inline token cannot be rewritten — fix: use token_file".to_owned()
-        }
-    };
-    format!("Plex JWT, {expiry}, {renewal}")
 }
 
 async fn check_broker(config: &Config) -> (bool, String) {

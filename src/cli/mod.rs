@@ -2,6 +2,7 @@
 //! `command`). `main` only parses the command line and dispatches here.
 
 pub mod check;
+pub mod check_token;
 pub mod command;
 pub mod health;
 pub mod login;

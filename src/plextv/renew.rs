@@ -98,6 +98,9 @@ impl Renewer {
         let mut last_failure: Option<&'static str> = None;
         let mut missing_key_logged = false;
         let mut woken = false;
+        // A renewal failed: it is tried again when its backoff is over, whatever caused it (a 401 or the
+        // schedule), not at the next 401 or the next look at the file.
+        let mut retry_pending = false;
         // What `/healthz` shows of this token file, reported to the health registry on every look.
         let mut status = TokenStatus::default();
         let file = self.token_file.display().to_string();
@@ -109,7 +112,7 @@ impl Renewer {
         let mut scheduled_not_before: Option<SystemTime> = None;
         loop {
             let next = self
-                .look(&mut status, woken, scheduled_not_before, &mut missing_key_logged)
+                .look(&mut status, woken || retry_pending, scheduled_not_before, &mut missing_key_logged)
                 .unwrap_or(Next::Wait(RECHECK));
             telemetry().health().set_token_status(&file, status.clone());
             woken = false;
@@ -126,6 +129,8 @@ impl Renewer {
                         Ok(expires_at) => {
                             backoff.reset();
                             last_failure = None;
+                            retry_pending = false;
+                            status.retry_at = None;
                             quiet_until = Some(tokio::time::Instant::now() + self.retry_min);
                             let now = SystemTime::now();
                             scheduled_not_before = expires_at
@@ -158,6 +163,8 @@ impl Renewer {
                                 tracing::debug!(%error, retry_in = ?delay, "token renewal failed again");
                             }
                             status.problem = Some(Problem { reason, error: error.to_string() });
+                            status.retry_at = SystemTime::now().checked_add(delay);
+                            retry_pending = true;
                             telemetry().health().set_token_status(&file, status.clone());
                             delay
                         }

@@ -57,6 +57,8 @@ pub struct TokenStatus {
     pub renewable: bool,
     /// The last renewal problem.
     pub problem: Option<Problem>,
+    /// When a failed renewal is tried again.
+    pub retry_at: Option<SystemTime>,
 }
 
 impl TokenStatus {
@@ -66,6 +68,7 @@ impl TokenStatus {
             "expires_at": self.expires_at.map(rfc3339),
             "renewable": self.renewable,
             "problem": Problem::json(self.problem.as_ref()),
+            "retry_at": self.retry_at.map(rfc3339),
         })
     }
 }
