@@ -1,7 +1,8 @@
 //! The optional health and metrics endpoint (`[http] listen`): `GET /healthz` and `GET /metrics`.
 //!
 //! Two read-only routes do not justify a web framework's compile time, so this is a deliberately small
-//! HTTP/1.1 responder: one request per connection, bounded in size and time, `Connection: close`.
+//! HTTP/1.1 responder: one request per connection, bounded in size and time, `Connection: close`. A flood of
+//! connections cannot starve it: see [`super::connection_slots`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,15 +11,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::connection_slots::{ConnectionSlots, Slot};
 use crate::backoff::Backoff;
 use crate::telemetry::telemetry;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a client gets to send its request, and to take the response.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed at once (a flood of clients, or slowloris ones holding their
-/// connections open, cannot take the bridge's file descriptors or memory).
+/// Time a client gets to send its request head (a health check sends it at once).
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// Time a client gets to take the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once (a flood of clients, or slowloris ones holding their connections open, cannot take
+/// the bridge's file descriptors or memory); when all are taken, the oldest still sending its head makes room.
 const MAX_CONNECTIONS: usize = 64;
 /// `accept()` failing (out of file descriptors, say) is retried after this, growing up to one second, instead
 /// of spinning.
@@ -32,7 +36,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves requests on `listener` until `cancel`.
 pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = ConnectionSlots::new(MAX_CONNECTIONS);
     let mut backoff = Backoff::new(ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX);
     let mut failing = false;
     loop {
@@ -44,11 +48,13 @@ pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
                         backoff.reset();
                         failing = false;
                     }
-                    // Over the limit the connection is closed unanswered (dropped here).
-                    if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    // With every slot answering, the connection is closed unanswered (dropped here).
+                    if let Some(slot) = slots.take() {
                         tokio::spawn(async move {
-                            respond(stream).await;
-                            drop(slot);
+                            tokio::select! {
+                                () = respond(stream, &slot) => {}
+                                () = slot.evicted.cancelled() => {}
+                            }
                         });
                     }
                 }
@@ -70,10 +76,10 @@ pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
     }
 }
 
-async fn respond(mut stream: TcpStream) {
+async fn respond(mut stream: TcpStream, slot: &Slot) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(READ_TIMEOUT, async {
+    let read = tokio::time::timeout(HEAD_DEADLINE, async {
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return false,
@@ -86,9 +92,10 @@ async fn respond(mut stream: TcpStream) {
     if !matches!(read, Ok(true)) {
         return;
     }
+    slot.answering();
     if !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let response = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(response.as_bytes())).await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(response.as_bytes())).await;
         return;
     }
     let request_line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
@@ -110,7 +117,7 @@ async fn respond(mut stream: TcpStream) {
         body.len()
     );
     // A client that does not read its response is given up on, like one that does not send its request.
-    let _ = tokio::time::timeout(READ_TIMEOUT, async {
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
     })

@@ -3,6 +3,7 @@
 //! signal stops them in order.
 
 pub mod bridge_info;
+pub mod connection_slots;
 pub mod http_endpoint;
 mod renewers;
 mod systemd;
