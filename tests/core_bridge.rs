@@ -187,6 +187,32 @@ async fn broker_restart_gets_all_retained_state_back() {
     let sample = &every_type()[3];
     f.pms.push_text(&sample.ws_frame());
     f.probe.expect_payload("plex/test/status", sample.items[0], SOON).await;
+    // A restart is not taken for another client with the same client id (the session had lasted seconds only).
+    let logs = f.bridge.logs();
+    assert!(!logs.contains("mqtt.client_id"), "a broker restart named a wrong cause:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_client_with_the_same_id_is_named_from_evidence() {
+    let client_id = format!("shared-id-{}", std::process::id());
+    let id = client_id.clone();
+    let f = start_with(FakePmsConfig::default(), move |c| c.mqtt(|m| m.client_id = Some(id))).await;
+    // Another client with the same id keeps connecting: each time it takes the session over, and each time the
+    // bridge takes it back.
+    let port = f.broker.port();
+    let thief = tokio::spawn(async move {
+        loop {
+            let options = support::mqtt::mqtt_options(&client_id, port);
+            let (_client, mut eventloop) = rumqttc::AsyncClient::builder(options).capacity(8).build();
+            while eventloop.poll().await.is_ok() {}
+        }
+    });
+    let named = f.bridge.wait_for_log("the broker keeps closing the connection", support::SLOW).await;
+    thief.abort();
+    let logs = f.bridge.logs();
+    assert!(named, "no takeover named:\n{logs}");
+    assert!(logs.contains("same mqtt.client_id"), "{logs}");
+    assert_eq!(logs.matches("the broker keeps closing the connection").count(), 1, "named once:\n{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnectionError, Event, EventLoop, Packet, StateError};
+use rumqttc::{ConnectionError, Event, EventLoop, Packet};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::diagnosis::{describe, SessionHistory};
 use super::inbox::Listeners;
 use super::startup::StaleScan;
 use super::Shared;
@@ -30,6 +31,8 @@ pub(super) async fn drive(
     let broker = shared.broker.as_str();
     let mut outage_reported = false;
     let mut last_tls_error = String::new();
+    // How the last sessions ended, to name a cause only when the evidence shows it.
+    let mut history = SessionHistory::default();
     // When the current broker session was accepted (CONNACK).
     let mut session_started: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -86,12 +89,16 @@ pub(super) async fn drive(
                 connected.send_replace(false);
                 let reason = describe(&error, broker);
                 match session_started.take().map(|at| at.elapsed()) {
-                    Some(lasted) if lasted >= STABLE_SESSION => backoff.reset(),
-                    Some(lasted) => tracing::warn!(?lasted, %reason,
-                        "the broker closed the connection soon after accepting it; if another client uses the same \
-                         mqtt.client_id it takes the connection over each time (give each bridge its own id); \
-                         reconnecting with growing delays"),
-                    None => {}
+                    Some(lasted) if lasted >= STABLE_SESSION => {
+                        backoff.reset();
+                        history.stable();
+                    }
+                    Some(lasted) => {
+                        if let Some(cause) = history.ended_soon(&error) {
+                            tracing::warn!(?lasted, %reason, cause, "the broker keeps closing the connection");
+                        }
+                    }
+                    None => history.attempt_failed(),
                 }
                 let lost = shared.outbox().connection_lost();
                 let telemetry = crate::telemetry::telemetry();
@@ -117,27 +124,5 @@ pub(super) async fn drive(
                 }
             }
         }
-    }
-}
-
-/// A readable reason for a broker connection error (rumqttc's own texts are terse).
-pub(super) fn describe(error: &ConnectionError, broker: &str) -> String {
-    match error {
-        ConnectionError::Tls(tls) => crate::tls::describe_handshake_error(broker, tls),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection ({code:?}); check mqtt.username / mqtt.password")
-        }
-        // The fork reports a failed socket read as a "serialization/deserialization error"; what the user
-        // needs to know is that the connection broke (a broker restart or crash, a network fault).
-        ConnectionError::Io(io)
-        | ConnectionError::MqttState(
-            StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)),
-        ) => {
-            format!("connection to the broker at {broker} failed: {io}")
-        }
-        ConnectionError::MqttState(StateError::ConnectionAborted) => {
-            format!("the broker at {broker} closed the connection")
-        }
-        other => other.to_string(),
     }
 }

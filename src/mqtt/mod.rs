@@ -4,10 +4,12 @@
 //!   has acknowledged; [`answers`]: the bounded lane of answers to outsiders beside it;
 //! - [`sender`]: moves messages from the outbox into the client while the broker is connected;
 //! - [`driver`]: polls the client's event loop, reconnects with backoff, re-publishes retained state;
+//!   [`diagnosis`] names why a connection was lost, from evidence;
 //! - [`inbox`]: the subscriptions coming in (commands, Home Assistant's birth message);
 //! - [`startup`]: the read of what an earlier run left retained on the broker.
 
 pub mod answers;
+pub mod diagnosis;
 pub mod driver;
 pub mod inbox;
 pub mod outbox;
