@@ -405,3 +405,32 @@ async fn typed_consumers_decode_every_message() {
         assert_eq!(go.player.public_address, "203.0.113.7");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_look_up_the_next_event_has_account_and_player() {
+    let mut f = start(|c| c.plex(|p| p.webhook_compat = Some(true))).await;
+    f.pms.set_canned("/status/sessions", CannedResponse { status: 500, ..CannedResponse::json("") });
+    f.pms.push_text(&pilot("playing", 0));
+    // The look-up fails: the play goes out at once with what the notification said.
+    let play = f.probe.expect(SOON, "media.play", |m: &Msg| m.topic == WEBHOOK).await.json();
+    assert_eq!(play["event"], "media.play");
+    assert!(play.get("Account").is_none() && play.get("Player").is_none(), "{play}");
+
+    // The server answers again. The pause's notification asks it at once (not after the failure's retry delay),
+    // and the pause waits for the answer, so it goes out complete.
+    f.pms.set_canned("/status/sessions", CannedResponse::json(session_body("paused")));
+    f.pms.push_text(&pilot("paused", 1_000));
+    let pause = f.probe.expect(SOON, "media.pause", |m: &Msg| m.topic == WEBHOOK).await.json();
+    assert_eq!(pause["event"], "media.pause");
+    assert_eq!(pause["Account"], json!({"id": 1, "thumb": "https://plex.tv/users/abc/avatar?c=1", "title": "alice"}));
+    assert_eq!(
+        pause["Player"],
+        json!({"local": true, "publicAddress": "203.0.113.7", "title": "Living Room TV", "uuid": "player-45"})
+    );
+    f.pms.push_text(&pilot("playing", 1_000));
+    let resume = f.probe.expect(SOON, "media.resume", |m: &Msg| m.topic == WEBHOOK).await.json();
+    assert_eq!(
+        (resume["Account"]["title"].clone(), resume["Player"]["title"].clone()),
+        (json!("alice"), json!("Living Room TV"))
+    );
+}
