@@ -65,30 +65,53 @@ async fn next_on(probe: &mut Probe, topic: &str) -> Value {
     probe.expect(SOON, topic, |m: &Msg| m.topic == topic).await.json()
 }
 
-/// Plays, pauses, resumes, seeks and stops session 45, waiting for each derived event on `events/playback`.
-async fn play_pause_resume_seek_stop(f: &mut Fixture) {
+/// One `playing` notification of session 45: its state, its offset and the derived events it yields on
+/// `events/playback`.
+type Step = (&'static str, u64, &'static [&'static str]);
+
+/// Play, pause, resume and a seek (stopped at 601 000 ms).
+const WITH_A_SEEK: &[Step] = &[
+    ("playing", 0, &["play"]),
+    ("paused", 1_000, &["pause"]),
+    ("playing", 1_000, &["resume"]),
+    ("playing", 600_000, &["seek"]),
+];
+
+/// Play, pause, resume and a jump past 90 %, which is a seek and the scrobble (stopped at 3 101 000 ms).
+const TO_THE_END: &[Step] = &[
+    ("playing", 0, &["play"]),
+    ("paused", 1_000, &["pause"]),
+    ("playing", 1_000, &["resume"]),
+    ("playing", 3_100_000, &["seek", "scrobble"]),
+];
+
+/// Plays session 45 ([`session_body`]) through `steps`, then stops it at `stop_at`; waits for each derived event.
+async fn play_through(f: &mut Fixture, steps: &[Step], stop_at: u64) {
     f.pms.set_canned("/status/sessions", CannedResponse::json(session_body("playing")));
-    for (state, offset, event) in
-        [("playing", 0, "play"), ("paused", 1_000, "pause"), ("playing", 1_000, "resume"), ("playing", 600_000, "seek")]
-    {
-        f.pms.push_text(&pilot(state, offset));
-        let got = next_on(&mut f.probe, "plex/test/events/playback").await;
-        assert_eq!(got["event_type"], event, "{got}");
+    for (state, offset, events) in steps {
+        f.pms.push_text(&pilot(state, *offset));
+        for event in *events {
+            let got = next_on(&mut f.probe, "plex/test/events/playback").await;
+            assert_eq!(got["event_type"], *event, "{got}");
+        }
     }
     empty_sessions(&f.pms);
-    f.pms.push_text(&pilot("stopped", 601_000));
+    f.pms.push_text(&pilot("stopped", stop_at));
     assert_eq!(next_on(&mut f.probe, "plex/test/events/playback").await["event_type"], "stop");
+}
+
+/// The next webhook message of `event` (skipping others).
+async fn webhook_message(probe: &mut Probe, event: &str) -> Value {
+    probe.expect(SOON, event, |m: &Msg| m.topic == WEBHOOK && m.json()["event"] == event).await.json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_yields_webhook_shaped_play_pause_resume_stop_in_order() {
     let mut f = start(|c| c.plex(|p| p.webhook_compat = Some(true))).await;
     let server = f.pms.config();
-    play_pause_resume_seek_stop(&mut f).await;
+    play_through(&mut f, WITH_A_SEEK, 601_000).await;
     // Each webhook message directly follows its event, so the stop's is at most a moment behind.
-    f.probe
-        .expect(SOON, "the media.stop message", |m: &Msg| m.topic == WEBHOOK && m.json()["event"] == "media.stop")
-        .await;
+    webhook_message(&mut f.probe, "media.stop").await;
 
     let messages = f.probe.history_on(WEBHOOK);
     let events: Vec<Value> = messages.iter().map(|m| m.json()["event"].clone()).collect();
@@ -128,7 +151,7 @@ async fn a_session_yields_webhook_shaped_play_pause_resume_stop_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_published_on_the_webhook_topic_by_default() {
     let mut f = start(|c| c).await;
-    play_pause_resume_seek_stop(&mut f).await;
+    play_through(&mut f, WITH_A_SEEK, 601_000).await;
     // A webhook message would have come right after its event; the stop event has arrived, so all of them would
     // have. A short bounded wait catches a late one anyway.
     f.probe.collect_for(Duration::from_millis(300)).await;
@@ -330,33 +353,11 @@ mod typed {
     }
 }
 
-/// Plays session 45 to the end: play, pause, resume, a jump past 90 % (`seek` and `scrobble`), stop; waits for
-/// each derived event on `events/playback`.
-async fn play_to_the_end(f: &mut Fixture) {
-    f.pms.set_canned("/status/sessions", CannedResponse::json(session_body("playing")));
-    for (state, offset, events) in [
-        ("playing", 0, &["play"][..]),
-        ("paused", 1_000, &["pause"]),
-        ("playing", 1_000, &["resume"]),
-        ("playing", 3_100_000, &["seek", "scrobble"]),
-    ] {
-        f.pms.push_text(&pilot(state, offset));
-        for event in events {
-            assert_eq!(next_on(&mut f.probe, "plex/test/events/playback").await["event_type"], *event);
-        }
-    }
-    empty_sessions(&f.pms);
-    f.pms.push_text(&pilot("stopped", 3_101_000));
-    assert_eq!(next_on(&mut f.probe, "plex/test/events/playback").await["event_type"], "stop");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_consumers_decode_every_message() {
     let mut f = start(|c| c.plex(|p| p.webhook_compat = Some(true))).await;
-    play_to_the_end(&mut f).await;
-    f.probe
-        .expect(SOON, "the media.stop message", |m: &Msg| m.topic == WEBHOOK && m.json()["event"] == "media.stop")
-        .await;
+    play_through(&mut f, TO_THE_END, 3_101_000).await;
+    webhook_message(&mut f.probe, "media.stop").await;
     // PMS's /library/metadata: the section id on the container and on the item, numbers as strings here and there.
     let metadata = json!({"MediaContainer": {"size": 1, "librarySectionID": 1, "librarySectionTitle": "Movies",
         "Metadata": [{"ratingKey": "5", "key": "/library/metadata/5", "guid": "plex://movie/5d77", "type": "movie",
@@ -366,7 +367,7 @@ async fn typed_consumers_decode_every_message() {
     f.pms.set_canned("/library/metadata/5", CannedResponse::json(metadata.to_string()));
     f.pms.push_text(&timeline(0, Some("created")));
     f.pms.push_text(&timeline(5, None));
-    f.probe.expect(SOON, "library.new", |m: &Msg| m.topic == WEBHOOK && m.json()["event"] == "library.new").await;
+    webhook_message(&mut f.probe, "library.new").await;
 
     let messages = f.probe.history_on(WEBHOOK);
     let events: Vec<Value> = messages.iter().map(|m| m.json()["event"].clone()).collect();
@@ -412,23 +413,21 @@ async fn after_a_failed_look_up_the_next_event_has_account_and_player() {
     f.pms.set_canned("/status/sessions", CannedResponse { status: 500, ..CannedResponse::json("") });
     f.pms.push_text(&pilot("playing", 0));
     // The look-up fails: the play goes out at once with what the notification said.
-    let play = f.probe.expect(SOON, "media.play", |m: &Msg| m.topic == WEBHOOK).await.json();
-    assert_eq!(play["event"], "media.play");
+    let play = webhook_message(&mut f.probe, "media.play").await;
     assert!(play.get("Account").is_none() && play.get("Player").is_none(), "{play}");
 
     // The server answers again. The pause's notification asks it at once (not after the failure's retry delay),
     // and the pause waits for the answer, so it goes out complete.
     f.pms.set_canned("/status/sessions", CannedResponse::json(session_body("paused")));
     f.pms.push_text(&pilot("paused", 1_000));
-    let pause = f.probe.expect(SOON, "media.pause", |m: &Msg| m.topic == WEBHOOK).await.json();
-    assert_eq!(pause["event"], "media.pause");
+    let pause = webhook_message(&mut f.probe, "media.pause").await;
     assert_eq!(pause["Account"], json!({"id": 1, "thumb": "https://plex.tv/users/abc/avatar?c=1", "title": "alice"}));
     assert_eq!(
         pause["Player"],
         json!({"local": true, "publicAddress": "203.0.113.7", "title": "Living Room TV", "uuid": "player-45"})
     );
     f.pms.push_text(&pilot("playing", 1_000));
-    let resume = f.probe.expect(SOON, "media.resume", |m: &Msg| m.topic == WEBHOOK).await.json();
+    let resume = webhook_message(&mut f.probe, "media.resume").await;
     assert_eq!(
         (resume["Account"]["title"].clone(), resume["Player"]["title"].clone()),
         (json!("alice"), json!("Living Room TV"))
