@@ -111,6 +111,16 @@ pub fn value_number(value: Option<&Value>) -> Option<u64> {
     }
 }
 
+/// A finite number that may have a fraction (a rating: `7.9`), from a number or a numeric string.
+pub fn value_decimal(value: Option<&Value>) -> Option<f64> {
+    let number = match value? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    number.filter(|n| n.is_finite())
+}
+
 /// A boolean from `true`/`false`, `1`/`0` or their strings.
 pub fn value_flag(value: Option<&Value>) -> Option<bool> {
     match value? {

@@ -2,27 +2,36 @@
 //! payload Plex Pass webhooks POST, so automations written against webhooks (`payload.event`,
 //! `payload.Player.title`, `payload.Metadata.title`, …) keep working when pointed at `<p>/<server>/webhook`.
 //!
-//! Pure: session and item data in, JSON out. The rule is Plex's shape with only what the bridge really knows —
-//! a field that cannot be known is left out, never invented or `null`:
-//! - `user` is left out: in a webhook it says "the playing account has a webhook of its own", which nothing
-//!   the server tells the bridge reveals; `owner` is `true`, because the bridge runs with the server owner's token
-//!   (the account whose "webhook" this is, so to speak).
+//! Pure: session and item data in, JSON out. The rule is Plex's shape and Plex's types with only what the bridge
+//! really knows — a field that cannot be known is left out, never invented or `null`; every field has the JSON
+//! type Plex's webhooks give it ([`super::webhook_types`]):
+//! - `owner` is always `true` and `user` always a boolean (typed consumers require both). Plex sets `owner` when
+//!   the message goes to the server owner's webhook and `user` when it goes to the webhook of the account
+//!   concerned. The bridge runs with the owner's token and sees every account's playback, as the owner's webhook
+//!   does, so this topic stands for the owner's webhook: `user` is `true` for the owner's own playback (account
+//!   [`OWNER_ACCOUNT_ID`]) and for `library.new` (announced to the owner as a user with access), `false` for
+//!   other accounts and while the account is unknown.
 //! - `Account`, `Player` and most of `Metadata` come from `/status/sessions`; while its details are unknown (the
 //!   look-up failed or was late) only what the `playing` notification said (`ratingKey`, `viewOffset`) is there.
 //! - `library.new` has no `Account` (the owner's plex.tv account is not something the server reports) and no
 //!   `Player` (no player is involved).
 //! - `Player.publicAddress` is PMS's `remotePublicAddress`, which it lists only for some players.
-//! - `Metadata` carries the item's scalar fields as PMS sent them (see [`scalar_fields`]); tag lists (`Genre`,
-//!   `Role`, …) and `Media`/`Part` (file paths) are left out. `librarySectionType` is PMS's when sent, otherwise
-//!   derived from the item type where that is unambiguous (an episode lives in a `show` section).
+//! - `Metadata` carries those of the item's scalar fields (see [`scalar_fields`]) that are webhook fields; tag
+//!   lists (`Genre`, `Role`, …) and `Media`/`Part` (file paths) are left out. `librarySectionType` is PMS's when
+//!   sent, otherwise derived from the item type where that is unambiguous (an episode lives in a `show` section).
 //!
 //! No token: every string containing `X-Plex-Token` is dropped, so even a server that put one in a thumb URL
 //! cannot leak it to the broker; thumbs stay PMS paths (or plex.tv avatar URLs) as PMS sent them.
 
 use serde_json::{json, Map, Value};
 
+use super::webhook_types::{typed, Part};
 use crate::plex::http::ServerIdentity;
 use crate::plex::sessions::{scalar_fields, SessionInfo};
+
+/// The id PMS gives the server owner's account (`User.id` `"1"` in `/status/sessions`; Plex's own webhook example
+/// shows the owner as `Account.id` 1 with `user` and `owner` both true). Other accounts carry their plex.tv id.
+pub const OWNER_ACCOUNT_ID: u64 = 1;
 
 /// The webhook event of a derived playback event; `None` for `seek`, which Plex webhooks do not have.
 pub fn playback_event_name(event: &str) -> Option<&'static str> {
@@ -53,22 +62,29 @@ pub struct PlaybackSnapshot {
 pub fn playback(snapshot: &PlaybackSnapshot, server: Option<&ServerIdentity>) -> Value {
     let info = snapshot.info.as_ref();
     let extra = info.and_then(|i| i.webhook.as_ref());
-    let mut payload = envelope(snapshot.event, server);
-    let account = object([
-        ("id", info.and_then(|i| i.user_id.as_deref()).map(account_id)),
-        ("thumb", extra.and_then(|e| e.user_thumb.clone()).map(Value::from)),
-        ("title", info.and_then(|i| i.user_name.clone()).map(Value::from)),
-    ]);
-    let player = object([
-        ("local", info.and_then(|i| i.player_local).map(Value::from)),
-        ("publicAddress", extra.and_then(|e| e.player_public_address.clone()).map(Value::from)),
-        ("title", info.and_then(|i| i.player_name.clone()).map(Value::from)),
-        ("uuid", info.and_then(|i| i.player_machine_identifier.clone()).map(Value::from)),
-    ]);
+    let account = object(
+        Part::Account,
+        [
+            ("id", info.and_then(|i| i.user_id.clone()).map(Value::from)),
+            ("thumb", extra.and_then(|e| e.user_thumb.clone()).map(Value::from)),
+            ("title", info.and_then(|i| i.user_name.clone()).map(Value::from)),
+        ],
+    );
+    let player = object(
+        Part::Player,
+        [
+            ("local", info.and_then(|i| i.player_local).map(Value::from)),
+            ("publicAddress", extra.and_then(|e| e.player_public_address.clone()).map(Value::from)),
+            ("title", info.and_then(|i| i.player_name.clone()).map(Value::from)),
+            ("uuid", info.and_then(|i| i.player_machine_identifier.clone()).map(Value::from)),
+        ],
+    );
+    let own_playback = account.get("id").and_then(Value::as_u64) == Some(OWNER_ACCOUNT_ID);
+    let mut payload = envelope(snapshot.event, own_playback, server);
     insert_object(&mut payload, "Account", account);
     insert_object(&mut payload, "Player", player);
     // The typed fields the bridge always reads, overlaid by the entry's own scalars as PMS sent them.
-    let mut metadata = object([
+    let mut metadata = known([
         ("type", info.and_then(|i| i.media_type.clone()).map(Value::from)),
         ("title", info.and_then(|i| i.title.clone()).map(Value::from)),
         ("grandparentTitle", info.and_then(|i| i.grandparent_title.clone()).map(Value::from)),
@@ -105,7 +121,7 @@ pub fn library_new(value: &Value, server: Option<&ServerIdentity>) -> Option<Val
 /// `rating_key`, `title`, `type`, `library_section_id`), when `/library/metadata` could not be read.
 pub fn library_new_from_summary(item: &Value, server: Option<&ServerIdentity>) -> Value {
     let field = |name: &str| item.get(name).filter(|v| is_scalar(v)).cloned();
-    let metadata = object([
+    let metadata = known([
         ("ratingKey", field("rating_key")),
         ("title", field("title")),
         ("type", field("type")),
@@ -116,25 +132,30 @@ pub fn library_new_from_summary(item: &Value, server: Option<&ServerIdentity>) -
 }
 
 fn library_message(metadata: Map<String, Value>, server: Option<&ServerIdentity>) -> Value {
-    let mut payload = envelope("library.new", server);
+    let mut payload = envelope("library.new", true, server);
     insert_object(&mut payload, "Metadata", finish_metadata(metadata));
     Value::Object(payload)
 }
 
-/// `event`, `owner` and `Server`: what every message has.
-fn envelope(event: &str, server: Option<&ServerIdentity>) -> Map<String, Value> {
+/// `event`, `user`, `owner` and `Server`: what every message has.
+fn envelope(event: &str, user: bool, server: Option<&ServerIdentity>) -> Map<String, Value> {
     let mut payload = Map::new();
     payload.insert("event".into(), json!(event));
+    payload.insert("user".into(), json!(user));
     payload.insert("owner".into(), json!(true));
-    let server = object([
-        ("title", server.map(|s| s.friendly_name.as_str()).filter(|t| !t.is_empty()).map(Value::from)),
-        ("uuid", server.map(|s| s.machine_identifier.as_str()).filter(|u| !u.is_empty()).map(Value::from)),
-    ]);
+    let server = object(
+        Part::Server,
+        [
+            ("title", server.map(|s| s.friendly_name.as_str()).filter(|t| !t.is_empty()).map(Value::from)),
+            ("uuid", server.map(|s| s.machine_identifier.as_str()).filter(|u| !u.is_empty()).map(Value::from)),
+        ],
+    );
     insert_object(&mut payload, "Server", server);
     payload
 }
 
-/// Adds `librarySectionType` where it follows from the item type, and drops anything carrying a token.
+/// Adds `librarySectionType` where it follows from the item type, then keeps the webhook fields, typed, that
+/// carry no token.
 fn finish_metadata(mut metadata: Map<String, Value>) -> Map<String, Value> {
     if !metadata.contains_key("librarySectionType") {
         let section = match metadata.get("type").and_then(Value::as_str) {
@@ -148,17 +169,23 @@ fn finish_metadata(mut metadata: Map<String, Value>) -> Map<String, Value> {
             metadata.insert("librarySectionType".into(), json!(section));
         }
     }
-    // No field named like a token (`token`, `accessToken`, …) and no value carrying one passes.
-    metadata.retain(|key, value| !key.to_ascii_lowercase().contains("token") && !carries_token(value));
-    metadata
+    untainted(typed(Part::Metadata, metadata))
 }
 
-/// An object of the fields that are known; unknown ones are absent, not `null`.
-fn object<const N: usize>(fields: [(&str, Option<Value>); N]) -> Map<String, Value> {
+/// The object `part` of the fields that are known, typed; unknown ones are absent, not `null`.
+fn object<const N: usize>(part: Part, fields: [(&str, Option<Value>); N]) -> Map<String, Value> {
+    untainted(typed(part, known(fields)))
+}
+
+/// The fields whose value is known.
+fn known<const N: usize>(fields: [(&str, Option<Value>); N]) -> Map<String, Value> {
+    fields.into_iter().filter_map(|(key, value)| value.map(|v| (key.to_owned(), v))).collect()
+}
+
+/// Without the fields whose value carries a token (no webhook field is named like one: see the type table).
+fn untainted(mut fields: Map<String, Value>) -> Map<String, Value> {
+    fields.retain(|_, value| !carries_token(value));
     fields
-        .into_iter()
-        .filter_map(|(key, value)| value.filter(|v| !carries_token(v)).map(|v| (key.to_owned(), v)))
-        .collect()
 }
 
 /// Inserts `object` under `key` unless it is empty (nothing known: the part is left out).
@@ -166,11 +193,6 @@ fn insert_object(payload: &mut Map<String, Value>, key: &str, object: Map<String
     if !object.is_empty() {
         payload.insert(key.to_owned(), Value::Object(object));
     }
-}
-
-/// Webhooks carry the account id as a number; PMS lists it as a string (`"1"`). Anything not numeric stays text.
-fn account_id(id: &str) -> Value {
-    id.parse::<u64>().map_or_else(|_| Value::from(id), Value::from)
 }
 
 fn is_scalar(value: &Value) -> bool {
@@ -220,8 +242,8 @@ mod tests {
         let body = br#"{"MediaContainer":{"Metadata":[{"sessionKey":"45","ratingKey":"217468","key":"/library/metadata/217468",
             "guid":"plex://episode/5d9c","type":"episode","title":"Pilot","grandparentTitle":"Severance","parentTitle":"Season 1",
             "index":1,"parentIndex":1,"year":2022,"thumb":"/library/metadata/217468/thumb/1700000000","duration":3420000,
-            "viewOffset":1000,"librarySectionID":"2","librarySectionTitle":"TV Shows",
-            "User":{"id":"1","title":"alice","thumb":"https://plex.tv/users/abc/avatar?c=1"},
+            "viewOffset":1000,"librarySectionID":"2","librarySectionTitle":"TV Shows","addedAt":"1700000000",
+            "rating":"8.4","hasPremiumExtras":"1","User":{"id":"1","title":"alice","thumb":"https://plex.tv/users/abc/avatar?c=1"},
             "Player":{"title":"Living Room TV","machineIdentifier":"4b45c1d2","address":"192.168.1.20","remotePublicAddress":"203.0.113.7","local":true,"state":"playing"},
             "Media":[{"Part":[{"file":"/tv/Severance/S01E01.mkv"}]}]}]}}"#;
         let info = parse_sessions_with(body, true).unwrap().remove(0);
@@ -230,16 +252,17 @@ mod tests {
             message,
             json!({
                 "event": "media.play",
+                "user": true,
                 "owner": true,
                 "Account": {"id": 1, "thumb": "https://plex.tv/users/abc/avatar?c=1", "title": "alice"},
                 "Server": {"title": "Living Room", "uuid": "srv-uuid"},
                 "Player": {"local": true, "publicAddress": "203.0.113.7", "title": "Living Room TV", "uuid": "4b45c1d2"},
                 "Metadata": {
-                    "librarySectionType": "show", "librarySectionID": "2", "librarySectionTitle": "TV Shows",
+                    "librarySectionType": "show", "librarySectionID": 2, "librarySectionTitle": "TV Shows",
                     "ratingKey": "217468", "key": "/library/metadata/217468", "guid": "plex://episode/5d9c",
                     "type": "episode", "title": "Pilot", "grandparentTitle": "Severance", "parentTitle": "Season 1",
                     "index": 1, "parentIndex": 1, "year": 2022, "thumb": "/library/metadata/217468/thumb/1700000000",
-                    "duration": 3420000, "viewOffset": 26530
+                    "duration": 3420000, "viewOffset": 26530, "addedAt": 1700000000, "rating": 8.4
                 }
             })
         );
@@ -251,11 +274,13 @@ mod tests {
         let bare = playback(&snapshot("media.pause", None), None);
         assert_eq!(
             bare,
-            json!({"event": "media.pause", "owner": true, "Metadata": {"ratingKey": "217468", "viewOffset": 26530}})
+            json!({"event": "media.pause", "user": false, "owner": true,
+                   "Metadata": {"ratingKey": "217468", "viewOffset": 26530}})
         );
         // Details without a player address, user thumb or year.
         let info = SessionInfo {
             session_key: "7".into(),
+            user_id: Some("local-bob".into()),
             user_name: Some("bob".into()),
             player_name: Some("Phone".into()),
             title: Some("Up".into()),
@@ -264,14 +289,28 @@ mod tests {
             ..SessionInfo::default()
         };
         let message = playback(&snapshot("media.stop", Some(info)), Some(&server()));
-        assert_eq!(message["Account"], json!({"title": "bob"}));
+        assert_eq!(message["Account"], json!({"title": "bob"}), "an id that is not a number is left out");
         assert_eq!(message["Player"], json!({"title": "Phone"}));
         let metadata = message["Metadata"].as_object().unwrap();
         for absent in ["year", "publicAddress", "librarySectionType", "guid", "thumb"] {
             assert!(!metadata.contains_key(absent), "{absent} is unknown: {message}");
         }
-        assert!(!message.as_object().unwrap().contains_key("user"));
+        assert_eq!((&message["user"], &message["owner"]), (&json!(false), &json!(true)));
         assert!(!message.to_string().contains("null"), "no null anywhere: {message}");
+    }
+
+    #[test]
+    fn user_is_true_only_for_the_owners_own_playback() {
+        let played_by = |id: &str| {
+            let info = SessionInfo { session_key: "7".into(), user_id: Some(id.into()), ..SessionInfo::default() };
+            playback(&snapshot("media.play", Some(info)), None)
+        };
+        assert_eq!(played_by("1")["user"], true);
+        let shared = played_by("8264091");
+        assert_eq!(
+            (&shared["user"], &shared["owner"], &shared["Account"]["id"]),
+            (&json!(false), &json!(true), &json!(8264091))
+        );
     }
 
     #[test]
@@ -302,7 +341,7 @@ mod tests {
         assert_eq!(
             message,
             json!({
-                "event": "library.new", "owner": true,
+                "event": "library.new", "user": true, "owner": true,
                 "Server": {"title": "Living Room", "uuid": "srv-uuid"},
                 "Metadata": {"ratingKey": "5", "key": "/library/metadata/5", "guid": "plex://movie/5d77", "type": "movie",
                              "title": "Arrival", "year": 2016, "thumb": "/library/metadata/5/thumb/1", "addedAt": 1732518000,
@@ -314,8 +353,8 @@ mod tests {
         let item = json!({"rating_key": "5", "title": "Arrival", "type": "movie", "library_section_id": "1", "library_section_title": null});
         assert_eq!(
             library_new_from_summary(&item, None),
-            json!({"event": "library.new", "owner": true,
-                   "Metadata": {"ratingKey": "5", "title": "Arrival", "type": "movie", "librarySectionID": "1", "librarySectionType": "movie"}})
+            json!({"event": "library.new", "user": true, "owner": true,
+                   "Metadata": {"ratingKey": "5", "title": "Arrival", "type": "movie", "librarySectionID": 1, "librarySectionType": "movie"}})
         );
     }
 }

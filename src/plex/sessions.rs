@@ -72,7 +72,8 @@ pub struct WebhookFields {
     /// `Player.remotePublicAddress`: the player's public address as PMS sees it (what webhooks call
     /// `publicAddress`); PMS lists it only for some players.
     pub player_public_address: Option<String>,
-    /// The item's scalar fields as PMS sent them (Plex's names and types), see [`scalar_fields`].
+    /// The item's scalar fields as PMS sent them (names and JSON types as sent; a message gets the webhook's
+    /// types when it is built, see `crate::model::webhook_types`), see [`scalar_fields`].
     pub metadata: Map<String, Value>,
 }
 

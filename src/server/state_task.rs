@@ -4,7 +4,8 @@
 //! It runs beside the notification session and never blocks it: the session hands over notifications with
 //! `try_send` (a full queue drops the enrichment input, never the raw event, which is already published), and
 //! every REST call runs in its own task ([`super::lookups`]) whose result comes back as a message. At most one `/status/sessions`
-//! request is in flight, and `playing` bursts within [`COALESCE`] share one request.
+//! request is in flight, and `playing` bursts within [`COALESCE`] share one request; such a burst also brings
+//! forward the retry of a failed request ([`look_up_by`]).
 
 use std::time::Duration;
 
@@ -36,7 +37,8 @@ use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 pub const COALESCE: Duration = Duration::from_millis(250);
 /// `playing` items handled between two yields to the other tasks of the runtime (see the `playing` arm).
 const ITEMS_BETWEEN_YIELDS: usize = 256;
-/// After a failed look-up, the next try waits this long (unless a resync asks sooner).
+/// After a failed look-up, the next try waits this long, unless a `playing` notification or a resync asks sooner
+/// ([`look_up_by`]).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
@@ -52,6 +54,14 @@ pub enum StateInput {
     /// The notification session is (re)connected: reconcile everything with the server, with topic name `name`
     /// and identity `identity` (for its players' devices).
     Connected { topics: ServerTopics, name: ServerName, identity: ServerIdentity },
+}
+
+/// Asks for a `/status/sessions` look-up at `at`, or sooner if one is due sooner. A look-up already due keeps a
+/// `playing` burst to one request; a retry after a failure ([`RETRY_AFTER_FAILURE`]) is brought forward, so the
+/// events a session without details holds back (at most `plex.enrichment_wait`) get them as soon as the server
+/// answers again, instead of going out without them.
+fn look_up_by(sessions_at: &mut Option<Instant>, at: Instant) {
+    *sessions_at = Some(sessions_at.map_or(at, |due| due.min(at)));
 }
 
 /// Everything the state task needs.
@@ -151,7 +161,7 @@ impl StateTask {
                                     self.publish_summary(topics, &tracker);
                                 }
                                 self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
-                                sessions_at.get_or_insert_with(|| Instant::now() + COALESCE);
+                                look_up_by(&mut sessions_at, Instant::now() + COALESCE);
                             }
                             "timeline" => {
                                 for raw in &notification.items {
@@ -284,7 +294,7 @@ impl StateTask {
                 () = &mut resync => {
                     resync.as_mut().reset(Instant::now() + self.resync_interval);
                     if let Some(topics) = &topics {
-                        sessions_at.get_or_insert_with(Instant::now);
+                        look_up_by(&mut sessions_at, Instant::now());
                         lookups.activities();
                         let expired = side.players.expire(now_ms());
                         side.publish(topics, expired);
