@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod fake_plextv;
 pub mod fake_pms;
+pub mod fake_supervisor;
 pub mod fixture;
 pub mod home_assistant;
 pub mod http;
