@@ -58,6 +58,7 @@ fn log_in(sources: &Sources, options: &AddonOptions) -> Result<(), ExitCode> {
         jwt: true,
         strong: false,
         write_config: None,
+        print_block: false,
         server: None,
         poll_interval: Duration::from_secs(1),
         request_timeout: Duration::from_secs(15),
