@@ -103,18 +103,18 @@ impl Provider for AddonOptions {
     /// The options that are set (an option left empty on the Configuration page is not), each at its key, and
     /// the token file in `/data`.
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut dict = Dict::new();
+        let mut entries = vec![("plex.token_file", Value::from(self.token_file().display().to_string()))];
         let set = ADDON_OPTIONS
             .iter()
             .filter_map(|(option, key)| Some((*key, self.values.get(*option)?)))
             .filter(|(_, value)| !value.is_null() && value.as_str().is_none_or(|text| !text.trim().is_empty()));
         for (key, value) in set {
-            let nested = figment::util::nest(key, Value::serialize(value)?).into_dict().unwrap_or_default();
-            dict = super::sources::merge_dicts(dict, nested);
+            entries.push((key, Value::serialize(value)?));
         }
-        let token_file = Value::from(self.token_file().display().to_string());
-        let nested = figment::util::nest("plex.token_file", token_file).into_dict().unwrap_or_default();
-        dict = super::sources::merge_dicts(dict, nested);
+        let mut dict = Dict::new();
+        for (key, value) in entries {
+            dict = super::sources::merge_dicts(dict, figment::util::nest(key, value).into_dict().unwrap_or_default());
+        }
         Ok(Profile::Default.collect(dict))
     }
 }
