@@ -187,6 +187,14 @@ mod tests {
         assert_eq!(env_key(""), None);
     }
 
+    /// The Supervisor URL shares the prefix but is no setting: it must not be refused as an unknown key.
+    #[test]
+    fn variables_that_are_not_settings_are_skipped() {
+        let env = vec![(crate::addon::SUPERVISOR_URL_ENV.to_owned(), "http://127.0.0.1:1".to_owned())];
+        let data = EnvProvider::new(&env).data().unwrap_or_default();
+        assert!(data.values().all(|dict| dict.is_empty()), "{data:?}");
+    }
+
     /// A typed key's value is read as TOML; any other keeps its exact text, leading zeros included.
     #[test]
     fn env_values_are_text_unless_the_key_is_typed() {
