@@ -6,6 +6,7 @@
 //! Plex server and one [`mqtt`] connection; a server's [`plex`] transport hands each frame to its forwarder,
 //! which decodes it, lets the [`model`] router map it to topics and gives the result to the publisher.
 
+pub mod addon;
 pub mod app;
 pub mod atomic_file;
 pub mod backoff;

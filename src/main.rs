@@ -1,12 +1,13 @@
 //! The `plex-mqtt-bridge` command: parses the command line, loads the configuration and hands over to the mode
-//! asked for (see `cli`). Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for an invalid configuration,
-//! 1 otherwise.
+//! asked for (see `cli`). Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for an invalid configuration
+//! (in add-on mode also for a Supervisor that refuses or has no broker, see `cli::addon`), 1 otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use plex_mqtt_bridge::cli::{self, command::CommandArgs, login::LoginArgs, EX_CONFIG};
+use plex_mqtt_bridge::addon::DEFAULT_OPTIONS_FILE;
+use plex_mqtt_bridge::cli::{self, addon::Needs, command::CommandArgs, login::LoginArgs, EX_CONFIG};
 use plex_mqtt_bridge::config::{self, Sources};
 
 /// Bridges Plex Media Server notifications to MQTT.
@@ -20,6 +21,12 @@ struct Cli {
     /// Print the effective configuration (secrets masked) and exit.
     #[arg(long)]
     print_config: bool,
+    /// Run as a Home Assistant add-on: settings from the options the Supervisor wrote (default
+    /// /data/options.json; the environment and the flags below still override them), the token beside them,
+    /// a Plex login at the first start, and the broker from the Supervisor unless the options name one.
+    #[arg(long, value_name = "OPTIONS_JSON", num_args = 0..=1, require_equals = true,
+          default_missing_value = DEFAULT_OPTIONS_FILE)]
+    addon: Option<PathBuf>,
     /// Overrides mqtt.url.
     #[arg(long, value_name = "URL")]
     mqtt_url: Option<String>,
@@ -69,7 +76,13 @@ impl Cli {
         .into_iter()
         .filter_map(|(key, value)| value.as_ref().map(|value| (key.to_owned(), value.clone())))
         .collect();
-        Sources { file: self.config.clone(), overrides, env: std::env::vars().collect() }
+        Sources {
+            file: self.config.clone(),
+            overrides,
+            env: std::env::vars().collect(),
+            addon_options: self.addon.clone(),
+            service_broker: None,
+        }
     }
 }
 
@@ -79,7 +92,13 @@ fn main() -> ExitCode {
     if let Some(Operation::Login(args)) = &cli.command {
         return cli::login::main(args);
     }
-    let config = match config::load(&cli.sources()) {
+    let mut sources = cli.sources();
+    let daemon = cli.command.is_none() && !cli.print_config;
+    let needs = Needs { login: daemon, broker: !matches!(cli.command, Some(Operation::Health)) };
+    if let Err(code) = cli::addon::prepare(&mut sources, needs) {
+        return code;
+    }
+    let config = match config::load(&sources) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("plex-mqtt-bridge: {error}");

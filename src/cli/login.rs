@@ -75,6 +75,7 @@ pub fn main(args: &LoginArgs) -> ExitCode {
         jwt: args.jwt,
         strong: args.strong,
         write_config: args.write_config.clone(),
+        print_block: true,
         server: args.server.clone(),
         poll_interval: Duration::from_secs(1),
         request_timeout: Duration::from_secs(15),
@@ -98,6 +99,9 @@ pub struct LoginOptions {
     pub jwt: bool,
     pub strong: bool,
     pub write_config: Option<PathBuf>,
+    /// Without `write_config`, print the block (the command) or only say which address answered (add-on mode,
+    /// whose options hold the server's URL).
+    pub print_block: bool,
     /// Pick this server (name or machineIdentifier) instead of the first owned one.
     pub server: Option<String>,
     pub poll_interval: Duration,
@@ -216,9 +220,12 @@ async fn finish(
             append_block(path, &block)?;
             eprintln!("\nAdded this to {}:\n\n{block}", path.display());
         }
-        None => {
+        None if options.print_block => {
             eprintln!("\nPut this in the bridge's configuration file:\n");
             print!("{block}");
+        }
+        None => {
+            eprintln!("\n{:?} answers at {}", chosen.name.as_deref().unwrap_or("?"), url.as_str().trim_end_matches('/'))
         }
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! The process's modes: the daemon itself, and the operator commands beside it (`check`, `health`, `login`,
-//! `command`). `main` only parses the command line and dispatches here.
+//! `command`); `addon` is what add-on mode does before any of them. `main` only parses the command line and
+//! dispatches here.
 
+pub mod addon;
 pub mod check;
 pub mod check_token;
 pub mod command;

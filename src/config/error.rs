@@ -1,6 +1,7 @@
 //! [`ConfigError`], and the translation of figment's errors into it, so every problem names the key the way the
 //! user wrote it: `servers[1].name` for the file, `PLEX_MQTT_BRIDGE_MQTT__QOS` for the environment.
 
+use super::addon::ADDON_METADATA_NAME;
 use super::sources::ENV_METADATA_NAME;
 
 /// A configuration problem: which key, what is wrong, how to fix it.
@@ -31,7 +32,12 @@ pub(super) fn from_figment(error: &figment::Error) -> ConfigError {
         }
     }
     let key = match (&error.metadata, &error.profile) {
-        (Some(md), Some(profile)) if md.name == ENV_METADATA_NAME && !path.is_empty() => md.interpolate(profile, &path),
+        // The environment's variable, the add-on's option: named as the user wrote them.
+        (Some(md), Some(profile))
+            if (md.name == ENV_METADATA_NAME || md.name == ADDON_METADATA_NAME) && !path.is_empty() =>
+        {
+            md.interpolate(profile, &path)
+        }
         _ => dotted(&path),
     };
     let source = error

@@ -10,8 +10,10 @@
 //! `commands`. A new key is a field in its section's raw struct and a line in its `validate`; the lists the
 //! loader needs (sections, `[[servers]]` keys, keys that are not text) are derived from the structs in `keys`.
 //! Around them: `sources` (file, environment, flags), `syntax` (TOML errors that never quote a secret), `error`,
-//! `secrets` (secret files), `checks` (checks shared by sections) and `printable` (`--print-config`).
+//! `secrets` (secret files), `checks` (checks shared by sections) and `printable` (`--print-config`); in add-on
+//! mode also `addon` (the options the Supervisor wrote) and `service_broker` (the broker the Supervisor named).
 
+mod addon;
 mod checks;
 mod commands;
 mod error;
@@ -24,6 +26,7 @@ mod plex;
 mod printable;
 mod secrets;
 mod servers;
+mod service_broker;
 mod sources;
 mod syntax;
 
@@ -31,6 +34,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+pub use addon::{addon_token_file, AddonOptions, ADDON_ONLY_OPTIONS, ADDON_OPTIONS};
 pub use commands::CommandsConfig;
 pub use error::ConfigError;
 pub use homeassistant::{HomeAssistantConfig, PlayersConfig};
@@ -38,10 +42,12 @@ pub use http::HttpConfig;
 pub use logging::{LogFormat, LoggingConfig};
 pub use mqtt::MqttConfig;
 pub use plex::{
-    default_client_identifier, default_device_key_file, plextv_url_allowed, PlexConfig, DEFAULT_PLEXTV_URL,
+    configured_plextv_url, default_client_identifier, default_device_key_file, is_loopback, plextv_url_allowed,
+    PlexConfig, DEFAULT_PLEXTV_URL,
 };
 pub use secrets::resolve_credential;
 pub use servers::{ServerConfig, TokenSource, Transport};
+pub use service_broker::names_a_broker;
 pub use sources::{Sources, ENV_PREFIX};
 
 /// The validated configuration.
@@ -85,7 +91,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let figment = sources::layered(sources)?;
     let raw: RawConfig = figment.extract().map_err(|e| error::from_figment(&e))?;
     servers::check_keys(&figment)?;
-    validate(raw)
+    validate(raw).map_err(|error| addon::name_the_option(error, &figment))
 }
 
 /// Validates section by section; what spans sections (the server list, unique names) is checked here.

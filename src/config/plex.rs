@@ -129,13 +129,17 @@ pub const DEFAULT_PLEXTV_URL: &str = "https://clients.plex.tv";
 /// plex.tv carries the account token, so its URL must be `https://`, or `http://` on a loopback address (a
 /// test's fake plex.tv): a typo cannot send the token in clear text.
 pub fn plextv_url_allowed(url: &Url) -> bool {
-    let loopback = match url.host() {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url))
+}
+
+/// Whether the URL's host is this machine (`127.0.0.0/8`, `::1`, `localhost`): where a test's fake service runs.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(name)) => name == "localhost",
         None => false,
-    };
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+    }
 }
 
 /// `<token_file>.key`: where `login` puts the device key unless told otherwise.
@@ -161,6 +165,31 @@ pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> St
         b >> 48,
         b & 0xffff_ffff_ffff
     )
+}
+
+/// `plex.plextv_url` as configured (`None`: the default), checked with [`plextv_url_allowed`].
+fn plextv_url(configured: Option<&str>) -> Result<Url, ConfigError> {
+    let Some(text) = configured else {
+        return Url::parse(DEFAULT_PLEXTV_URL)
+            .map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"));
+    };
+    let url = Url::parse(text.trim())
+        .map_err(|_| ConfigError::new("plex.plextv_url", "is not a URL", "remove it to use https://clients.plex.tv"))?;
+    plextv_url_allowed(&url).then_some(url).ok_or_else(|| {
+        ConfigError::new(
+            "plex.plextv_url",
+            "is not https:// (plain http is allowed on loopback only)",
+            "remove it to use https://clients.plex.tv",
+        )
+    })
+}
+
+/// plex.tv's URL from the sources alone, for a login before the whole configuration can load (add-on mode's
+/// first start: the token file the rest needs does not exist yet).
+pub fn configured_plextv_url(sources: &super::Sources) -> Result<Url, ConfigError> {
+    let figment = super::sources::layered(sources)?;
+    let configured = figment.find_value("plex.plextv_url").ok().and_then(|value| value.into_string());
+    plextv_url(configured.as_deref())
 }
 
 /// `mqtt` is validated first: the default client identifier derives from it, and every notification accepted
@@ -234,23 +263,7 @@ pub(super) fn validate(raw: &RawPlex, mqtt: &MqttConfig) -> Result<PlexConfig, C
     if max_sessions == 0 {
         return Err(ConfigError::new("plex.max_sessions", "is 0", "use at least 1 (default 1000)"));
     }
-    let plextv_url = match &raw.plextv_url {
-        None => Url::parse(DEFAULT_PLEXTV_URL)
-            .map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"))?,
-        Some(text) => {
-            let url = Url::parse(text.trim()).map_err(|_| {
-                ConfigError::new("plex.plextv_url", "is not a URL", "remove it to use https://clients.plex.tv")
-            })?;
-            plextv_url_allowed(&url).then_some(()).ok_or_else(|| {
-                ConfigError::new(
-                    "plex.plextv_url",
-                    "is not https:// (plain http is allowed on loopback only)",
-                    "remove it to use https://clients.plex.tv",
-                )
-            })?;
-            url
-        }
-    };
+    let plextv_url = plextv_url(raw.plextv_url.as_deref())?;
     let renew_before = raw.renew_before.unwrap_or(Duration::from_secs(24 * 3600));
     if renew_before < Duration::from_secs(60) {
         return Err(ConfigError::new(

@@ -1,5 +1,5 @@
-//! Where settings come from, layered with figment: built-in defaults < TOML file < environment
-//! (`PLEX_MQTT_BRIDGE_…`) < command-line flags.
+//! Where settings come from, layered with figment: built-in defaults < the broker the Supervisor named (add-on
+//! mode) < TOML file < add-on options (add-on mode) < environment (`PLEX_MQTT_BRIDGE_…`) < command-line flags.
 
 use std::path::PathBuf;
 
@@ -7,14 +7,20 @@ use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
+use super::addon::AddonOptions;
 use super::keys::{sections, typed_keys};
+use super::service_broker::ServiceBroker;
 use super::{syntax, ConfigError};
+use crate::addon::mqtt_service::MqttService;
 
 /// The prefix of every environment variable the bridge reads.
 pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";
 
 /// Figment's name for the environment, which error messages recognise to name the variable rather than the key.
 pub(super) const ENV_METADATA_NAME: &str = "environment variable";
+
+/// Variables with the prefix that are not settings, so the environment layer leaves them alone.
+const NOT_SETTINGS: [&str; 1] = [crate::addon::SUPERVISOR_URL_ENV];
 
 /// Where the settings come from, besides defaults and the environment.
 #[derive(Debug, Default, Clone)]
@@ -25,12 +31,19 @@ pub struct Sources {
     pub overrides: Vec<(String, String)>,
     /// The environment, as `(name, value)` pairs; normally `std::env::vars()`.
     pub env: Vec<(String, String)>,
+    /// Add-on mode (`--addon`): the options file the Supervisor wrote (`/data/options.json`).
+    pub addon_options: Option<PathBuf>,
+    /// Add-on mode with no broker named anywhere: the MQTT service the Supervisor named.
+    pub service_broker: Option<MqttService>,
 }
 
 /// All sources merged, later ones winning. The file is syntax-checked by [`syntax::check`] first, so a TOML error
 /// never quotes the file's text (which may hold a secret).
 pub(super) fn layered(sources: &Sources) -> Result<Figment, ConfigError> {
     let mut figment = Figment::new();
+    if let Some(service) = &sources.service_broker {
+        figment = figment.merge(ServiceBroker(service));
+    }
     if let Some(path) = &sources.file {
         if !path.is_file() {
             return Err(ConfigError::new(
@@ -48,6 +61,9 @@ pub(super) fn layered(sources: &Sources) -> Result<Figment, ConfigError> {
         })?;
         syntax::check(path, &text)?;
         figment = figment.merge(Toml::file_exact(path));
+    }
+    if let Some(path) = &sources.addon_options {
+        figment = figment.merge(AddonOptions::load(path)?);
     }
     figment = figment.merge(EnvProvider::new(&sources.env));
     for (key, value) in &sources.overrides {
@@ -68,6 +84,7 @@ impl EnvProvider {
     fn new(env: &[(String, String)]) -> Self {
         let vars = env
             .iter()
+            .filter(|(name, _)| !NOT_SETTINGS.contains(&name.as_str()))
             .filter_map(|(name, value)| {
                 let rest = name.strip_prefix(ENV_PREFIX)?;
                 Some((env_key(rest)?, value.clone()))
@@ -120,7 +137,7 @@ impl Provider for EnvProvider {
     }
 }
 
-fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
+pub(super) fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
     for (key, value) in from {
         let merged = match (into.remove(&key), value) {
             (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
@@ -168,6 +185,14 @@ mod tests {
         assert_eq!(env_key("SERVERS__0__URL").as_deref(), Some("servers.0.url"));
         assert_eq!(env_key("BOGUS").as_deref(), Some("bogus"));
         assert_eq!(env_key(""), None);
+    }
+
+    /// The Supervisor URL shares the prefix but is no setting: it must not be refused as an unknown key.
+    #[test]
+    fn variables_that_are_not_settings_are_skipped() {
+        let env = vec![(crate::addon::SUPERVISOR_URL_ENV.to_owned(), "http://127.0.0.1:1".to_owned())];
+        let data = EnvProvider::new(&env).data().unwrap_or_default();
+        assert!(data.values().all(|dict| dict.is_empty()), "{data:?}");
     }
 
     /// A typed key's value is read as TOML; any other keeps its exact text, leading zeros included.

@@ -14,6 +14,7 @@ pub mod bridge;
 pub mod config;
 pub mod fake_plextv;
 pub mod fake_pms;
+pub mod fake_supervisor;
 pub mod fixture;
 pub mod frames;
 pub mod home_assistant;
