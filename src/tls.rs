@@ -162,3 +162,14 @@ impl ServerCertVerifier for NoVerification {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Whether the URL's host is this machine (`127.0.0.0/8`, `::1`, `localhost`): the only place where a service
+/// that carries a token may be spoken to without TLS (a test's fake plex.tv or Supervisor).
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    }
+}

@@ -125,7 +125,7 @@ pub fn supervisor_url(configured: Option<&str>) -> Result<Url, ServiceError> {
     let text = configured.map(str::trim).filter(|t| !t.is_empty()).unwrap_or(DEFAULT_SUPERVISOR_URL);
     let url = Url::parse(text).map_err(|_| ServiceError::BadUrl(text.to_owned()))?;
     let supervisor = url.host_str() == Some("supervisor");
-    if url.scheme() == "http" && (supervisor || crate::config::is_loopback(&url)) {
+    if url.scheme() == "http" && (supervisor || crate::tls::is_loopback(&url)) {
         Ok(url)
     } else {
         Err(ServiceError::BadUrl(text.to_owned()))
@@ -184,7 +184,7 @@ pub async fn lookup(base: &Url, token: &Secret) -> Result<MqttService, ServiceEr
 
 /// A transport failure with its causes (reqwest's own text is only "error sending request").
 fn unreachable(error: reqwest::Error) -> ServiceError {
-    ServiceError::Unreachable(crate::plex::http::transport_error(error).to_string())
+    ServiceError::Unreachable(crate::http_error::describe(&error))
 }
 
 /// The service from the Supervisor's answer, or what its refusal means.

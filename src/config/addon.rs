@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
+use super::error::ADDON_METADATA_NAME;
+use super::nesting::merge_dicts;
 use super::ConfigError;
 
 /// figment's name for this layer; error messages recognise it to name the option.
-pub(super) const ADDON_METADATA_NAME: &str = "add-on option";
 
 /// Every add-on option that is a setting, and the key it sets. The add-on's `config.yaml` offers exactly these
 /// and [`ADDON_ONLY_OPTIONS`] (`tests/addon_manifest.rs` checks that).
@@ -113,7 +114,7 @@ impl Provider for AddonOptions {
         }
         let mut dict = Dict::new();
         for (key, value) in entries {
-            dict = super::sources::merge_dicts(dict, figment::util::nest(key, value).into_dict().unwrap_or_default());
+            dict = merge_dicts(dict, figment::util::nest(key, value).into_dict().unwrap_or_default());
         }
         Ok(Profile::Default.collect(dict))
     }

@@ -1,8 +1,10 @@
 //! [`ConfigError`], and the translation of figment's errors into it, so every problem names the key the way the
 //! user wrote it: `servers[1].name` for the file, `PLEX_MQTT_BRIDGE_MQTT__QOS` for the environment.
 
-use super::addon::ADDON_METADATA_NAME;
-use super::sources::ENV_METADATA_NAME;
+/// The figment metadata name of values from the environment (errors name the variable, not the key).
+pub(super) const ENV_METADATA_NAME: &str = "environment variable";
+/// The figment metadata name of values from the add-on's options (errors name the option, not the key).
+pub(super) const ADDON_METADATA_NAME: &str = "add-on option";
 
 /// A configuration problem: which key, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -22,6 +22,7 @@ mod http;
 mod keys;
 mod logging;
 mod mqtt;
+mod nesting;
 mod plex;
 mod printable;
 mod secrets;
@@ -42,13 +43,12 @@ pub use http::HttpConfig;
 pub use logging::{LogFormat, LoggingConfig};
 pub use mqtt::MqttConfig;
 pub use plex::{
-    configured_plextv_url, default_client_identifier, default_device_key_file, is_loopback, plextv_url_allowed,
-    PlexConfig, DEFAULT_PLEXTV_URL,
+    configured_plextv_url, default_client_identifier, default_device_key_file, plextv_url_allowed, PlexConfig,
+    DEFAULT_PLEXTV_URL,
 };
 pub use secrets::resolve_credential;
 pub use servers::{ServerConfig, TokenSource, Transport};
-pub use service_broker::names_a_broker;
-pub use sources::{Sources, ENV_PREFIX};
+pub use sources::{names_a_broker, Sources, ENV_PREFIX};
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]

@@ -129,17 +129,7 @@ pub const DEFAULT_PLEXTV_URL: &str = "https://clients.plex.tv";
 /// plex.tv carries the account token, so its URL must be `https://`, or `http://` on a loopback address (a
 /// test's fake plex.tv): a typo cannot send the token in clear text.
 pub fn plextv_url_allowed(url: &Url) -> bool {
-    url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url))
-}
-
-/// Whether the URL's host is this machine (`127.0.0.0/8`, `::1`, `localhost`): where a test's fake service runs.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name == "localhost",
-        None => false,
-    }
+    url.scheme() == "https" || (url.scheme() == "http" && crate::tls::is_loopback(url))
 }
 
 /// `<token_file>.key`: where `login` puts the device key unless told otherwise.

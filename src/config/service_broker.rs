@@ -1,21 +1,11 @@
 //! Add-on mode's broker: the MQTT service the Supervisor named, as the lowest layer of the configuration (just
 //! above the defaults), so that a broker named anywhere else wins. It is asked for only when no source names one
-//! ([`names_a_broker`]), so its user name and password never mix with another broker's URL.
+//! ([`super::names_a_broker`]), so its user name and password never mix with another broker's URL.
 
 use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider};
 
-use super::{sources, ConfigError, Sources};
 use crate::addon::mqtt_service::MqttService;
-
-/// The keys that name a broker or its login; any of them set means the user chose the broker.
-const BROKER_KEYS: [&str; 4] = ["mqtt.url", "mqtt.username", "mqtt.password", "mqtt.password_file"];
-
-/// Whether any source (file, add-on options, environment, flags) names the broker or its login.
-pub fn names_a_broker(sources: &Sources) -> Result<bool, ConfigError> {
-    let figment = sources::layered(sources)?;
-    Ok(BROKER_KEYS.iter().any(|key| figment.find_value(key).is_ok()))
-}
 
 /// The service as `mqtt.url`, `mqtt.username` and `mqtt.password`.
 pub(super) struct ServiceBroker<'a>(pub(super) &'a MqttService);

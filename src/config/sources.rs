@@ -8,16 +8,15 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use super::addon::AddonOptions;
+use super::error::ENV_METADATA_NAME;
 use super::keys::{sections, typed_keys};
+use super::nesting::merge_dicts;
 use super::service_broker::ServiceBroker;
 use super::{syntax, ConfigError};
 use crate::addon::mqtt_service::MqttService;
 
 /// The prefix of every environment variable the bridge reads.
 pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";
-
-/// Figment's name for the environment, which error messages recognise to name the variable rather than the key.
-pub(super) const ENV_METADATA_NAME: &str = "environment variable";
 
 /// Variables with the prefix that are not settings, so the environment layer leaves them alone.
 const NOT_SETTINGS: [&str; 1] = [crate::addon::SUPERVISOR_URL_ENV];
@@ -35,6 +34,15 @@ pub struct Sources {
     pub addon_options: Option<PathBuf>,
     /// Add-on mode with no broker named anywhere: the MQTT service the Supervisor named.
     pub service_broker: Option<MqttService>,
+}
+
+/// The keys that name a broker or its login; any of them set means the user chose the broker.
+const BROKER_KEYS: [&str; 4] = ["mqtt.url", "mqtt.username", "mqtt.password", "mqtt.password_file"];
+
+/// Whether any source (file, add-on options, environment, flags) names the broker or its login.
+pub fn names_a_broker(sources: &Sources) -> Result<bool, ConfigError> {
+    let figment = layered(sources)?;
+    Ok(BROKER_KEYS.iter().any(|key| figment.find_value(key).is_ok()))
 }
 
 /// All sources merged, later ones winning. The file is syntax-checked by [`syntax::check`] first, so a TOML error
@@ -135,17 +143,6 @@ impl Provider for EnvProvider {
         }
         Ok(Profile::Default.collect(dict))
     }
-}
-
-pub(super) fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
-    for (key, value) in from {
-        let merged = match (into.remove(&key), value) {
-            (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
-            (_, value) => value,
-        };
-        into.insert(key, merged);
-    }
-    into
 }
 
 /// One command-line override: a dotted key set to text.

@@ -224,18 +224,5 @@ pub(crate) fn transport_error(error: reqwest::Error) -> PlexError {
             source = cause.source();
         }
     }
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        super::CONNECT_FAILED
-    } else {
-        "request failed"
-    };
-    let mut text = format!("{kind}: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    PlexError::Transport(text)
+    PlexError::Transport(crate::http_error::describe(&error))
 }

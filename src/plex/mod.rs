@@ -71,9 +71,6 @@ impl PlexError {
     }
 }
 
-/// How [`PlexError::Transport`] texts of a connection that could not be opened begin.
-pub(crate) const CONNECT_FAILED: &str = "connection failed";
-
 /// The `X-Plex-*` headers that identify the bridge as a client, sent on every request. Plex lists the bridge
 /// under its devices with these, so the identifier must be stable.
 pub fn client_headers(config: &PlexConfig) -> HeaderMap {
@@ -129,7 +126,9 @@ impl PlexError {
     pub fn never_reached_server(&self) -> bool {
         match self {
             PlexError::TokenFile { .. } | PlexError::RedirectRefused(_) => true,
-            PlexError::Transport(text) => text.starts_with(CONNECT_FAILED) || text.starts_with("bad URL"),
+            PlexError::Transport(text) => {
+                text.starts_with(crate::http_error::CONNECT_FAILED) || text.starts_with("bad URL")
+            }
             _ => false,
         }
     }
