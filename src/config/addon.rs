@@ -12,8 +12,6 @@ use super::error::ADDON_METADATA_NAME;
 use super::nesting::merge_dicts;
 use super::ConfigError;
 
-/// figment's name for this layer; error messages recognise it to name the option.
-
 /// Every add-on option that is a setting, and the key it sets. The add-on's `config.yaml` offers exactly these
 /// and [`ADDON_ONLY_OPTIONS`] (`tests/addon_manifest.rs` checks that).
 pub const ADDON_OPTIONS: [(&str, &str); 10] = [
