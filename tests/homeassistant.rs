@@ -434,8 +434,45 @@ async fn a_server_never_seen_gets_a_provisional_device_replaced_once_it_answers(
     token.set(&pms.token());
     probe.expect_payload("plex/fake_plex/state", "connected", Duration::from_secs(15)).await;
     assert!(probe.history_on(&provisional.topic).last().is_some_and(Msg::is_empty), "the provisional device removed");
-    let (_, real) = server_config_when(&broker, "the real device", |t, _| !t.contains("_unidentified_")).await;
+    let (real_topic, real) = server_config_when(&broker, "the real device", |t, _| !t.contains("_unidentified_")).await;
     assert_eq!(real["dev"]["identifiers"][0], format!("plex_{}", pms.config().machine_identifier));
+    // Its "Connected" keeps the provisional one's entity id (an alert built on it goes on working), and the
+    // provisional device was removed first, so Home Assistant had freed that id.
+    assert_eq!(connected["object_id"], "plex_127_0_0_1_connected");
+    assert_eq!(real["cmps"]["connected"]["object_id"], connected["object_id"]);
+    assert_eq!(real["cmps"]["connected"]["default_entity_id"], connected["default_entity_id"]);
+    let history = probe.history();
+    let removed = history.iter().position(|m| m.topic == provisional.topic && m.is_empty()).expect("removed");
+    let announced = history.iter().position(|m| m.topic == real_topic && !m.is_empty()).expect("announced");
+    assert!(removed < announced, "the provisional device goes before the real one is announced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_bridge_has_entity_ids_of_its_own() {
+    let broker = Mosquitto::start();
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    let token = TokenFile::new(&pms.token());
+    let mut probe = Probe::subscribe(broker.port(), &["homeassistant/#"]).await;
+    let first = test_config(&broker.url(), &pms.url(), token.path());
+    let second = test_config(&broker.url(), &pms.url(), token.path())
+        .mqtt(|m| m.topic_prefix = Some("home/plex2".to_owned()))
+        .server_name(Some("other"));
+    let _a = Bridge::start(&first);
+    let _b = Bridge::start(&second);
+    let mut ids = Vec::new();
+    for name in ["Plex MQTT bridge", "Plex MQTT bridge (home/plex2)"] {
+        let bridge_device = probe
+            .expect_seen(SOON, name, |m| is_config(m) && !m.is_empty() && m.json()["dev"]["name"] == name)
+            .await
+            .json();
+        let broker_entity = &bridge_device["cmps"]["broker"];
+        ids.push(broker_entity["default_entity_id"].as_str().unwrap_or_default().to_owned());
+        assert_eq!(
+            broker_entity["object_id"].as_str().map(|o| format!("binary_sensor.{o}")),
+            Some(ids[ids.len() - 1].clone())
+        );
+    }
+    assert_eq!(ids, ["binary_sensor.plex_mqtt_bridge_broker", "binary_sensor.plex_mqtt_bridge_home_plex2_broker"]);
 }
 
 /// FNV-1a 32, as the bridge's ids use it (written here independently).

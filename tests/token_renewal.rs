@@ -274,7 +274,7 @@ async fn check_describes_a_token_the_server_refuses_and_fits_the_fix_to_its_kind
     let config = test_config(&broker.url(), &pms.url(), &token_file);
     let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&config.to_string()), SLOW).await;
     assert_eq!(code, Some(1), "{output}");
-    assert!(output.contains("token refused (HTTP 401)"), "{output}");
+    assert!(output.contains("token rejected (HTTP 401)"), "{output}");
     assert!(output.contains("Plex JWT, EXPIRED at "), "kind and expiry: {output}");
     assert!(output.contains("NOT renewable: no device key"), "{output}");
     assert!(output.contains("fix: run plex-mqtt-bridge login"), "{output}");

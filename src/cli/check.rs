@@ -64,7 +64,7 @@ async fn check_server(config: &Config, server: &crate::config::ServerConfig) -> 
         ),
         Err(PlexError::Unauthorized(status)) => {
             let problem = report.last_problem(config, server).await;
-            (false, format!("FAIL {what}: token refused (HTTP {status}); {report}{problem} — fix: {}", report.fix()))
+            (false, format!("FAIL {what}: token rejected (HTTP {status}); {report}{problem} — fix: {}", report.fix()))
         }
         Err(error) => {
             let fix = match &error {

@@ -11,7 +11,7 @@ impl Discovery {
     pub fn bridge_config(&self, bridge: &BridgeTopics) -> (String, Value) {
         let id = self.bridge_device_id();
         let always = bridge_only(bridge);
-        let mut c = Components::new(&id, "plex_mqtt_bridge".to_owned());
+        let mut c = Components::new(&id, self.bridge_entity_base.clone());
         // No availability: when the bridge is gone its last will says `offline`, which is this sensor's `off`.
         c.entity(
             "broker",
@@ -64,9 +64,13 @@ impl Discovery {
                 "icon": "mdi:server-network",
             }),
         );
+        let name = match bridge.prefix() {
+            super::DEFAULT_TOPIC_PREFIX => "Plex MQTT bridge".to_owned(),
+            prefix => format!("Plex MQTT bridge ({prefix})"),
+        };
         let device = json!({
             "identifiers": [id.clone()],
-            "name": "Plex MQTT bridge",
+            "name": name,
             "manufacturer": "plex-mqtt-bridge",
             "model": "Plex to MQTT bridge",
             "sw_version": env!("CARGO_PKG_VERSION"),

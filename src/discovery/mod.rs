@@ -28,6 +28,9 @@ pub use server::ServerDevice;
 
 use crate::topic::{fold_segment, BridgeTopics, DiscoveryTopics, ServerTopics};
 
+/// The topic prefix the bridge's own entity ids leave out (the default).
+const DEFAULT_TOPIC_PREFIX: &str = "plex";
+
 /// The oldest Home Assistant release with everything this discovery uses (device-based discovery).
 pub const MIN_HOME_ASSISTANT: &str = "2024.11";
 /// Event types of the `Playback` event entities (server and player) — the `event_type`s of
@@ -44,6 +47,9 @@ pub const SERVER_TRIGGERS: [&str; 2] = ["item_added", "scan_finished"];
 #[derive(Debug, Clone)]
 pub struct Discovery {
     topics: DiscoveryTopics,
+    /// `plex_mqtt_bridge` for the default topic prefix, `plex_mqtt_bridge_<prefix>` for another: the bridge
+    /// device's entity ids, so that a second bridge (another prefix) gets ids of its own, never `…_2`.
+    bridge_entity_base: String,
     /// `plexmqtt_<hash of the topic prefix>`: the start of every device id of this bridge.
     node: String,
 }
@@ -53,6 +59,10 @@ impl Discovery {
     pub fn new(discovery_prefix: &str, topic_prefix: &str) -> Self {
         Discovery {
             topics: DiscoveryTopics::new(discovery_prefix),
+            bridge_entity_base: match topic_prefix {
+                DEFAULT_TOPIC_PREFIX => "plex_mqtt_bridge".to_owned(),
+                other => format!("plex_mqtt_bridge_{}", slug(other)),
+            },
             node: format!("plexmqtt_{:08x}", fnv32(topic_prefix)),
         }
     }
@@ -163,7 +173,20 @@ impl Components {
 
     /// An entity: `key` names it within the device; `extra` holds its platform options.
     fn entity(&mut self, key: &str, platform: &str, name: &str, availability: &Value, extra: Value) {
-        let object_id = format!("{}_{key}", self.entity_base);
+        self.entity_with_id(key, None, platform, name, availability, extra);
+    }
+
+    /// [`Components::entity`] with the entity id (without the platform) given, where one must be kept.
+    fn entity_with_id(
+        &mut self,
+        key: &str,
+        object_id: Option<&str>,
+        platform: &str,
+        name: &str,
+        availability: &Value,
+        extra: Value,
+    ) {
+        let object_id = object_id.map_or_else(|| format!("{}_{key}", self.entity_base), str::to_owned);
         let mut component = json!({
             "p": platform,
             "name": name,

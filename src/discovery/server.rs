@@ -17,6 +17,9 @@ pub struct ServerDevice<'a> {
     pub topics: &'a ServerTopics,
     /// Buttons for the allowed commands (`[commands]`).
     pub buttons: &'a ServerButtons,
+    /// The entity id (without the platform) the provisional device's "Connected" had, when this announcement
+    /// replaces one: kept, so what users built on it goes on working (Home Assistant then remembers it).
+    pub keep_connected_id: Option<&'a str>,
 }
 
 impl Discovery {
@@ -27,8 +30,9 @@ impl Discovery {
         let both = bridge_and_server(bridge, topics);
         let always = bridge_only(bridge);
         let mut c = Components::new(&id, format!("plex_{}", slug(server.name.as_str())));
-        c.entity(
+        c.entity_with_id(
             "connected",
+            server.keep_connected_id,
             "binary_sensor",
             "Connected",
             &always,
@@ -163,7 +167,7 @@ impl Discovery {
         bridge: &BridgeTopics,
     ) -> (String, Value) {
         let id = self.provisional_device_id(url);
-        let mut c = Components::new(&id, format!("plex_{}", slug(display_name)));
+        let mut c = Components::new(&id, provisional_entity_base(display_name));
         c.entity(
             "connected",
             "binary_sensor",
@@ -186,6 +190,18 @@ impl Discovery {
             "configuration_url": format!("{}/web", url.trim_end_matches('/')),
         });
         (self.config_topic(&id), c.message(device))
+    }
+}
+
+/// The entity ids of a provisional device start with this.
+fn provisional_entity_base(display_name: &str) -> String {
+    format!("plex_{}", slug(display_name))
+}
+
+impl Discovery {
+    /// The entity id (without the platform) of the provisional device's "Connected".
+    pub fn provisional_connected_id(&self, display_name: &str) -> String {
+        format!("{}_connected", provisional_entity_base(display_name))
     }
 }
 
@@ -215,6 +231,7 @@ mod tests {
             identity: &identity(),
             topics: &topics,
             buttons: &no_buttons,
+            keep_connected_id: None,
         };
         let (topic, config) = d.server_config(&server, &bridge);
         assert_eq!(topic, d.config_topic(&d.server_device_id("abc")));
@@ -252,5 +269,12 @@ mod tests {
         assert_eq!(cmps["button_scan_1"]["payload_press"], r#"{"section":"1"}"#);
         assert_eq!(cmps["button_scan_9"], json!({"p": "button"}), "a library gone: its button removed");
         assert_eq!(super::super::section_button_keys(&with_buttons), ["button_scan_1"]);
+        // Replacing a provisional device, its "Connected" keeps the entity id users built on.
+        let kept = d.provisional_connected_id("192.168.1.10");
+        let (_, replacing) =
+            d.server_config(&ServerDevice { keep_connected_id: Some(kept.as_str()), ..server }, &bridge);
+        assert_eq!(replacing["cmps"]["connected"]["default_entity_id"], "binary_sensor.plex_192_168_1_10_connected");
+        assert_eq!(replacing["cmps"]["connected"]["object_id"], "plex_192_168_1_10_connected");
+        assert_eq!(replacing["cmps"]["connected"]["unique_id"], config["cmps"]["connected"]["unique_id"]);
     }
 }

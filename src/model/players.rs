@@ -42,6 +42,9 @@ pub struct PlayerRecord {
     pub platform: String,
     last_seen_ms: u64,
     session_key: Option<String>,
+    /// A newer session that started on this player and whose details are not known yet: the end of the session
+    /// shown now does not make the player idle (autoplay: the next episode is already on its way).
+    next_session: Option<String>,
     state: String,
     thumb: Option<String>,
     /// What the last published state document showed (state, title, user) and when it was built: a document
@@ -82,6 +85,30 @@ impl Players {
         self.by_segment.get(player)
     }
 
+    /// A session new to the tracker started on the player with this machineIdentifier (known from the
+    /// notification before the session's details): remembered, so the end of the session the player shows now,
+    /// arriving later, does not make it idle for the moment until the new one is announced.
+    pub fn on_session_started(&mut self, machine_identifier: &str, session_key: &str) {
+        let Some(segment) = self.segments.get(machine_identifier) else { return };
+        if let Some(record) = self.by_segment.get_mut(segment) {
+            if record.session_key.as_deref() != Some(session_key) {
+                record.next_session = Some(session_key.to_owned());
+            }
+        }
+    }
+
+    /// The session the player shows ended: the player is idle, unless a newer session is already on it (then it
+    /// shows that one as soon as its details are known, and nothing in between). True when it went idle.
+    fn session_ended(record: &mut PlayerRecord) -> bool {
+        record.session_key = record.next_session.take();
+        if record.session_key.is_some() {
+            return false;
+        }
+        record.state.clear();
+        record.state.push_str("idle");
+        true
+    }
+
     /// The retained session document of a session (enriched or not) was published.
     pub fn on_session(&mut self, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
         // Called for every session document (a busy server: thousands a second), so the path where nothing a
@@ -116,16 +143,20 @@ impl Players {
         record.last_seen_ms = now_ms;
         let session_key = doc["session_key"].as_str();
         if doc["state"] == "stopped" {
-            // Only the session the player shows now makes it idle: the late stop of an earlier one does not.
+            // Only the session the player shows now makes it idle: the late stop of an earlier one does not, and
+            // neither does it while a newer session is on its way.
             if record.session_key.is_some() && record.session_key.as_deref() != session_key {
                 return out;
             }
-            record.state.clear();
-            record.state.push_str("idle");
-            record.session_key = None;
+            if !Self::session_ended(record) {
+                return out;
+            }
         } else {
             if record.session_key.as_deref() != session_key {
                 record.session_key = session_key.map(str::to_owned);
+            }
+            if record.next_session.as_deref() == session_key {
+                record.next_session = None;
             }
             let state = text(&doc["state"]);
             if record.state != state {
@@ -168,9 +199,7 @@ impl Players {
     pub fn on_session_cleared(&mut self, session_key: &str, now_ms: u64) -> Vec<PlayerOutput> {
         let mut out = Vec::new();
         for (player, record) in &mut self.by_segment {
-            if record.session_key.as_deref() == Some(session_key) {
-                record.session_key = None;
-                record.state = "idle".to_owned();
+            if record.session_key.as_deref() == Some(session_key) && Self::session_ended(record) {
                 record.last_seen_ms = now_ms;
                 record.shown = None;
                 out.push(PlayerOutput::State { player: player.clone(), doc: idle_document(record) });
@@ -181,13 +210,24 @@ impl Players {
 
     /// After a `/status/sessions` snapshot: every player whose session is not among `active` (session key →
     /// machineIdentifier of its player, when known) is idle — also when its old session key now belongs to
-    /// another player (PMS reuses keys after a restart).
+    /// another player (PMS reuses keys after a restart) — unless the newer session that started on it is active.
     pub fn settle(&mut self, active: &HashMap<String, Option<String>>) -> Vec<PlayerOutput> {
         let mut out = Vec::new();
         for (player, record) in &mut self.by_segment {
-            let playing = record.session_key.as_ref().and_then(|key| active.get(key)).is_some_and(|on| {
-                on.as_deref().is_none_or(|machine_identifier| machine_identifier == record.machine_identifier)
-            });
+            let on_this_player = |key: &String| {
+                active.get(key).is_some_and(|on| {
+                    on.as_deref().is_none_or(|machine_identifier| machine_identifier == record.machine_identifier)
+                })
+            };
+            let playing = record.session_key.as_ref().is_some_and(on_this_player);
+            let next_active = record.next_session.as_ref().is_some_and(on_this_player);
+            if !next_active {
+                record.next_session = None;
+            }
+            if !playing && next_active {
+                record.session_key = record.next_session.take();
+                continue;
+            }
             if !playing && record.state != "idle" {
                 record.session_key = None;
                 record.state = "idle".to_owned();
@@ -212,6 +252,7 @@ impl Players {
             // A time in the future (a clock stepped back, or a document not written by this bridge) counts as now.
             last_seen_ms: doc["last_seen_ms"].as_u64().unwrap_or(now_ms).min(now_ms),
             session_key: doc["attributes"]["session_key"].as_str().map(str::to_owned),
+            next_session: None,
             state: text(&doc["state"]),
             thumb: None,
             shown: None,
@@ -248,6 +289,16 @@ impl Players {
                 PlayerOutput::Remove { player }
             })
             .collect()
+    }
+
+    /// When the next player expires (ms), if any can: the caller wakes then to call [`Players::expire`].
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        let after = self.expire_after?.as_millis() as u64;
+        self.by_segment
+            .values()
+            .filter(|record| record.session_key.is_none())
+            .map(|record| record.last_seen_ms.saturating_add(after).saturating_add(1))
+            .min()
     }
 
     fn expired(&self, record: &PlayerRecord, now_ms: u64) -> bool {
@@ -379,6 +430,30 @@ mod tests {
     }
 
     #[test]
+    fn autoplay_the_end_of_the_previous_session_after_the_next_one_started_leaves_no_idle_moment() {
+        let mut players = Players::new(None);
+        players.on_session(&session("1", "TV-1", "playing", "Episode 1", ""), 1_000);
+        // Episode 2's session starts on the same player; its details are still being looked up …
+        players.on_session_started("TV-1", "2");
+        // … when episode 1's stop (and its cleared document) arrives: no idle in between.
+        let stop = json!({ "event_type": "stop", "session": session("1", "TV-1", "playing", "Episode 1", "") });
+        assert!(states(&players.on_event(&stop, 2_000)).is_empty(), "no idle while the next session is on its way");
+        assert!(states(&players.on_session_cleared("1", 2_000)).is_empty());
+        let active: HashMap<String, Option<String>> = [("2".to_owned(), None)].into();
+        assert!(states(&players.settle(&active)).is_empty(), "a snapshot that predates its details either");
+        let next = players.on_session(&session("2", "TV-1", "playing", "Episode 2", ""), 2_250);
+        assert_eq!(states(&next), [("tv-1".to_owned(), "playing".to_owned())]);
+        // The other order (the stop first, then the next session) is an honest idle in between.
+        let stop = json!({ "event_type": "stop", "session": session("2", "TV-1", "playing", "Episode 2", "") });
+        assert_eq!(states(&players.on_event(&stop, 3_000)), [("tv-1".to_owned(), "idle".to_owned())]);
+        // A next session that never shows up does not hold the player for ever: the next snapshot settles it.
+        players.on_session(&session("3", "TV-1", "playing", "Episode 3", ""), 4_000);
+        players.on_session_started("TV-1", "4");
+        players.on_event(&json!({ "event_type": "stop", "session": session("3", "TV-1", "playing", "E3", "") }), 5_000);
+        assert_eq!(states(&players.settle(&HashMap::new())), [("tv-1".to_owned(), "idle".to_owned())]);
+    }
+
+    #[test]
     fn hostile_restored_documents_neither_panic_nor_overwrite() {
         let mut players = Players::new(Some(Duration::from_secs(10)));
         let far_future =
@@ -411,7 +486,13 @@ mod tests {
         players.on_session(&session("2", "b", "playing", "B", ""), 1_000);
         let active: HashMap<String, Option<String>> = [("2".to_owned(), Some("b".to_owned()))].into();
         assert_eq!(states(&players.settle(&active)), [("a".to_owned(), "idle".to_owned())]);
+        assert_eq!(players.next_expiry_ms(), Some(11_001), "a expires on its own clock; b plays");
         assert!(players.expire(5_000).is_empty());
+        assert!(players.expire(11_000).is_empty());
+        assert_eq!(players.expire(11_001), [PlayerOutput::Remove { player: "a".into() }]);
+        assert_eq!(players.next_expiry_ms(), None);
+        players.on_session(&session("1", "a", "playing", "A", ""), 1_000);
+        players.on_session_cleared("1", 1_000);
         assert_eq!(players.expire(20_000), [PlayerOutput::Remove { player: "a".into() }], "b still plays");
         let PlayerOutput::State { doc, .. } = &players.on_session(&session("2", "b", "playing", "B", ""), 30_000)[0]
         else {

@@ -36,8 +36,9 @@ pub struct Announcer {
     identified: bool,
     /// The last identity was looked for in the broker's leftovers (done once, after the first failure).
     last_known_looked_up: bool,
-    /// The config topic of the provisional device announced while the server was never identified.
-    provisional: Option<String>,
+    /// The provisional device announced while the server was never identified: its config topic and its
+    /// "Connected" entity id (kept by the real device that replaces it).
+    provisional: Option<(String, String)>,
     /// The scan buttons of the server's device (sections read at every connect when scans are allowed).
     buttons: ServerButtons,
 }
@@ -103,7 +104,26 @@ impl Announcer {
         }
         self.buttons.previous.sort();
         self.buttons.previous.dedup();
-        let device = ServerDevice { url: self.url.as_str(), name, identity, topics, buttons: &self.buttons };
+        // A provisional device (this run's, or one an earlier run left) goes first, so Home Assistant frees its
+        // entity id before the real device claims it.
+        let provisional = self.provisional.take().or_else(|| {
+            let topic = discovery.config_topic(&discovery.provisional_device_id(self.url.as_str()));
+            let (_, payload) = publisher.stale_payloads(|t| t == topic).into_iter().next()?;
+            let earlier: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+            let id = earlier["cmps"]["connected"]["object_id"].as_str()?.to_owned();
+            Some((topic, id))
+        });
+        if let Some((provisional_topic, _)) = &provisional {
+            publisher.clear(provisional_topic.clone());
+        }
+        let device = ServerDevice {
+            url: self.url.as_str(),
+            name,
+            identity,
+            topics,
+            buttons: &self.buttons,
+            keep_connected_id: provisional.as_ref().map(|(_, id)| id.as_str()),
+        };
         let (topic, config) = discovery.server_config(&device, &self.context.bridge_topics);
         self.buttons.previous = section_button_keys(&config);
         // Earlier versions announced this server under a URL-keyed id: if the broker still has that device,
@@ -114,9 +134,6 @@ impl Announcer {
             publisher.clear(legacy);
         }
         publisher.retain(topic, config.to_string());
-        if let Some(provisional) = self.provisional.take() {
-            publisher.clear(provisional);
-        }
     }
 
     /// After the first failed attempt of a server never identified in this run, once the broker's leftovers
@@ -146,7 +163,7 @@ impl Announcer {
         let (topic, config) =
             discovery.provisional_server_config(self.url.as_str(), &display, self.index, &self.context.bridge_topics);
         self.context.publisher.retain(topic.clone(), config.to_string());
-        self.provisional = Some(topic);
+        self.provisional = Some((topic, discovery.provisional_connected_id(&display)));
     }
 
     /// The identity in a retained `<p>/<server>/info` left by an earlier run for this server (found by its

@@ -122,10 +122,11 @@ impl StateTask {
             // The deadline is absolute (now + what remains), so a steady stream of inputs cannot push it back; a
             // deadline already passed fires at once, and firing clears whatever made it due.
             let now = now_ms();
-            let tracker_due = tracker
-                .next_deadline_ms(now)
-                .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
-            let state_due = tracker_due.into_iter().chain(activities_due).min().unwrap_or(far);
+            let at = |due: u64| Instant::now() + Duration::from_millis(due.saturating_sub(now));
+            let tracker_due = tracker.next_deadline_ms(now).map(at);
+            // Players expire on their own clock (`players.expire_after`), not only at the next resync.
+            let players_due = topics.as_ref().and(side.players.next_expiry_ms()).map(at);
+            let state_due = tracker_due.into_iter().chain(activities_due).chain(players_due).min().unwrap_or(far);
             tokio::select! {
                 () = cancel.cancelled() => return,
                 input = inputs.recv() => match input {
@@ -290,14 +291,16 @@ impl StateTask {
                     if let Some(topics) = topics.as_ref().filter(|_| !effects.is_empty()) {
                         self.apply(topics, effects, &tracker, &mut side);
                     }
+                    if let Some(topics) = &topics {
+                        let expired = side.players.expire(now);
+                        side.publish(topics, expired);
+                    }
                 }
                 () = &mut resync => {
                     resync.as_mut().reset(Instant::now() + self.resync_interval);
-                    if let Some(topics) = &topics {
+                    if topics.is_some() {
                         look_up_by(&mut sessions_at, Instant::now());
                         lookups.activities();
-                        let expired = side.players.expire(now_ms());
-                        side.publish(topics, expired);
                     }
                 }
             }
@@ -338,6 +341,10 @@ impl StateTask {
                     let server = side.server.as_ref().map(|(_, identity)| identity);
                     let payload = crate::model::webhook::playback(&snapshot, server).to_string();
                     Some(Action::Live { topic: topics.webhook(), payload: Bytes::from(payload) })
+                }
+                Effect::Started { key, player } => {
+                    side.players.on_session_started(&player, &key);
+                    None
                 }
                 Effect::SummaryChanged => {
                     summary_changed = true;

@@ -25,6 +25,7 @@ pub struct BridgeConfig {
     pub logging: Logging,
     pub http: Option<Http>,
     pub homeassistant: Option<HomeAssistant>,
+    pub players: Option<Players>,
     pub commands: Option<Commands>,
 }
 
@@ -128,6 +129,13 @@ pub struct HomeAssistant {
     pub enabled: bool,
 }
 
+/// `[players]`
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Players {
+    #[serde(with = "humantime_serde::option")]
+    pub expire_after: Option<Duration>,
+}
+
 /// `[commands]`
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Commands {
@@ -187,6 +195,7 @@ impl BridgeConfig {
             logging: Logging::default(),
             http: None,
             homeassistant: None,
+            players: None,
             commands: None,
         }
     }
@@ -246,6 +255,12 @@ impl BridgeConfig {
     /// `[homeassistant] enabled`
     pub fn homeassistant(mut self, enabled: bool) -> Self {
         self.homeassistant = Some(HomeAssistant { enabled });
+        self
+    }
+
+    /// `[players] expire_after`
+    pub fn players_expire_after(mut self, after: Duration) -> Self {
+        self.players = Some(Players { expire_after: Some(after) });
         self
     }
 

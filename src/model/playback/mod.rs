@@ -55,6 +55,10 @@ pub enum Effect {
     /// The same event for the Plex-webhook-compatible topic (only with [`Tracker::with_webhooks`], and not for
     /// `seek`); it follows its [`Effect::Event`] directly, so webhook messages keep the events' order.
     Webhook(Box<PlaybackSnapshot>),
+    /// A session new to the tracker plays on the player with this machineIdentifier (from the notification, before
+    /// its details are known): the player's state follows its newest session, even if the previous session's
+    /// end arrives later.
+    Started { key: String, player: String },
     /// The retained summary changed: the caller builds it ([`Tracker::summary`]) once for a whole batch of
     /// effects, so a frame announcing n sessions costs O(n), not n summaries of up to n sessions each.
     SummaryChanged,
@@ -163,6 +167,9 @@ impl Tracker {
         self.stopped.remove(&key);
         if !self.admits(&key) {
             return effects;
+        }
+        if let Some(player) = item.client_identifier.as_ref().filter(|_| !self.sessions.contains_key(&key)) {
+            effects.push(Effect::Started { key: key.clone(), player: player.clone() });
         }
         let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
             key: key.clone(),
@@ -455,6 +462,7 @@ mod tests {
             rating_key: Some("100".into()),
             state: state.into(),
             view_offset_ms: Some(offset),
+            client_identifier: None,
         }
     }
 
