@@ -2,7 +2,7 @@
 
     prepare.py requirements     # at install time: the packages the integrations it sets up need, one a line
     prepare.py check            # at install time: each of those integrations imports (fails with the errors)
-    prepare.py CONFIG_DIR HTTP_PORT MQTT_PORT
+    prepare.py CONFIG_DIR HTTP_PORT MQTT_PORT HA_VERSION
 
 Requirements are found the way Home Assistant finds them when it installs them itself (it cannot here: the tests
 run it with --skip-pip): the manifests of the integrations it sets up (its default ones, and those of the
@@ -86,7 +86,7 @@ def main():
         return print_requirements()
     if sys.argv[1:] == ["check"]:
         return check()
-    config_dir, http_port, mqtt_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    config_dir, http_port, mqtt_port, ha_version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     os.makedirs(os.path.join(config_dir, ".storage"), exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
@@ -176,7 +176,7 @@ def main():
                 "last_used_ip": None,
                 "expire_at": None,
                 "credential_id": None,
-                "version": "2025.4.4",
+                "version": ha_version,
             }
         ],
     }
