@@ -1,8 +1,10 @@
-//! Discovery the way users see it: a real Home Assistant (2025.4.4, from the Python package registry, see
-//! `tests/homeassistant/install.sh`) with its MQTT integration on the test Mosquitto, the bridge against the
-//! fake PMS, and every assertion made through Home Assistant's REST API: devices, entity ids, states, device
-//! triggers firing automations, availability across a bridge restart, artwork, no token, no warnings.
-//! `HA_TEST_SKIP=1` skips it (it says so); a missing installation fails with the install command.
+//! Discovery the way users see it: a real Home Assistant with its MQTT integration on the test Mosquitto, the
+//! bridge against the fake PMS, and every assertion made through Home Assistant's REST API: devices, entity ids,
+//! states, device triggers firing automations, availability across a bridge restart, artwork, no token, no
+//! warnings. The same test runs against both ends of the supported range, the oldest version that installs here
+//! (2025.4.4) and the current release (2026.11.0), both from the Python package registry (see
+//! `tests/homeassistant/install.sh`). `HA_TEST_SKIP=1` skips them (they say so); a missing installation fails
+//! with the install command.
 
 mod support;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::fake_pms::{CannedResponse, FakePmsConfig};
 use support::frames::{activity, Play};
-use support::home_assistant::{skipped, HomeAssistant};
+use support::home_assistant::{skipped, HomeAssistant, Version, CURRENT, OLDEST};
 use support::wait::{self, HA_WAIT, SOON};
 use support::{test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
@@ -129,8 +131,17 @@ fn automations(tv_device: &str, server_device: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
-    if skipped("a_real_home_assistant_shows_servers_players_triggers_and_artwork") {
+async fn the_oldest_home_assistant_shows_servers_players_triggers_and_artwork() {
+    shows_servers_players_triggers_and_artwork(OLDEST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_home_assistant_shows_servers_players_triggers_and_artwork() {
+    shows_servers_players_triggers_and_artwork(CURRENT).await;
+}
+
+async fn shows_servers_players_triggers_and_artwork(version: Version) {
+    if skipped(&format!("Home Assistant {}", version.number)) {
         return;
     }
     let broker = Mosquitto::start();
@@ -143,7 +154,7 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
     pms.set_photo(BEDROOM_HEAT.thumb, &poster_heat);
     pms.set_photo("/library/metadata/947/thumb/1700000002", &poster_dune);
     let token = TokenFile::new(&pms.token());
-    let ha = HomeAssistant::start(broker.port(), "[]\n").await;
+    let ha = HomeAssistant::start(version, broker.port(), "[]\n").await;
     let mut probe = Probe::subscribe(broker.port(), &["plex/#"]).await;
     let config = test_config(&broker.url(), &pms.url(), token.path());
     let mut bridge = Bridge::start(&config);
@@ -229,7 +240,12 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
     assert!(!ha.states_text().await.contains(&pms.token()), "the Plex token reached Home Assistant's state");
 
     // Restart the bridge mid-session: entities go unavailable, come back as they were, nothing is duplicated.
+    // Exactly the entity ids the README promises (the same on every version: default_entity_id from 2025.10 on,
+    // object_id before), and names composed of the device's name and the entity's.
     let ids_before = plex_entity_ids(&ha).await;
+    assert_eq!(ids_before, promised_entity_ids());
+    let title = ha.state(TV_TITLE).await.unwrap_or_default();
+    assert_eq!(title["attributes"]["friendly_name"], "Living Room TV Title", "{title}");
     let runs_before = ha.state("counter.event_automation_runs").await.map(|s| state_of(&s).to_owned());
     bridge.sigterm();
     assert_eq!(bridge.wait_exit(SOON).await.and_then(|s| s.code()), Some(0));
@@ -261,6 +277,35 @@ async fn a_real_home_assistant_shows_servers_players_triggers_and_artwork() {
 
     let warnings: Vec<String> = ha.warnings();
     assert!(warnings.is_empty(), "Home Assistant logged warnings or errors:\n{}", warnings.join("\n"));
+}
+
+/// The entity ids the README lists for the server `test`, its two players and the bridge, sorted.
+fn promised_entity_ids() -> Vec<String> {
+    let server = [
+        "binary_sensor.plex_test_connected",
+        "sensor.plex_test_active_sessions",
+        "sensor.plex_test_transcoding_sessions",
+        "sensor.plex_test_total_bandwidth",
+        "sensor.plex_test_library_activity",
+        "binary_sensor.plex_test_library_scan",
+        "event.plex_test_playback",
+        "event.plex_test_library",
+        "sensor.plex_test_version",
+    ];
+    let player =
+        ["sensor.{}_now_playing", "sensor.{}_title", "sensor.{}_user", "event.{}_playback", "image.{}_artwork"];
+    let bridge = [
+        "binary_sensor.plex_mqtt_bridge_broker",
+        "sensor.plex_mqtt_bridge_version",
+        "sensor.plex_mqtt_bridge_dropped_events",
+        "sensor.plex_mqtt_bridge_servers_connected",
+    ];
+    let players = ["plex_test_living_room_tv", "plex_test_bedroom"]
+        .into_iter()
+        .flat_map(|p| player.map(|id| id.replace("{}", p)));
+    let mut ids: Vec<String> = server.into_iter().chain(bridge).map(str::to_owned).chain(players).collect();
+    ids.sort();
+    ids
 }
 
 /// Every entity id of this bridge's devices in Home Assistant.

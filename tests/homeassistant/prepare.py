@@ -1,6 +1,16 @@
-"""Writes a Home Assistant configuration directory for the integration tests, with no UI step.
+"""Prepares Home Assistant for the integration tests: what to install, and a configuration with no UI step.
 
-    prepare.py CONFIG_DIR HTTP_PORT MQTT_PORT
+    prepare.py requirements     # at install time: the packages the integrations it sets up need, one a line
+    prepare.py check            # at install time: each of those integrations imports (fails with the errors)
+    prepare.py CONFIG_DIR HTTP_PORT MQTT_PORT HA_VERSION
+
+Requirements are found the way Home Assistant finds them when it installs them itself (it cannot here: the tests
+run it with --skip-pip): the manifests of the integrations it sets up (its default ones, and those of the
+configuration below), their dependencies and after_dependencies, and the discovery integrations their
+manifests name. The wheel's own dependencies do not cover them all (from 2026 on, e.g. the Supervisor client
+the MQTT config flow imports).
+
+The configuration directory:
 
 - configuration.yaml: HTTP on 127.0.0.1:HTTP_PORT, the REST API, automations from automations.yaml and an
   input_text and a counter the test automations write to, and `logger` at warning so every warning shows in home-assistant.log;
@@ -12,6 +22,7 @@ them) on stdout. Runs with the virtualenv's Python, which has PyJWT (a Home Assi
 """
 
 import datetime
+import importlib
 import json
 import os
 import secrets
@@ -19,6 +30,49 @@ import sys
 import uuid
 
 import jwt
+
+# The integrations configuration.yaml and the config entries below set up.
+CONFIGURED = ("homeassistant", "http", "api", "automation", "input_text", "counter", "logger", "mqtt")
+# Integrations whose code ones Home Assistant sets up import without naming them in their manifests (camera
+# imports stream's, which needs stream's requirements: numpy, no longer a Home Assistant dependency in 2026).
+UNDECLARED = ("stream",)
+
+
+def integrations():
+    """The integrations Home Assistant sets up for this configuration, with everything it installs for them."""
+    import homeassistant
+    from homeassistant import bootstrap, requirements
+
+    components = os.path.join(os.path.dirname(homeassistant.__file__), "components")
+    discovery = getattr(requirements, "DISCOVERY_INTEGRATIONS", {})
+    todo = [*bootstrap.CORE_INTEGRATIONS, *bootstrap.DEFAULT_INTEGRATIONS, *CONFIGURED, *UNDECLARED]
+    found = {}
+    while todo:
+        domain = todo.pop()
+        path = os.path.join(components, domain, "manifest.json")
+        if domain in found or not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            manifest = found[domain] = json.load(f)
+        todo += manifest.get("dependencies", []) + manifest.get("after_dependencies", [])
+        todo += [dep for dep, keys in discovery.items() if any(key in manifest for key in keys)]
+    return found
+
+
+def print_requirements():
+    wanted = {req for manifest in integrations().values() for req in manifest.get("requirements", [])}
+    print("\n".join(sorted(wanted)))
+
+
+def check():
+    failed = []
+    for domain in sorted(integrations()):
+        try:
+            importlib.import_module(f"homeassistant.components.{domain}")
+        except Exception as error:  # noqa: BLE001 - every failure is reported
+            failed.append(f"{domain}: {error!r}")
+    if failed:
+        sys.exit("integrations that do not import:\n" + "\n".join(failed))
 
 
 def store(directory, key, data, version=1, minor_version=1):
@@ -28,7 +82,11 @@ def store(directory, key, data, version=1, minor_version=1):
 
 
 def main():
-    config_dir, http_port, mqtt_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[1:] == ["requirements"]:
+        return print_requirements()
+    if sys.argv[1:] == ["check"]:
+        return check()
+    config_dir, http_port, mqtt_port, ha_version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     os.makedirs(os.path.join(config_dir, ".storage"), exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
@@ -118,7 +176,7 @@ def main():
                 "last_used_ip": None,
                 "expire_at": None,
                 "credential_id": None,
-                "version": "2025.4.4",
+                "version": ha_version,
             }
         ],
     }

@@ -1,12 +1,17 @@
 //! A real Home Assistant on 127.0.0.1, for the tests that prove discovery the way users see it.
 //!
-//! It runs from the virtualenv `tests/homeassistant/install.sh` makes (`HA_TEST_VENV`, default
-//! `/var/cache/plex-mqtt-bridge/homeassistant-2025.4.4`), configured without any UI step by
-//! `tests/homeassistant/prepare.py` (HTTP on a free port, the MQTT integration against the test broker, an owner
-//! with a long-lived token), started with `--skip-pip` so it installs nothing at run time, and asked through its
-//! REST API. A missing installation fails the test with the install command; `HA_TEST_SKIP=1` opts out.
+//! Two versions, both ends of the supported range ([`OLDEST`] and [`CURRENT`]), installed by
+//! `tests/homeassistant/install.sh` under `HA_TEST_CACHE` (default `/var/cache/plex-mqtt-bridge`): the oldest in a
+//! virtualenv on the host, the current one (it needs Python 3.14) in a virtualenv inside a Debian unstable root,
+//! started there through `tests/homeassistant/in-root.sh` (chroot, with the host's /proc, /dev and /tmp mounted
+//! in a mount namespace of its own, so the mounts end with the process). Each is configured without any UI step
+//! by `tests/homeassistant/prepare.py` (HTTP on a free port, the MQTT integration against the test broker, an
+//! owner with a long-lived token) in a directory under /tmp (the same path inside the root), started with
+//! `--skip-pip` so it installs nothing at run time, and asked through its REST API. A missing installation fails
+//! the test with the install command; `HA_TEST_SKIP=1` opts out.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,12 +20,30 @@ use serde_json::Value;
 
 use super::wait;
 
-/// The Home Assistant version the tests are written against (the newest that installs on Python 3.13.0).
-pub const VERSION: &str = "2025.4.4";
+/// A Home Assistant version the tests run, and where it is installed.
+#[derive(Clone, Copy, Debug)]
+pub struct Version {
+    /// Its version number, e.g. `2025.4.4`.
+    pub number: &'static str,
+    /// Whether it runs inside the Debian root (a Python the host lacks) rather than on the host.
+    in_root: bool,
+}
+
+/// The oldest supported version that installs here (the newest that runs on the host's Python 3.13.0).
+pub const OLDEST: Version = Version { number: "2025.4.4", in_root: false };
+/// The current release (Python 3.14, in the Debian unstable root).
+pub const CURRENT: Version = Version { number: "2026.11.0", in_root: true };
+
 /// How long Home Assistant may take to start (about 6 s on an idle 2-core machine).
 const START_LIMIT: Duration = Duration::from_secs(90);
 /// How long it may take to stop after SIGTERM before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// What Home Assistant logs at every start of a test installation, whatever the bridge does: pip skipped
+/// (`--skip-pip`), no fast zlib (optional speed-ups not installed), and, from 2026 on, no `ffmpeg` program (its
+/// integration is set up by default, for text-to-speech; the bridge uses none of it, and Debian's ffmpeg would
+/// make the test root several times bigger).
+const EXPECTED_WARNINGS: &[&str] = &["Skipping pip installation", "zlib_ng and isal", "[haffmpeg."];
 
 /// A running Home Assistant; stopped on Drop.
 pub struct HomeAssistant {
@@ -40,40 +63,85 @@ pub fn skipped(test: &str) -> bool {
     skip
 }
 
-fn venv() -> PathBuf {
-    let venv = std::env::var_os("HA_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(format!("/var/cache/plex-mqtt-bridge/homeassistant-{VERSION}")));
-    assert!(
-        venv.join("bin/hass").is_file() && venv.join(".complete").is_file(),
-        "Home Assistant {VERSION} is not installed in {}: `bash tests/run` installs it (with \
-         tests/homeassistant/install.sh: about 3 min, cached afterwards), or set HA_TEST_VENV to its virtualenv \
-         (HA_TEST_SKIP=1 skips these tests)",
-        venv.display()
-    );
-    venv
+fn cache() -> PathBuf {
+    std::env::var_os("HA_TEST_CACHE").map_or_else(|| PathBuf::from("/var/cache/plex-mqtt-bridge"), PathBuf::from)
+}
+
+impl Version {
+    /// The Debian root it runs in, if it runs in one.
+    fn root(self) -> Option<PathBuf> {
+        self.in_root.then(|| cache().join("debian-sid"))
+    }
+
+    /// Its virtualenv, as the process that runs it sees the path.
+    fn venv(self) -> PathBuf {
+        if self.in_root {
+            PathBuf::from(format!("/opt/homeassistant-{}", self.number))
+        } else {
+            cache().join(format!("homeassistant-{}", self.number))
+        }
+    }
+
+    /// A command running `program` of its virtualenv (`hass`, `python`); panics with the install command when it
+    /// is not installed.
+    fn command(self, program: &str) -> Command {
+        let venv = self.venv();
+        let on_host = match self.root() {
+            Some(root) => root.join(venv.strip_prefix("/").expect("absolute")),
+            None => venv.clone(),
+        };
+        assert!(
+            on_host.join("bin/hass").is_file() && on_host.join(".complete").is_file(),
+            "Home Assistant {} is not installed in {}: `bash tests/run` installs it (with `bash \
+             tests/homeassistant/install.sh {}`: 1-3 min, cached afterwards; HA_TEST_CACHE moves the cache); \
+             HA_TEST_SKIP=1 skips these tests",
+            self.number,
+            on_host.display(),
+            self.number,
+        );
+        let program = venv.join("bin").join(program);
+        let Some(root) = self.root() else {
+            return Command::new(program);
+        };
+        // Entering the root (unshare, mount, chroot) needs root.
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
+        assert!(matches!(uid, Ok(0)), "Home Assistant {} runs in a chroot: run the tests as root", self.number);
+        let mut command = Command::new("bash");
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/homeassistant/in-root.sh"))
+            .arg(root)
+            .arg(program);
+        command
+    }
 }
 
 impl HomeAssistant {
     /// Starts Home Assistant with its MQTT integration on the broker at 127.0.0.1:`mqtt_port` and
     /// `automations` (YAML) as its automations, and waits until its API answers.
-    pub async fn start(mqtt_port: u16, automations: &str) -> HomeAssistant {
-        let venv = venv();
-        let dir = tempfile::Builder::new().prefix("homeassistant-test-").tempdir().expect("tempdir");
+    pub async fn start(version: Version, mqtt_port: u16, automations: &str) -> HomeAssistant {
+        // Under /tmp whatever TMPDIR says: the Debian root sees the host's /tmp at the same path.
+        let dir = tempfile::Builder::new().prefix("homeassistant-test-").tempdir_in("/tmp").expect("tempdir");
         std::fs::write(dir.path().join("automations.yaml"), automations).expect("write automations.yaml");
         let port = super::mosquitto::free_port();
+        // The script goes in on stdin: the root does not see this checkout.
         let prepare = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/homeassistant/prepare.py");
-        let out = Command::new(venv.join("bin/python"))
-            .arg(&prepare)
+        let out = version
+            .command("python")
+            .arg("-")
             .arg(dir.path())
             .arg(port.to_string())
             .arg(mqtt_port.to_string())
+            .arg(version.number)
+            .stdin(File::open(&prepare).expect("open prepare.py"))
             .output()
             .expect("run prepare.py");
         assert!(out.status.success(), "prepare.py failed: {}", String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8(out.stdout).expect("token").trim().to_owned();
         let console = File::create(dir.path().join("console.log")).expect("console.log");
-        let child = Command::new(venv.join("bin/hass"))
+        // In the root, the process started is Home Assistant itself (in-root.sh execs it), so Drop's SIGTERM
+        // reaches it, and the root's mounts end with it.
+        let child = version
+            .command("hass")
             .arg("-c")
             .arg(dir.path())
             .arg("--skip-pip")
@@ -190,12 +258,12 @@ impl HomeAssistant {
         std::fs::read_to_string(self.dir.path().join("home-assistant.log")).unwrap_or_default()
     }
 
-    /// Lines of the log at WARNING or above, except the two every test start has (pip skipped, no fast zlib).
+    /// Lines of the log at WARNING or above, except those every test start has ([`EXPECTED_WARNINGS`]).
     pub fn warnings(&self) -> Vec<String> {
         self.log()
             .lines()
             .filter(|l| l.contains(" WARNING ") || l.contains(" ERROR ") || l.contains(" CRITICAL "))
-            .filter(|l| !l.contains("Skipping pip installation") && !l.contains("zlib_ng and isal"))
+            .filter(|l| !EXPECTED_WARNINGS.iter().any(|expected| l.contains(expected)))
             .map(str::to_owned)
             .collect()
     }
