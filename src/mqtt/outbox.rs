@@ -10,7 +10,7 @@
 //! forgets unacknowledged messages when a clean session reconnects: lost live events are counted as dropped,
 //! lost clears (empty retained messages) are kept and sent again.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -81,7 +81,9 @@ pub struct Outbox {
     /// Live events sent since the last answer, while answers were waiting ([`LIVE_PER_ANSWER`]).
     live_since_answer: u32,
     handed: VecDeque<Sent>,
-    inflight: HashMap<u16, Sent>,
+    /// What each packet id in flight carries, indexed by the id (the client hands them out from 1 to
+    /// `mqtt.max_inflight`): a look-up per acknowledgement without hashing.
+    inflight: Vec<Option<Sent>>,
     dropped: u64,
     /// Live events dropped by overflow since the queue was last empty (0: no overflow episode under way).
     episode_dropped: u64,
@@ -98,7 +100,7 @@ impl Outbox {
             answers: AnswerLane::new(ANSWER_LANE),
             live_since_answer: 0,
             handed: VecDeque::new(),
-            inflight: HashMap::new(),
+            inflight: Vec::new(),
             dropped: 0,
             episode_dropped: 0,
         }
@@ -233,14 +235,18 @@ impl Outbox {
             if pkid == 0 {
                 self.settle(sent);
             } else {
-                self.inflight.insert(pkid, sent);
+                let slot = usize::from(pkid);
+                if self.inflight.len() <= slot {
+                    self.inflight.resize_with(slot + 1, || None);
+                }
+                self.inflight[slot] = Some(sent);
             }
         }
     }
 
     /// The broker acknowledged packet `pkid`.
     pub fn acknowledged(&mut self, pkid: u16) {
-        if let Some(sent) = self.inflight.remove(&pkid) {
+        if let Some(sent) = self.inflight.get_mut(usize::from(pkid)).and_then(Option::take) {
             self.settle(sent);
         }
     }
@@ -259,7 +265,7 @@ impl Outbox {
         let lost = self
             .handed
             .drain(..)
-            .chain(self.inflight.drain().map(|(_, sent)| sent))
+            .chain(self.inflight.iter_mut().filter_map(Option::take))
             .filter(|sent| matches!(sent, Sent::Live))
             .count() as u64;
         self.dropped += lost;

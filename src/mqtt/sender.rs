@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rumqttc::{AsyncClient, PublishOptions, QoS};
+use rumqttc::{AsyncClient, ClientError, PublishOptions, QoS, Request};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +20,7 @@ pub(super) async fn send(
     mut connected: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(super::REQUEST_BATCH);
     loop {
         if !*connected.borrow_and_update() {
             if stop.is_cancelled() {
@@ -31,50 +32,72 @@ pub(super) async fn send(
             }
             continue;
         }
-        let next = {
-            let mut outbox = shared.outbox();
-            let next = outbox.pop();
-            if let Some(message) = &next {
-                outbox.handed_over(message);
-            }
-            if shared.live_full.load(std::sync::atomic::Ordering::Relaxed) && outbox.live_len() < outbox.live_capacity()
-            {
-                shared.live_full.store(false, std::sync::atomic::Ordering::Release);
-            }
-            if outbox.live_len() < room_again(outbox.live_capacity())
-                && shared.room_wanted.swap(false, std::sync::atomic::Ordering::AcqRel)
-            {
-                shared.room.notify_waiters();
-            }
-            if let Some(dropped) = outbox.end_overflow_episode() {
-                tracing::warn!(
-                    dropped,
-                    dropped_total = outbox.dropped(),
-                    "live-event queue has room again; this many live events were dropped while it was full"
-                );
-            }
-            next
-        };
-        match next {
-            Some(message) => {
-                let retain = message.retain();
-                let Outgoing { topic, payload, .. } = message;
-                if client.publish(topic, payload, PublishOptions::new(qos).retain(retain)).await.is_err() {
-                    return; // the event loop is gone
-                }
-                crate::telemetry::telemetry().published();
-            }
-            None if stop.is_cancelled() => {
+        take_batch(&shared, &mut batch);
+        if batch.is_empty() {
+            if stop.is_cancelled() {
                 let _ = client.disconnect().await;
                 return;
             }
-            None => {
-                tokio::select! {
-                    () = shared.wake.notified() => {}
-                    () = stop.cancelled() => {}
-                    changed = connected.changed() => if changed.is_err() { return },
-                }
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = stop.cancelled() => {}
+                changed = connected.changed() => if changed.is_err() { return },
             }
+            continue;
         }
+        let mut count = 0;
+        for message in batch.drain(..) {
+            // A connection lost while this batch waited for room has counted the rest as lost (the outbox saw
+            // them handed over): they are not sent on this or a next connection, where nothing expects them.
+            if connected.has_changed().unwrap_or(true) {
+                continue;
+            }
+            if hand_over(&client, message, qos).await.is_err() {
+                return; // the event loop is gone
+            }
+            count += 1;
+        }
+        crate::telemetry::telemetry().published(count);
+    }
+}
+
+/// Takes up to a flush's worth of messages from the outbox under one lock (the client writes them with one
+/// `writev`), and updates what readers of Plex wait on.
+fn take_batch(shared: &Shared, batch: &mut Vec<Outgoing>) {
+    let mut outbox = shared.outbox();
+    while batch.len() < super::REQUEST_BATCH {
+        let Some(message) = outbox.pop() else { break };
+        outbox.handed_over(&message);
+        batch.push(message);
+    }
+    if shared.live_full.load(std::sync::atomic::Ordering::Relaxed) && outbox.live_len() < outbox.live_capacity() {
+        shared.live_full.store(false, std::sync::atomic::Ordering::Release);
+    }
+    if outbox.live_len() < room_again(outbox.live_capacity())
+        && shared.room_wanted.swap(false, std::sync::atomic::Ordering::AcqRel)
+    {
+        shared.room.notify_waiters();
+    }
+    if let Some(dropped) = outbox.end_overflow_episode() {
+        tracing::warn!(
+            dropped,
+            dropped_total = outbox.dropped(),
+            "live-event queue has room again; this many live events were dropped while it was full"
+        );
+    }
+}
+
+/// Hands one message to the client: at once while its request channel has room, else waiting for room.
+async fn hand_over(client: &AsyncClient, message: Outgoing, qos: QoS) -> Result<(), ClientError> {
+    let options = PublishOptions::new(qos).retain(message.retain());
+    match client.try_publish(message.topic, message.payload, options) {
+        Err(ClientError::RequestChannelFull(request)) => match *request {
+            Request::Publish(publish) => {
+                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                client.publish(topic, publish.payload, options).await
+            }
+            _ => Ok(()),
+        },
+        other => other,
     }
 }

@@ -57,6 +57,11 @@ impl RunningActivities {
     pub fn apply(&mut self, raw: &[u8], now_ms: u64) -> ActivityChange {
         let Some(item) = Fields::parse(raw) else { return ActivityChange::Nothing };
         let Some(activity) = item.object("Activity") else { return ActivityChange::Nothing };
+        self.apply_fields(&item, &activity, now_ms)
+    }
+
+    /// [`RunningActivities::apply`] for an item already read (`item`, and its `Activity` object).
+    pub fn apply_fields(&mut self, item: &Fields<'_>, activity: &Fields<'_>, now_ms: u64) -> ActivityChange {
         let Some(uuid) = item.text("uuid").or_else(|| activity.text("uuid")).filter(|u| !u.is_empty()) else {
             return ActivityChange::Nothing;
         };
@@ -67,7 +72,7 @@ impl RunningActivities {
                 None => ActivityChange::Nothing,
             };
         }
-        let running = RunningActivity::read(&activity);
+        let running = RunningActivity::read(activity);
         match self.by_uuid.get_mut(uuid.as_ref()) {
             Some(known) if *known == running => ActivityChange::Nothing,
             Some(known) => {

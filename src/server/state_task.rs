@@ -113,6 +113,11 @@ impl StateTask {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let resync = tokio::time::sleep(self.resync_interval);
         tokio::pin!(resync);
+        // The two timers live across iterations and are moved only when their deadline changes: this loop runs
+        // once per followed notification, and a timer registered and dropped every time was a visible cost.
+        let fetch_timer = sleep_until(far);
+        let state_timer = sleep_until(far);
+        tokio::pin!(fetch_timer, state_timer);
         // When the activities summary held back by ACTIVITIES_REFRESH is due, and when it was last published.
         let mut activities_due: Option<Instant> = None;
         let mut activities_sent = Instant::now().checked_sub(ACTIVITIES_REFRESH).unwrap_or_else(Instant::now);
@@ -127,6 +132,8 @@ impl StateTask {
             // Players expire on their own clock (`players.expire_after`), not only at the next resync.
             let players_due = topics.as_ref().and(side.players.next_expiry_ms()).map(at);
             let state_due = tracker_due.into_iter().chain(activities_due).chain(players_due).min().unwrap_or(far);
+            move_timer(fetch_timer.as_mut(), fetch_due);
+            move_timer(state_timer.as_mut(), state_due);
             tokio::select! {
                 () = cancel.cancelled() => return,
                 input = inputs.recv() => match input {
@@ -177,7 +184,17 @@ impl StateTask {
                             }
                             "activity" => {
                                 let now = now_ms();
-                                let change = notification.items.iter().map(|raw| activities.apply(raw, now)).max();
+                                // Each item is read once, for the running activities and the library events alike.
+                                let read: Vec<(Fields<'_>, Fields<'_>)> = notification
+                                    .items
+                                    .iter()
+                                    .filter_map(|raw| {
+                                        let item = Fields::parse(raw)?;
+                                        let activity = item.object("Activity")?;
+                                        Some((item, activity))
+                                    })
+                                    .collect();
+                                let change = read.iter().map(|(item, activity)| activities.apply_fields(item, activity, now)).max();
                                 match change {
                                     Some(ActivityChange::StartedOrEnded) => {
                                         self.publish_activities(topics, &activities);
@@ -189,8 +206,8 @@ impl StateTask {
                                     }
                                     _ => {}
                                 }
-                                for raw in &notification.items {
-                                    if let Some(LibraryChange::Event(event)) = library.on_activity(raw) {
+                                for (item, activity) in &read {
+                                    if let Some(LibraryChange::Event(event)) = library.on_activity_fields(item, activity) {
                                         self.library_event(topics, event);
                                     }
                                 }
@@ -199,7 +216,7 @@ impl StateTask {
                         }
                     }
                 },
-                () = sleep_until(fetch_due) => {
+                () = &mut fetch_timer => {
                     sessions_at = None;
                     sessions_in_flight = true;
                     lookups.sessions();
@@ -277,7 +294,7 @@ impl StateTask {
                         },
                     }
                 }
-                () = sleep_until(state_due) => {
+                () = &mut state_timer => {
                     let now = now_ms();
                     let mut effects = tracker.flush_waiting(now, false);
                     effects.extend(tracker.refresh_documents(now));
@@ -454,5 +471,15 @@ impl StateTask {
             .map(|topic| Action::Clear { topic })
             .collect();
         self.publisher.apply(actions);
+    }
+}
+
+/// Moves `timer` to `deadline` unless it is there already (within a millisecond: the deadlines are recomputed
+/// from the clock on every pass).
+fn move_timer(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: Instant) {
+    let current = timer.deadline();
+    let apart = if current > deadline { current - deadline } else { deadline - current };
+    if apart > Duration::from_millis(1) {
+        timer.reset(deadline);
     }
 }

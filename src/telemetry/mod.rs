@@ -205,9 +205,9 @@ impl Telemetry {
         &self.health
     }
 
-    /// A message was handed to the broker connection.
-    pub fn published(&self) {
-        self.published.inc();
+    /// `count` messages were handed to the broker connection.
+    pub fn published(&self, count: u64) {
+        self.published.inc_by(count);
     }
 
     /// Live messages were dropped.
