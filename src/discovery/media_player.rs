@@ -203,7 +203,7 @@ fn header(bridge: &BridgeTopics, players: usize, commands: &[(&str, Verb)]) -> S
          #   homeassistant:\n\
          #     packages: !include_dir_named packages\n\
          # then restart Home Assistant. Write it again when players come or go (or [commands] changes), then restart,\n\
-         # or reload \"Universal media players\" and then \"Template entities\" (Developer tools > YAML).\n\
+         # or run the actions universal.reload and then template.reload (Developer tools > YAML lists both).\n\
          #\n",
         env!("CARGO_PKG_VERSION"),
         bridge.prefix(),
