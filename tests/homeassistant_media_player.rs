@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::config::Commands;
-use support::fake_pms::FakePmsConfig;
 use support::home_assistant::{skipped, HomeAssistant, Version, CURRENT, OLDEST};
-use support::sessions::{sessions_body, Playing};
+use support::sessions::{quiet_pms, sessions_body, Playing};
 use support::wait::{self, HA_WAIT, SOON};
-use support::{test_config, Bridge, BridgeConfig, CannedResponse, FakePms, Mosquitto, Probe, TokenFile};
+use support::{test_config, Bridge, BridgeConfig, CannedResponse, Mosquitto, Probe, TokenFile};
 
 const MEDIA_PLAYER: &str = "media_player.plex_test_living_room_tv";
 const SOURCE: &str = "sensor.plex_test_living_room_tv_media";
@@ -92,9 +91,7 @@ async fn media_player_per_plex_player(version: Version) {
         return;
     }
     let broker = Mosquitto::start();
-    let pms = FakePms::start(FakePmsConfig::default()).await;
-    pms.set_canned("/status/sessions", sessions_body(&[]));
-    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    let pms = quiet_pms().await;
     for (_, _, path) in ACTIONS {
         pms.set_canned(path, CannedResponse::json(""));
     }

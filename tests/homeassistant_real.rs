@@ -11,12 +11,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_pms::{CannedResponse, FakePmsConfig};
 use support::frames::activity;
 use support::home_assistant::{skipped, HomeAssistant, Version, CURRENT, OLDEST};
-use support::sessions::{sessions_body, Playing};
+use support::sessions::{quiet_pms, sessions_body, Playing};
 use support::wait::{self, HA_WAIT, SOON};
-use support::{test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+use support::{test_config, Bridge, Mosquitto, Msg, Probe, TokenFile};
 
 const TV: &str = "sensor.plex_test_living_room_tv_now_playing";
 const TV_TITLE: &str = "sensor.plex_test_living_room_tv_title";
@@ -113,9 +112,7 @@ async fn shows_servers_players_triggers_and_artwork(version: Version) {
         return;
     }
     let broker = Mosquitto::start();
-    let pms = FakePms::start(FakePmsConfig::default()).await;
-    pms.set_canned("/status/sessions", sessions_body(&[]));
-    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    let pms = quiet_pms().await;
     let (poster_arrival, poster_heat, poster_dune) =
         (b"\xff\xd8arrival".to_vec(), b"\xff\xd8heat".to_vec(), b"\xff\xd8dune".to_vec());
     pms.set_photo(TV_ARRIVAL.thumb, &poster_arrival);

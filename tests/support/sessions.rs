@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::fake_pms::CannedResponse;
+use super::fake_pms::{CannedResponse, FakePms, FakePmsConfig};
 use super::frames::Play;
 
 /// One movie playing on one player.
@@ -49,4 +49,12 @@ pub fn sessions_body(list: &[Playing]) -> CannedResponse {
         })
         .collect();
     CannedResponse::json(json!({"MediaContainer": {"size": metadata.len(), "Metadata": metadata}}).to_string())
+}
+
+/// A fake PMS on which nothing plays and nothing runs yet (`/status/sessions` and `/activities` empty).
+pub async fn quiet_pms() -> FakePms {
+    let pms = FakePms::start(FakePmsConfig::default()).await;
+    pms.set_canned("/status/sessions", sessions_body(&[]));
+    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    pms
 }
