@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use plex_mqtt_bridge::addon::DEFAULT_OPTIONS_FILE;
-use plex_mqtt_bridge::cli::{self, addon::Needs, command::CommandArgs, login::LoginArgs, EX_CONFIG};
+use plex_mqtt_bridge::cli::{
+    self, addon::Needs, command::CommandArgs, ha_package::PackageArgs, login::LoginArgs, EX_CONFIG,
+};
 use plex_mqtt_bridge::config::{self, Sources};
 
 /// Bridges Plex Media Server notifications to MQTT.
@@ -62,6 +64,11 @@ enum Operation {
     /// the bridge renews itself with the device key written beside it. Exits 0 when done, 2 when the PIN
     /// expired, 1 on other failures, 78 for bad arguments. Needs no configuration file.
     Login(LoginArgs),
+    /// Write a Home Assistant package with a media player per Plex player the bridge knows (read from its
+    /// retained topics): state, title and artwork, and play/pause/stop/next/previous for the player verbs
+    /// `commands.allow` allows (read-only without). Needs nothing but core Home Assistant. Exits 0 when written,
+    /// 1 when no player was found or the broker failed, 78 with Home Assistant discovery off.
+    HomeassistantPackage(PackageArgs),
 }
 
 impl Cli {
@@ -114,6 +121,7 @@ fn main() -> ExitCode {
         Some(Operation::Health) => cli::health::main(&config),
         Some(Operation::Command(args)) => cli::command::main(&config, args),
         Some(Operation::Login(args)) => cli::login::main(&args),
+        Some(Operation::HomeassistantPackage(args)) => cli::ha_package::main(&config, args),
         None => cli::daemon(config),
     }
 }

@@ -181,7 +181,24 @@ impl BridgeTopics {
     /// activities, players and `info`.
     pub fn leftover_filters(&self) -> [String; 4] {
         let p = &self.prefix;
-        [format!("{p}/+/sessions/+"), format!("{p}/+/activities/+"), format!("{p}/+/players/+"), format!("{p}/+/info")]
+        let [players, info] = self.player_filters();
+        [format!("{p}/+/sessions/+"), format!("{p}/+/activities/+"), players, info]
+    }
+
+    /// Every player's retained state and every server's `info`: who the players are and which server they are on.
+    pub fn player_filters(&self) -> [String; 2] {
+        let p = &self.prefix;
+        [format!("{p}/+/players/+"), format!("{p}/+/info")]
+    }
+
+    /// The server's topic name and the player's level in a `<p>/<server>/players/<player>` topic (`None` for any
+    /// other topic, the player's `events` and `artwork` included).
+    pub fn player_of_state<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [server, "players", player] => Some((server, player)),
+            _ => None,
+        }
     }
 
     /// The server's topic name in a `<p>/<server>/info` topic (`None` for any other topic, and for
@@ -423,6 +440,19 @@ mod tests {
         let folded = fold_segment(&long);
         assert_eq!(folded.len(), MAX_SEGMENT);
         assert_ne!(folded, fold_segment(&format!("{long}b")), "different long inputs stay distinct");
+    }
+
+    #[test]
+    fn player_state_topics_are_told_from_the_players_other_topics() {
+        let bridge = BridgeTopics::new("home/plex");
+        let den = bridge.server(&ServerName::configured("den").unwrap());
+        assert_eq!(bridge.player_of_state(&den.player("tv-1")), Some(("den", "tv-1")));
+        for other in
+            [den.player_events("tv-1"), den.player_artwork("tv-1"), den.info(), "home/plexx/den/players/a".into()]
+        {
+            assert_eq!(bridge.player_of_state(&other), None, "{other}");
+        }
+        assert_eq!(bridge.server_of_info(&den.info()), Some("den"));
     }
 
     #[test]

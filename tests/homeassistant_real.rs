@@ -10,12 +10,12 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::fake_pms::{CannedResponse, FakePmsConfig};
-use support::frames::{activity, Play};
+use serde_json::Value;
+use support::frames::activity;
 use support::home_assistant::{skipped, HomeAssistant, Version, CURRENT, OLDEST};
+use support::sessions::{quiet_pms, sessions_body, Playing};
 use support::wait::{self, HA_WAIT, SOON};
-use support::{test_config, Bridge, FakePms, Mosquitto, Msg, Probe, TokenFile};
+use support::{test_config, Bridge, Mosquitto, Msg, Probe, TokenFile};
 
 const TV: &str = "sensor.plex_test_living_room_tv_now_playing";
 const TV_TITLE: &str = "sensor.plex_test_living_room_tv_title";
@@ -26,39 +26,6 @@ const BEDROOM: &str = "sensor.plex_test_bedroom_now_playing";
 const BEDROOM_TITLE: &str = "sensor.plex_test_bedroom_title";
 const CONNECTED: &str = "binary_sensor.plex_test_connected";
 const ACTIVE: &str = "sensor.plex_test_active_sessions";
-
-/// One entry of `/status/sessions`.
-#[derive(Clone, Copy)]
-struct Playing {
-    key: &'static str,
-    player: &'static str,
-    player_title: &'static str,
-    rating_key: &'static str,
-    title: &'static str,
-    thumb: &'static str,
-    state: &'static str,
-}
-
-fn sessions_body(list: &[Playing]) -> CannedResponse {
-    let metadata: Vec<Value> = list
-        .iter()
-        .map(|p| {
-            json!({
-                "sessionKey": p.key, "ratingKey": p.rating_key, "type": "movie", "title": p.title, "year": 2016,
-                "duration": 6_960_000, "viewOffset": 60_000, "thumb": p.thumb,
-                "User": {"id": "1", "title": "alice"},
-                "Player": {"title": p.player_title, "product": "Plex for LG", "platform": "webOS",
-                           "machineIdentifier": p.player, "address": "192.168.1.20", "local": true, "state": p.state},
-                "Session": {"id": format!("s{}", p.key), "bandwidth": 8000, "location": "lan"},
-            })
-        })
-        .collect();
-    CannedResponse::json(json!({"MediaContainer": {"size": metadata.len(), "Metadata": metadata}}).to_string())
-}
-
-fn notification(p: &Playing) -> String {
-    Play::new(p.key).player(p.player).rating_key(p.rating_key).state(p.state).at(60_000).frame()
-}
 
 /// The library scan of this test.
 fn scan(event: &str) -> String {
@@ -145,9 +112,7 @@ async fn shows_servers_players_triggers_and_artwork(version: Version) {
         return;
     }
     let broker = Mosquitto::start();
-    let pms = FakePms::start(FakePmsConfig::default()).await;
-    pms.set_canned("/status/sessions", sessions_body(&[]));
-    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    let pms = quiet_pms().await;
     let (poster_arrival, poster_heat, poster_dune) =
         (b"\xff\xd8arrival".to_vec(), b"\xff\xd8heat".to_vec(), b"\xff\xd8dune".to_vec());
     pms.set_photo(TV_ARRIVAL.thumb, &poster_arrival);
@@ -165,8 +130,8 @@ async fn shows_servers_players_triggers_and_artwork(version: Version) {
     ha.wait_state("binary_sensor.plex_mqtt_bridge_broker", HA_WAIT, |s| state_of(s) == "on").await;
     ha.wait_state("sensor.plex_mqtt_bridge_servers_connected", HA_WAIT, |s| state_of(s) == "1").await;
     pms.set_canned("/status/sessions", sessions_body(&[TV_ARRIVAL, BEDROOM_HEAT]));
-    pms.push_text(&notification(&TV_ARRIVAL));
-    pms.push_text(&notification(&BEDROOM_HEAT));
+    pms.push_text(&TV_ARRIVAL.notification());
+    pms.push_text(&BEDROOM_HEAT.notification());
     let tv = ha.wait_state(TV, HA_WAIT, |s| state_of(s) == "playing").await;
     assert_eq!(tv["attributes"]["title"], "Arrival", "{tv}");
     assert_eq!(tv["attributes"]["user"], "alice");
@@ -205,7 +170,7 @@ async fn shows_servers_players_triggers_and_artwork(version: Version) {
     ha.wait_state("automation.living_room_tv_paused", HA_WAIT, |s| state_of(s) == "on").await;
     let paused = Playing { state: "paused", ..TV_ARRIVAL };
     pms.set_canned("/status/sessions", sessions_body(&[paused, BEDROOM_HEAT]));
-    pms.push_text(&notification(&Playing { state: "paused", ..TV_ARRIVAL }));
+    pms.push_text(&(Playing { state: "paused", ..TV_ARRIVAL }).notification());
     ha.wait_state("input_text.last_trigger", HA_WAIT, |s| state_of(s) == "tv paused").await;
     ha.wait_state(TV, HA_WAIT, |s| state_of(s) == "paused").await;
     pms.push_text(&scan("started"));
@@ -214,7 +179,7 @@ async fn shows_servers_players_triggers_and_artwork(version: Version) {
 
     // One player goes idle, the other stays as it was.
     pms.set_canned("/status/sessions", sessions_body(&[Playing { state: "paused", ..TV_ARRIVAL }]));
-    pms.push_text(&notification(&Playing { state: "stopped", ..BEDROOM_HEAT }));
+    pms.push_text(&(Playing { state: "stopped", ..BEDROOM_HEAT }).notification());
     ha.wait_state(BEDROOM, HA_WAIT, |s| state_of(s) == "idle").await;
     ha.wait_state(BEDROOM_TITLE, HA_WAIT, |s| state_of(s).is_empty()).await;
     ha.wait_state(ACTIVE, HA_WAIT, |s| state_of(s) == "1").await;
@@ -229,7 +194,7 @@ async fn shows_servers_players_triggers_and_artwork(version: Version) {
         ..TV_ARRIVAL
     };
     pms.set_canned("/status/sessions", sessions_body(&[dune]));
-    pms.push_text(&notification(&dune));
+    pms.push_text(&dune.notification());
     ha.wait_state(TV_TITLE, HA_WAIT, |s| state_of(s) == "Dune").await;
     // The event entity had an event before (the pause), so this `play` runs the README's example automation.
     ha.wait_state("counter.event_automation_runs", HA_WAIT, |s| !["0", "unknown"].contains(&state_of(s))).await;

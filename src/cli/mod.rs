@@ -1,11 +1,12 @@
 //! The process's modes: the daemon itself, and the operator commands beside it (`check`, `health`, `login`,
-//! `command`); `addon` is what add-on mode does before any of them. `main` only parses the command line and
+//! `command`, `homeassistant-package`); `addon` is what add-on mode does before any of them. `main` only parses the command line and
 //! dispatches here.
 
 pub mod addon;
 pub mod check;
 pub mod check_token;
 pub mod command;
+pub mod ha_package;
 pub mod health;
 pub mod login;
 

@@ -15,6 +15,7 @@
 
 mod bridge;
 mod buttons;
+mod media_player;
 mod ownership;
 mod player;
 mod server;
@@ -22,6 +23,7 @@ mod server;
 use serde_json::{json, Map, Value};
 
 pub use buttons::{section_button_keys, ServerButtons, PLAYER_BUTTONS};
+pub use media_player::{KnownPlayer, MEDIA_COMMANDS};
 pub use ownership::KnownServers;
 pub use player::PlayerDevice;
 pub use server::ServerDevice;

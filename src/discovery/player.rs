@@ -25,6 +25,22 @@ pub struct PlayerDevice<'a> {
 /// The `states` of the "Now playing" sensor.
 pub const PLAYER_STATES: [&str; 4] = ["idle", "playing", "paused", "buffering"];
 
+/// Keys of the player entities other configurations build on (the media player package): entity ids are
+/// `<platform>.<player entity base>_<key>`, unique ids `<player device id>_<key>`.
+pub(super) const NOW_PLAYING: &str = "now_playing";
+pub(super) const TITLE: &str = "title";
+pub(super) const ARTWORK: &str = "artwork";
+
+/// `plex_<server>_<player>`, the start of a player's entity ids: its name, or its topic segment when the name
+/// folds to nothing.
+pub(super) fn player_entity_base(server_name: &ServerName, title: &str, player: &str) -> String {
+    let title_slug = match slug(title) {
+        empty if empty.is_empty() => slug(player),
+        text => text,
+    };
+    format!("plex_{}_{title_slug}", slug(server_name.as_str()))
+}
+
 impl Discovery {
     /// The config topic and device-based discovery message of one player.
     pub fn player_config(&self, player: &PlayerDevice<'_>, bridge: &BridgeTopics) -> (String, Value) {
@@ -33,13 +49,9 @@ impl Discovery {
         let state = topics.player(player.player);
         let events = topics.player_events(player.player);
         let both = bridge_and_server(bridge, topics);
-        let title_slug = match slug(player.title) {
-            empty if empty.is_empty() => slug(player.player),
-            text => text,
-        };
-        let mut c = Components::new(&id, format!("plex_{}_{title_slug}", slug(player.server_name.as_str())));
+        let mut c = Components::new(&id, player_entity_base(player.server_name, player.title, player.player));
         c.entity(
-            "now_playing",
+            NOW_PLAYING,
             "sensor",
             "Now playing",
             &both,
@@ -54,7 +66,7 @@ impl Discovery {
             }),
         );
         c.entity(
-            "title",
+            TITLE,
             "sensor",
             "Title",
             &both,
@@ -75,7 +87,7 @@ impl Discovery {
             json!({ "state_topic": events, "event_types": PLAYBACK_EVENTS, "icon": "mdi:play-circle-outline" }),
         );
         c.entity(
-            "artwork",
+            ARTWORK,
             "image",
             "Artwork",
             &both,

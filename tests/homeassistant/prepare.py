@@ -12,8 +12,9 @@ the MQTT config flow imports).
 
 The configuration directory:
 
-- configuration.yaml: HTTP on 127.0.0.1:HTTP_PORT, the REST API, automations from automations.yaml and an
-  input_text and a counter the test automations write to, and `logger` at warning so every warning shows in home-assistant.log;
+- configuration.yaml: HTTP on 127.0.0.1:HTTP_PORT, the REST API, automations from automations.yaml, the
+  packages in packages/ (a test may put some there before the start), an input_text and a counter the test
+  automations write to, and `logger` at warning so every warning shows in home-assistant.log;
 - .storage/core.config_entries: the MQTT integration against 127.0.0.1:MQTT_PORT with discovery on;
 - .storage/auth: one owner with a long-lived access token, and .storage/onboarding marked done.
 
@@ -33,6 +34,8 @@ import jwt
 
 # The integrations configuration.yaml and the config entries below set up.
 CONFIGURED = ("homeassistant", "http", "api", "automation", "input_text", "counter", "logger", "mqtt")
+# The integrations of the packages tests add (the media player package: template sensors, universal media players).
+IN_PACKAGES = ("template", "media_player", "universal")
 # Integrations whose code ones Home Assistant sets up import without naming them in their manifests (camera
 # imports stream's, which needs stream's requirements: numpy, no longer a Home Assistant dependency in 2026).
 UNDECLARED = ("stream",)
@@ -45,7 +48,7 @@ def integrations():
 
     components = os.path.join(os.path.dirname(homeassistant.__file__), "components")
     discovery = getattr(requirements, "DISCOVERY_INTEGRATIONS", {})
-    todo = [*bootstrap.CORE_INTEGRATIONS, *bootstrap.DEFAULT_INTEGRATIONS, *CONFIGURED, *UNDECLARED]
+    todo = [*bootstrap.CORE_INTEGRATIONS, *bootstrap.DEFAULT_INTEGRATIONS, *CONFIGURED, *IN_PACKAGES, *UNDECLARED]
     found = {}
     while todo:
         domain = todo.pop()
@@ -88,6 +91,7 @@ def main():
         return check()
     config_dir, http_port, mqtt_port, ha_version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     os.makedirs(os.path.join(config_dir, ".storage"), exist_ok=True)
+    os.makedirs(os.path.join(config_dir, "packages"), exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
     with open(os.path.join(config_dir, "configuration.yaml"), "w", encoding="utf-8") as f:
@@ -101,6 +105,7 @@ def main():
             "  time_zone: UTC\n"
             "  country: NL\n"
             "  currency: EUR\n"
+            "  packages: !include_dir_named packages\n"
             "http:\n"
             "  server_host: 127.0.0.1\n"
             f"  server_port: {http_port}\n"

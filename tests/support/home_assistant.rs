@@ -119,6 +119,17 @@ impl HomeAssistant {
     /// Starts Home Assistant with its MQTT integration on the broker at 127.0.0.1:`mqtt_port` and
     /// `automations` (YAML) as its automations, and waits until its API answers.
     pub async fn start(version: Version, mqtt_port: u16, automations: &str) -> HomeAssistant {
+        Self::start_with_packages(version, mqtt_port, automations, &[]).await
+    }
+
+    /// [`HomeAssistant::start`] with `packages` (file name, YAML) in its `packages` folder from the start (an
+    /// integration that only a package configures is set up only if the package is there at start).
+    pub async fn start_with_packages(
+        version: Version,
+        mqtt_port: u16,
+        automations: &str,
+        packages: &[(&str, &str)],
+    ) -> HomeAssistant {
         // Under /tmp whatever TMPDIR says: the Debian root sees the host's /tmp at the same path.
         let dir = tempfile::Builder::new().prefix("homeassistant-test-").tempdir_in("/tmp").expect("tempdir");
         std::fs::write(dir.path().join("automations.yaml"), automations).expect("write automations.yaml");
@@ -137,6 +148,9 @@ impl HomeAssistant {
             .expect("run prepare.py");
         assert!(out.status.success(), "prepare.py failed: {}", String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8(out.stdout).expect("token").trim().to_owned();
+        for (name, yaml) in packages {
+            std::fs::write(dir.path().join("packages").join(name), yaml).expect("write a package");
+        }
         let console = File::create(dir.path().join("console.log")).expect("console.log");
         // In the root, the process started is Home Assistant itself (in-root.sh execs it), so Drop's SIGTERM
         // reaches it, and the root's mounts end with it.
@@ -183,6 +197,12 @@ impl HomeAssistant {
 
     /// `POST path` with a JSON body; the response text, None unless 200.
     pub async fn post(&self, path: &str, body: &Value) -> Option<String> {
+        let (status, text) = self.post_answer(path, body).await?;
+        (200..300).contains(&status).then_some(text)
+    }
+
+    /// `POST path` with a JSON body; the status and text of any answer (e.g. why an action was refused).
+    pub async fn post_answer(&self, path: &str, body: &Value) -> Option<(u16, String)> {
         let response = self
             .http
             .post(format!("http://127.0.0.1:{}{path}", self.port))
@@ -192,10 +212,8 @@ impl HomeAssistant {
             .send()
             .await
             .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        response.text().await.ok()
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
     }
 
     /// Renders a template (`POST /api/template`), e.g. `{{ device_id('sensor.x') }}`.
@@ -215,9 +233,19 @@ impl HomeAssistant {
         self.call("automation", "reload", &serde_json::json!({})).await;
     }
 
+    /// Replaces (or adds) the package `name` in the `packages` folder; reload what it configures to apply it.
+    pub fn set_package(&self, name: &str, yaml: &str) {
+        std::fs::write(self.dir.path().join("packages").join(name), yaml).expect("write a package");
+    }
+
     /// The bytes an image entity serves (`/api/image_proxy/<entity_id>`).
     pub async fn image(&self, entity_id: &str) -> Option<Vec<u8>> {
-        let response = self.get_ok(&format!("/api/image_proxy/{entity_id}")).await?;
+        self.bytes(&format!("/api/image_proxy/{entity_id}")).await
+    }
+
+    /// The body of `GET path` (e.g. an `entity_picture` URL), if it is a 200.
+    pub async fn bytes(&self, path: &str) -> Option<Vec<u8>> {
+        let response = self.get_ok(path).await?;
         response.bytes().await.ok().map(|b| b.to_vec())
     }
 

@@ -22,6 +22,7 @@ pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod samples;
+pub mod sessions;
 pub mod tls;
 pub mod wait;
 
