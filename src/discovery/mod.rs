@@ -228,9 +228,19 @@ impl Components {
     }
 }
 
-/// Entity-id text: Home Assistant allows `[a-z0-9_]`.
+/// Entity-id text: Home Assistant allows `[a-z0-9_]`, with no `__` and no `_` at either end (a name like
+/// "Room - TV" folds to `room_-_tv`, whose dash would otherwise leave `room___tv`).
 fn slug(text: &str) -> String {
-    fold_segment(text).replace('-', "_")
+    let mut slug = String::with_capacity(text.len());
+    for c in fold_segment(text).chars().map(|c| if c == '-' { '_' } else { c }) {
+        if !(c == '_' && (slug.is_empty() || slug.ends_with('_'))) {
+            slug.push(c);
+        }
+    }
+    while slug.ends_with('_') {
+        slug.pop();
+    }
+    slug
 }
 
 /// An id part for device ids and config topics (`[a-zA-Z0-9_-]`, case kept: machineIdentifiers are
@@ -279,5 +289,7 @@ mod tests {
         assert!(!a.belongs_to_server(&a.config_topic(&a.server_device_id("abcd")), &server));
         assert!(!a.belongs_to_server(&a.config_topic(&a.bridge_device_id()), &server));
         assert_eq!(id_segment("Ab:c/d"), "Ab_c_d");
+        assert_eq!(slug("Room - TV"), "room_tv", "Home Assistant refuses `__` in an entity id");
+        assert_eq!(slug("-Living-Room-"), "living_room");
     }
 }
