@@ -13,18 +13,26 @@ use crate::topic::ServerTopics;
 /// Maps a notification to its messages: one live message per item on `<p>/<server>/<type>`, in order, with the
 /// item's bytes as PMS sent them; plus retained activity state for `activity` notifications.
 pub fn route(topics: &ServerTopics, notification: &Notification) -> Vec<Action> {
-    let topic = topics.notification(&notification.kind);
+    let mut actions = Vec::new();
+    route_into(topics, notification, &mut actions);
+    actions
+}
+
+/// [`route`] into `actions` (the forwarder reuses one buffer for every notification).
+pub fn route_into(topics: &ServerTopics, notification: &Notification, actions: &mut Vec<Action>) {
     let is_activity = notification.kind == "activity";
-    let mut actions = Vec::with_capacity(notification.items.len() * if is_activity { 2 } else { 1 });
-    for item in &notification.items {
-        actions.push(Action::Live { topic: topic.clone(), payload: item.clone() });
+    let mut topic = Some(topics.notification(&notification.kind));
+    let last = notification.items.len().saturating_sub(1);
+    for (index, item) in notification.items.iter().enumerate() {
+        // The last item takes the topic itself: one notification, one topic string (most carry one item).
+        let item_topic = if index == last { topic.take() } else { topic.clone() };
+        actions.push(Action::Live { topic: item_topic.unwrap_or_default(), payload: item.clone() });
         if is_activity {
             if let Some(action) = activity_state(topics, item) {
                 actions.push(action);
             }
         }
     }
-    actions
 }
 
 /// Retained state for one activity item: its latest item while running, cleared on `ended`. Items without a

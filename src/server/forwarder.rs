@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 
 use super::state_task::StateInput;
 use crate::log_limit::LogLimiter;
-use crate::model::router::route;
+use crate::model::router::route_into;
+use crate::mqtt::outbox::Action;
 use crate::mqtt::Publisher;
 use crate::plex::{Forward, Incoming};
 use crate::telemetry::{telemetry, NotificationCounts};
@@ -31,6 +32,8 @@ pub struct Forwarder {
     state_dropped: u64,
     /// The server decides how many malformed messages come: one log line per episode.
     malformed_log: LogLimiter,
+    /// The messages of the notification at hand (one buffer for all of them).
+    actions: Vec<Action>,
 }
 
 impl Forwarder {
@@ -42,6 +45,7 @@ impl Forwarder {
             malformed: 0,
             state_dropped: 0,
             malformed_log: LogLimiter::default(),
+            actions: Vec::new(),
         }
     }
 
@@ -91,7 +95,8 @@ impl Forward for Forwarder {
         match incoming.decode() {
             Ok(notification) => {
                 counts.count(&notification.kind);
-                self.publisher.apply(route(topics, &notification));
+                route_into(topics, &notification, &mut self.actions);
+                self.publisher.apply(self.actions.drain(..));
                 if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
                     self.hand_to_state_task(StateInput::Notification(notification));
                 }
