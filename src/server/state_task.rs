@@ -40,6 +40,8 @@ const ITEMS_BETWEEN_YIELDS: usize = 256;
 /// After a failed look-up, the next try waits this long, unless a `playing` notification or a resync asks sooner
 /// ([`look_up_by`]).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// How often the state task looks for the next player to expire (it walks every player).
+const PLAYERS_CHECK: Duration = Duration::from_secs(1);
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
 /// The activities summary is re-published for progress, title or subtitle changes at most this often (a scan
@@ -115,6 +117,8 @@ impl StateTask {
         tokio::pin!(resync);
         // The two timers live across iterations and are moved only when their deadline changes: this loop runs
         // once per followed notification, and a timer registered and dropped every time was a visible cost.
+        let mut players_due: Option<Instant> = None;
+        let mut players_checked = Instant::now().checked_sub(PLAYERS_CHECK).unwrap_or_else(Instant::now);
         let fetch_timer = sleep_until(far);
         let state_timer = sleep_until(far);
         tokio::pin!(fetch_timer, state_timer);
@@ -129,8 +133,12 @@ impl StateTask {
             let now = now_ms();
             let at = |due: u64| Instant::now() + Duration::from_millis(due.saturating_sub(now));
             let tracker_due = tracker.next_deadline_ms(now).map(at);
-            // Players expire on their own clock (`players.expire_after`), not only at the next resync.
-            let players_due = topics.as_ref().and(side.players.next_expiry_ms()).map(at);
+            // Players expire on their own clock (`players.expire_after`), not only at the next resync; when the
+            // next one is due is looked up at most once a second (it walks every player).
+            if players_checked.elapsed() >= PLAYERS_CHECK {
+                players_checked = Instant::now();
+                players_due = topics.as_ref().and(side.players.next_expiry_ms()).map(at);
+            }
             let state_due = tracker_due.into_iter().chain(activities_due).chain(players_due).min().unwrap_or(far);
             move_timer(fetch_timer.as_mut(), fetch_due);
             move_timer(state_timer.as_mut(), state_due);
@@ -308,9 +316,12 @@ impl StateTask {
                     if let Some(topics) = topics.as_ref().filter(|_| !effects.is_empty()) {
                         self.apply(topics, effects, &tracker, &mut side);
                     }
-                    if let Some(topics) = &topics {
+                    if let Some(topics) = topics.as_ref().filter(|_| players_due.is_some_and(|due| due <= Instant::now())) {
                         let expired = side.players.expire(now);
                         side.publish(topics, expired);
+                        // Looked up again on the next pass (whoever was due may have been seen meanwhile).
+                        players_due = None;
+                        players_checked = Instant::now().checked_sub(PLAYERS_CHECK).unwrap_or_else(Instant::now);
                     }
                 }
                 () = &mut resync => {
