@@ -16,6 +16,8 @@ pub struct PlayingItem {
     pub rating_key: Option<String>,
     pub state: String,
     pub view_offset_ms: Option<u64>,
+    /// `clientIdentifier`: the player's machineIdentifier (absent for some third-party players).
+    pub player: Option<String>,
 }
 
 impl PlayingItem {
@@ -27,6 +29,7 @@ impl PlayingItem {
             rating_key: fields.text("ratingKey").map(Cow::into_owned),
             state: fields.text("state").map(Cow::into_owned).unwrap_or_default(),
             view_offset_ms: fields.number("viewOffset"),
+            player: fields.text("clientIdentifier").filter(|p| !p.is_empty()).map(Cow::into_owned),
         })
     }
 }

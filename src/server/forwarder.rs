@@ -8,7 +8,7 @@
 
 use tokio::sync::mpsc;
 
-use super::state_task::StateInput;
+use super::state_task::{StateInput, TRANSCODE_CHANGES};
 use crate::log_limit::LogLimiter;
 use crate::model::router::route;
 use crate::mqtt::Publisher;
@@ -92,7 +92,8 @@ impl Forward for Forwarder {
             Ok(notification) => {
                 counts.count(&notification.kind);
                 self.publisher.apply(route(topics, &notification));
-                if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
+                let kind = notification.kind.as_str();
+                if STATEFUL_KINDS.contains(&kind) || TRANSCODE_CHANGES.contains(&kind) {
                     self.hand_to_state_task(StateInput::Notification(notification));
                 }
             }
