@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod fd_limit;
 pub mod lenient;
 pub mod log_limit;
 pub mod logging;

@@ -46,12 +46,26 @@ impl Bridge {
     /// Runs the daemon with `args` (after `--config <file>` when `config` is given) and `envs` added to the
     /// cleaned environment.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)], config: Option<&str>) -> Bridge {
+        Self::launch(args, envs, config, None)
+    }
+
+    /// Like [`Bridge::start`], with the daemon's file-descriptor limit, soft and hard, at `limit` (so it cannot
+    /// raise it): a real EMFILE once it holds that many.
+    pub fn start_with_fd_limit(config: &(impl ConfigText + ?Sized), limit: u64) -> Bridge {
+        Self::launch(&[], &[], Some(&config.config_text()), Some(limit))
+    }
+
+    fn launch(args: &[&str], envs: &[(&str, &str)], config: Option<&str>, fd_limit: Option<u64>) -> Bridge {
         let dir = tempdir("bridge-test-");
         let config_path = config.map(|toml| write_config(dir.path(), toml));
         let log_path = dir.path().join("bridge.log");
         let log = File::create(&log_path).expect("create bridge.log");
         let log_err = log.try_clone().expect("clone the bridge.log handle");
-        let child = command(args, envs, config_path.as_deref())
+        let mut cmd = command(args, envs, config_path.as_deref());
+        if let Some(limit) = fd_limit {
+            limit_fds(&mut cmd, limit);
+        }
+        let child = cmd
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
@@ -230,6 +244,23 @@ fn command(args: &[&str], envs: &[(&str, &str)], config_path: Option<&Path>) -> 
         cmd.env(key, value);
     }
     cmd
+}
+
+/// Sets the child's `RLIMIT_NOFILE`, soft and hard, to `limit` before it runs.
+fn limit_fds(cmd: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let wanted = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+    // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and touches no memory shared
+    // with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
