@@ -82,7 +82,7 @@ async fn check_reports_each_failure_with_its_fix() {
     let (code, output) = Bridge::run_to_exit(&["check"], &[], Some(&wrong_config), SOON).await;
     assert_eq!(code, Some(1), "{output}");
     let plex_line = output.lines().find(|l| l.starts_with("FAIL plex")).unwrap_or_else(|| panic!("{output}"));
-    assert!(plex_line.contains("token rejected") && plex_line.contains("fix:"), "{plex_line}");
+    assert!(plex_line.contains("token refused") && plex_line.contains("fix:"), "{plex_line}");
     let mqtt_line = output.lines().find(|l| l.starts_with("FAIL mqtt")).unwrap_or_else(|| panic!("{output}"));
     assert!(mqtt_line.contains("fix:"), "{mqtt_line}");
     assert!(!output.contains("not-the-token"), "the token is never printed");
