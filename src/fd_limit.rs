@@ -44,8 +44,8 @@ fn ceiling(hard: libc::rlim_t) -> libc::rlim_t {
     std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|n| n.trim().parse().ok()).unwrap_or(1 << 20)
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (nothing to do when they are equal, as under the shipped
-/// systemd unit, whose system-call filter would refuse it anyway).
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (nothing to do, and no system call made, when they are equal,
+/// as under the shipped systemd unit, which sets both).
 pub fn raise() -> io::Result<Limit> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct passed in.
