@@ -39,6 +39,7 @@ RUN mkdir -p src benches \
     && echo 'fn main() {}' > benches/pipeline.rs \
     && echo 'fn main() {}' > benches/sessions.rs \
     && echo 'fn main() {}' > benches/decode.rs \
+    && echo 'fn main() {}' > benches/scale.rs \
     && cargo build --release --locked \
     && rm -rf src
 

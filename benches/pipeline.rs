@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loadgen::{
-    clock_ticks_per_second, context_switches, cpu_ticks, find_pid, percentile, proc_status_kib, RawPublisher,
+    clock_ticks_per_second, context_switches, cpu_ticks, find_pid, machine, percentile, proc_status_kib, RawPublisher,
     RetainedTruth, Subscriber,
 };
 use rumqttc::QoS;
@@ -378,26 +378,6 @@ listen = "127.0.0.1:{http_port}"
         token = toml_string(&token_file.to_string_lossy()),
         name = toml_string(loadgen::SERVER),
         extra = std::env::var("PIPELINE_MQTT_EXTRA").unwrap_or_default(),
-    )
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name"))?.split(':').nth(1).map(|m| m.trim().to_owned()))
-        .unwrap_or_default();
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|kib| kib / 1024.0 / 1024.0)
-        .unwrap_or(0.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    format!(
-        "{cores} cores, {cpu}, {mem_gib:.1} GiB, Linux {}; load average before the run: {}",
-        kernel.trim(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     )
 }
 

@@ -13,10 +13,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "../tests/loadgen/mod.rs"]
+mod loadgen;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loadgen::cpu_ns;
 use support::bridge::toml_string;
 use support::fake_pms::CannedResponse;
 use support::{Bridge, FakePms, Mosquitto, Probe, TokenFile};
@@ -139,16 +143,6 @@ fn poll_health(port: u16, stop: Arc<AtomicBool>) -> Vec<Duration> {
         std::thread::sleep(HEALTH_EVERY);
     }
     latencies
-}
-
-/// CPU time of all threads of `pid` so far, in ns.
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn frame(n: usize) -> String {

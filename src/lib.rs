@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod fd_limit;
 pub mod http_error;
 pub mod lenient;
 pub mod log_limit;

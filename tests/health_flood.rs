@@ -16,14 +16,8 @@ const STALLED: usize = 10_000;
 
 /// Lets this process hold the stalled connections (its soft file-descriptor limit up to the hard one).
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0, "getrlimit");
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
-    }
-    assert!(limit.rlim_cur as usize > STALLED + 1000, "the hard fd limit {} is too low for this test", limit.rlim_cur);
+    let limit = plex_mqtt_bridge::fd_limit::raise().expect("raise the file-descriptor limit");
+    assert!(limit.soft as usize > STALLED + 1000, "the hard fd limit {} is too low for this test", limit.soft);
 }
 
 /// One `GET /healthz` on a fresh connection: its status and how long the answer took.

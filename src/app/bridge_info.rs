@@ -3,7 +3,10 @@
 //! shows, and what the provisional device of a server that has never answered reads its "Connected" from).
 //!
 //! Both are read from the health registry, which owns the servers' states and names: a change there wakes this
-//! task, so a burst of changes (a reconnect storm) costs one document, not one per change.
+//! task. Both documents list every server, so they are published at most every [`MIN_INTERVAL`]: a reconnect
+//! storm of n servers costs a few documents a second instead of n (each of O(n) bytes and, for the stats, an
+//! attribute update of the "Plex servers connected" entity in Home Assistant, which still shows the count and
+//! every server's state, at most half a second late).
 
 use std::time::Duration;
 
@@ -17,6 +20,8 @@ use crate::topic::BridgeTopics;
 
 /// How often the stats document is looked at for a new dropped-events count (it is published only on change).
 const STATS_REFRESH: Duration = Duration::from_secs(5);
+/// After the documents were published, changes wait this long and go out together.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Keeps the retained `bridge/info` and `bridge/stats` documents current.
 pub struct BridgeInfo {
@@ -34,11 +39,13 @@ impl BridgeInfo {
         info
     }
 
-    /// Re-publishes the documents after every change of the registry, and the stats every 5 s so
-    /// the dropped-events count stays current, until `stop` fires.
+    /// Re-publishes the documents after changes of the registry (at once after a quiet [`MIN_INTERVAL`], else
+    /// at its end, all of them in one), and the stats every 5 s so the dropped-events count stays current, until
+    /// `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
         let mut changes = telemetry().health().changes();
         let mut tick = tokio::time::interval(STATS_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -47,6 +54,11 @@ impl BridgeInfo {
             }
             // Unchanged payloads are not sent again (the outbox compares them).
             self.publish(&telemetry().health().snapshot());
+            // The watch remembers a change made meanwhile, so it is published right after this pause.
+            tokio::select! {
+                () = tokio::time::sleep(MIN_INTERVAL) => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 

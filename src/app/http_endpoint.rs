@@ -60,6 +60,11 @@ pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
                 }
                 Err(error) => {
                     let delay = backoff.next_delay();
+                    let error = if crate::fd_limit::is_exhausted(&error) {
+                        crate::fd_limit::describe(&error, "accept")
+                    } else {
+                        error.to_string()
+                    };
                     if failing {
                         tracing::debug!(%error, retry_in = ?delay, "health endpoint still cannot accept");
                     } else {

@@ -3,6 +3,7 @@
 //! signal stops them in order.
 
 pub mod bridge_info;
+mod clients;
 pub mod connection_slots;
 pub mod http_endpoint;
 mod renewers;
@@ -18,7 +19,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::discovery::{Discovery, KnownServers};
 use crate::mqtt::{self, CommandInbox, HomeAssistantLink};
-use crate::plex::http::{build_client, PlexHttp};
+use crate::plex::http::PlexHttp;
 use crate::plex::{client_headers, PlexError};
 use crate::server::supervisor::Supervisor;
 use crate::server::Context;
@@ -94,18 +95,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
 
     let stop_supervisors = CancellationToken::new();
     let mut supervisors = JoinSet::new();
+    // Clients are shared (see `clients`): preparing every server costs one client build, not one each, so the
+    // supervisors below start right away however many servers there are.
+    let mut clients = clients::Clients::new(context.headers.clone(), config.plex.connect_timeout);
     let mut prepared = Vec::new();
     for (server, health) in config.servers.iter().zip(health) {
-        let tls = server.tls_config()?;
+        let (tls, client) = clients.for_server(server)?;
         if tls.is_some() && server.tls.insecure_skip_verify {
             tracing::warn!(server = %server.url, "TLS certificate checks are OFF for this server (insecure_skip_verify): \
                 anyone on the network path can impersonate it and read the token");
         }
-        let client = build_client(context.headers.clone(), config.plex.connect_timeout, tls.clone())?;
         let http = PlexHttp::new(client, server.url.clone(), server.token.clone(), config.plex.request_timeout)
             .with_max_response_size(config.plex.max_response_size);
         prepared.push((server, tls, http, health));
     }
+    tracing::debug!(clients = clients.len(), servers = prepared.len(), "HTTP clients built");
     let renewals = renewers::start(&config, &prepared, &stop_background);
     for (index, ((server, tls, http, health), token_renewal)) in prepared.into_iter().zip(renewals).enumerate() {
         let span =

@@ -22,6 +22,7 @@ pub const EX_CONFIG: u8 = 78;
 /// Runs the bridge until SIGINT or SIGTERM: 0 after a clean shutdown, 1 if it could not start.
 pub fn daemon(config: Config) -> ExitCode {
     crate::logging::init(&config.logging);
+    crate::fd_limit::raise_and_report(config.servers.len());
     let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -299,8 +299,9 @@ fn failure(verb: Verb, status: Option<u16>, error: Option<&PlexError>) -> Outcom
             "PMS answered 404: the player cannot be reached through the server".into()
         }
         (Some(status), _) => format!("PMS answered HTTP {status}"),
-        // The token file could not be read: nothing was sent, so the server is not to blame.
-        (None, Some(error @ PlexError::TokenFile { .. })) => error.to_string(),
+        // The token file could not be read, or the bridge had no descriptor left: nothing was sent, so the server
+        // is not to blame.
+        (None, Some(error @ (PlexError::TokenFile { .. } | PlexError::OutOfFileDescriptors(_)))) => error.to_string(),
         (None, Some(error)) => format!("PMS unreachable: {error}"),
         (None, None) => "PMS gave no answer".into(),
     };

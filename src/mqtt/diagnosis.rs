@@ -78,6 +78,9 @@ pub fn describe(error: &ConnectionError, broker: &str) -> String {
         | ConnectionError::MqttState(
             StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)),
         ) => {
+            if crate::fd_limit::is_exhausted(io) {
+                return crate::fd_limit::describe(io, &format!("cannot connect to the broker at {broker}"));
+            }
             format!("connection to the broker at {broker} failed: {io}")
         }
         ConnectionError::MqttState(StateError::ConnectionAborted) => {

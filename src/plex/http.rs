@@ -210,8 +210,13 @@ pub fn build_client(
 }
 
 /// A readable transport error. reqwest's text names the URL, which never holds the token; a refused redirect
-/// becomes [`PlexError::RedirectRefused`], which names only the target's origin.
+/// becomes [`PlexError::RedirectRefused`], which names only the target's origin, and a socket the process had no
+/// descriptor for [`PlexError::OutOfFileDescriptors`].
 pub(crate) fn transport_error(error: reqwest::Error) -> PlexError {
+    if let Some(io) = crate::fd_limit::exhausted_in(&error) {
+        let origin = error.url().map(|url| url.origin().ascii_serialization()).unwrap_or_default();
+        return PlexError::OutOfFileDescriptors(crate::fd_limit::describe(io, &format!("cannot connect to {origin}")));
+    }
     if error.is_redirect() {
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {

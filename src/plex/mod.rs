@@ -44,6 +44,10 @@ pub enum PlexError {
     /// The token file could not be read.
     #[error("cannot read the token file {path}: {source}")]
     TokenFile { path: String, source: std::io::Error },
+    /// The process (or the system) is out of file descriptors: what could not be opened, and the fix (see
+    /// [`crate::fd_limit`]). Not a problem of the server, so it is never reported as one.
+    #[error("{0}")]
+    OutOfFileDescriptors(String),
 }
 
 impl PlexError {
@@ -58,6 +62,7 @@ impl PlexError {
             PlexError::TooLarge { .. } => "response_too_large",
             PlexError::RedirectRefused(_) => "redirect_refused",
             PlexError::TokenFile { .. } => "token_file",
+            PlexError::OutOfFileDescriptors(_) => "out_of_file_descriptors",
         }
     }
 
@@ -101,13 +106,20 @@ pub fn client_headers_for(client_identifier: &str, device_name: &str) -> HeaderM
 }
 
 /// Reads the token now (a token file is read every time, so a rotated token is picked up); a file that cannot be
-/// read becomes [`PlexError::TokenFile`] naming the file.
+/// read becomes [`PlexError::TokenFile`] naming the file, or [`PlexError::OutOfFileDescriptors`] when the file
+/// is fine but the process cannot open one more.
 pub fn read_token(source: &TokenSource) -> Result<Secret, PlexError> {
     source.read().map_err(|error| {
         let path = match source {
             TokenSource::File(path) => path.display().to_string(),
             TokenSource::Inline(_) => String::new(),
         };
+        if crate::fd_limit::is_exhausted(&error) {
+            return PlexError::OutOfFileDescriptors(crate::fd_limit::describe(
+                &error,
+                &format!("cannot open the token file {path}"),
+            ));
+        }
         PlexError::TokenFile { path, source: error }
     })
 }
@@ -125,11 +137,33 @@ impl PlexError {
     /// whatever it asked for certainly did not happen.
     pub fn never_reached_server(&self) -> bool {
         match self {
-            PlexError::TokenFile { .. } | PlexError::RedirectRefused(_) => true,
+            PlexError::TokenFile { .. } | PlexError::RedirectRefused(_) | PlexError::OutOfFileDescriptors(_) => true,
             PlexError::Transport(text) => {
                 text.starts_with(crate::http_error::CONNECT_FAILED) || text.starts_with("bad URL")
             }
             _ => false,
+        }
+    }
+
+    /// The same error, as [`PlexError::OutOfFileDescriptors`] when its text is a socket the process could not open
+    /// for want of descriptors. For errors that reach here as text only (the WebSocket's TCP connect formats its
+    /// `io::Error`, whose text ends in `(os error 24)` for EMFILE); typed errors are recognised where they
+    /// arise.
+    pub fn naming_fd_exhaustion(self) -> Self {
+        match self {
+            PlexError::Transport(text) => {
+                let code =
+                    [libc::EMFILE, libc::ENFILE].into_iter().find(|c| text.ends_with(&format!("(os error {c})")));
+                match (code, text.rsplit_once(": ")) {
+                    // `<what failed>: <the OS's text> (os error 24)`: what failed, then what it means.
+                    (Some(code), Some((what, _))) => PlexError::OutOfFileDescriptors(crate::fd_limit::describe(
+                        &std::io::Error::from_raw_os_error(code),
+                        what,
+                    )),
+                    _ => PlexError::Transport(text),
+                }
+            }
+            other => other,
         }
     }
 

@@ -16,9 +16,8 @@ pub struct PlayingItem {
     pub rating_key: Option<String>,
     pub state: String,
     pub view_offset_ms: Option<u64>,
-    /// The player's machineIdentifier (`clientIdentifier`), which tells a new session's player before its
-    /// details are looked up.
-    pub client_identifier: Option<String>,
+    /// `clientIdentifier`: the player's machineIdentifier (absent for some third-party players).
+    pub player: Option<String>,
 }
 
 impl PlayingItem {
@@ -30,7 +29,7 @@ impl PlayingItem {
             rating_key: fields.text("ratingKey").map(Cow::into_owned),
             state: fields.text("state").map(Cow::into_owned).unwrap_or_default(),
             view_offset_ms: fields.number("viewOffset"),
-            client_identifier: fields.text("clientIdentifier").filter(|c| !c.is_empty()).map(Cow::into_owned),
+            player: fields.text("clientIdentifier").filter(|p| !p.is_empty()).map(Cow::into_owned),
         })
     }
 }

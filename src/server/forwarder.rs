@@ -8,7 +8,7 @@
 
 use tokio::sync::mpsc;
 
-use super::state_task::StateInput;
+use super::state_task::{StateInput, TRANSCODE_CHANGES};
 use crate::log_limit::LogLimiter;
 use crate::model::router::route_into;
 use crate::mqtt::outbox::Action;
@@ -97,7 +97,8 @@ impl Forward for Forwarder {
                 counts.count(&notification.kind);
                 route_into(topics, &notification, &mut self.actions);
                 self.publisher.apply(self.actions.drain(..));
-                if STATEFUL_KINDS.contains(&notification.kind.as_str()) {
+                let kind = notification.kind.as_str();
+                if STATEFUL_KINDS.contains(&kind) || TRANSCODE_CHANGES.contains(&kind) {
                     self.hand_to_state_task(StateInput::Notification(notification));
                 }
             }

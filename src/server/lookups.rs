@@ -28,18 +28,6 @@ pub enum Fetched {
     Artwork { player: String, thumb: String, result: Result<Bytes, PlexError> },
 }
 
-impl Fetched {
-    /// Why the look-up failed, if it did.
-    pub fn error(&self) -> Option<&PlexError> {
-        match self {
-            Fetched::Sessions { result, .. }
-            | Fetched::Activities { result, .. }
-            | Fetched::Metadata { result, .. }
-            | Fetched::Artwork { result, .. } => result.as_ref().err(),
-        }
-    }
-}
-
 /// The wall clock in milliseconds (what the playback tracker counts in).
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -7,13 +7,14 @@
 //!   answered yet;
 //! - [`commands`]: the life of the server's command task;
 //! - [`state_task`]: playback sessions, players, library events and activities, kept true by REST look-ups
-//!   ([`lookups`]); what it publishes for players is in [`player_side`], the running activities in
-//!   [`activities`].
+//!   ([`lookups`], timed by [`lookup_timing`]); what it publishes for players is in [`player_side`], the running
+//!   activities in [`activities`].
 
 pub mod activities;
 pub mod announce;
 pub mod commands;
 pub mod forwarder;
+pub mod lookup_timing;
 pub mod lookups;
 pub mod player_side;
 pub mod state_task;

@@ -3,9 +3,8 @@
 //!
 //! It runs beside the notification session and never blocks it: the session hands over notifications with
 //! `try_send` (a full queue drops the enrichment input, never the raw event, which is already published), and
-//! every REST call runs in its own task ([`super::lookups`]) whose result comes back as a message. At most one `/status/sessions`
-//! request is in flight, and `playing` bursts within [`COALESCE`] share one request; such a burst also brings
-//! forward the retry of a failed request ([`look_up_by`]).
+//! every REST call runs in its own task ([`super::lookups`]) whose result comes back as a message. When
+//! `/status/sessions` is read, and when a failed look-up is tried again, is [`super::lookup_timing`]'s business.
 
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::activities::{ActivityChange, RunningActivities, RunningActivity};
+use super::lookup_timing::{Failure, Retry, SessionsSchedule};
 use super::lookups::{now_ms, Fetched, Lookups};
 use super::player_side::PlayerSide;
 use crate::config::PlayersConfig;
@@ -33,13 +33,8 @@ use crate::plex::sessions::{parse_sessions_with, PlayingItem};
 use crate::plex::PlexError;
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
-/// `playing` notifications within this window share one `/status/sessions` request.
-pub const COALESCE: Duration = Duration::from_millis(250);
 /// `playing` items handled between two yields to the other tasks of the runtime (see the `playing` arm).
 const ITEMS_BETWEEN_YIELDS: usize = 256;
-/// After a failed look-up, the next try waits this long, unless a `playing` notification or a resync asks sooner
-/// ([`look_up_by`]).
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// How often the state task looks for the next player to expire (it walks every player).
 const PLAYERS_CHECK: Duration = Duration::from_secs(1);
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
@@ -58,13 +53,10 @@ pub enum StateInput {
     Connected { topics: ServerTopics, name: ServerName, identity: ServerIdentity },
 }
 
-/// Asks for a `/status/sessions` look-up at `at`, or sooner if one is due sooner. A look-up already due keeps a
-/// `playing` burst to one request; a retry after a failure ([`RETRY_AFTER_FAILURE`]) is brought forward, so the
-/// events a session without details holds back (at most `plex.enrichment_wait`) get them as soon as the server
-/// answers again, instead of going out without them.
-fn look_up_by(sessions_at: &mut Option<Instant>, at: Instant) {
-    *sessions_at = Some(sessions_at.map_or(at, |due| due.min(at)));
-}
+/// Transcoder notifications: a transcode that starts or ends changes a session's details (decision, bandwidth),
+/// which only `/status/sessions` tells. (`transcodeSession.update`, every few seconds, is left to the periodic
+/// read for progress.)
+pub const TRANSCODE_CHANGES: [&str; 3] = ["transcodeSession.start", "transcodeSession.end", "transcode.end"];
 
 /// Everything the state task needs.
 pub struct StateTask {
@@ -106,27 +98,27 @@ impl StateTask {
         let mut library = Library::new();
         let mut activities = RunningActivities::default();
         let mut topics: Option<ServerTopics> = None;
-        let mut sessions_at: Option<Instant> = None;
-        let mut sessions_in_flight = false;
-        // Why the last `/status/sessions` look-up failed, if it was logged (a new reason is logged again).
-        let mut failure_reported: Option<&'static str> = None;
+        let mut sessions = SessionsSchedule::default();
+        let mut activities_retry = Retry::default();
         // Whether the session cap's overflow has been logged since the tracker last had room.
         let mut untracked_reported = false;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let resync = tokio::time::sleep(self.resync_interval);
         tokio::pin!(resync);
-        // The two timers live across iterations and are moved only when their deadline changes: this loop runs
-        // once per followed notification, and a timer registered and dropped every time was a visible cost.
+        // The timers live across iterations and are moved only when their deadline changes: this loop runs once
+        // per followed notification, and a timer registered and dropped every time was a visible cost.
         let mut players_due: Option<Instant> = None;
         let mut players_checked = Instant::now().checked_sub(PLAYERS_CHECK).unwrap_or_else(Instant::now);
         let fetch_timer = sleep_until(far);
+        let activities_retry_timer = sleep_until(far);
         let state_timer = sleep_until(far);
-        tokio::pin!(fetch_timer, state_timer);
+        tokio::pin!(fetch_timer, activities_retry_timer, state_timer);
         // When the activities summary held back by ACTIVITIES_REFRESH is due, and when it was last published.
         let mut activities_due: Option<Instant> = None;
         let mut activities_sent = Instant::now().checked_sub(ACTIVITIES_REFRESH).unwrap_or_else(Instant::now);
         loop {
-            let fetch_due = sessions_at.filter(|_| !sessions_in_flight).unwrap_or(far);
+            let fetch_due = sessions.next().unwrap_or(far);
+            let activities_retry_due = activities_retry.due().unwrap_or(far);
             // No periodic tick: the task sleeps until the tracker or the activities summary has something due.
             // The deadline is absolute (now + what remains), so a steady stream of inputs cannot push it back; a
             // deadline already passed fires at once, and firing clears whatever made it due.
@@ -141,6 +133,7 @@ impl StateTask {
             }
             let state_due = tracker_due.into_iter().chain(activities_due).chain(players_due).min().unwrap_or(far);
             move_timer(fetch_timer.as_mut(), fetch_due);
+            move_timer(activities_retry_timer.as_mut(), activities_retry_due);
             move_timer(state_timer.as_mut(), state_due);
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -151,7 +144,8 @@ impl StateTask {
                         self.publish_activities(&server_topics, &activities);
                         topics = Some(server_topics);
                         tracker.on_reconnect();
-                        sessions_at = Some(Instant::now());
+                        sessions.now();
+                        activities_retry.started();
                         lookups.activities();
                     }
                     Some(StateInput::Notification(notification)) => {
@@ -161,9 +155,11 @@ impl StateTask {
                                 let untracked_before = tracker.untracked();
                                 let mut effects = Vec::new();
                                 let mut summary_changed = false;
+                                let mut look_up = false;
                                 let now = now_ms();
                                 let items = notification.items.iter().filter_map(|raw| PlayingItem::parse(raw));
                                 for (index, item) in items.enumerate() {
+                                    look_up |= tracker.wants_look_up(&item);
                                     effects.extend(tracker.on_playing(&item, now));
                                     // A frame may announce thousands of sessions: hand over what is done and let
                                     // the other tasks (the health endpoint, the publisher) run now and then.
@@ -177,8 +173,13 @@ impl StateTask {
                                     self.publish_summary(topics, &tracker);
                                 }
                                 self.report_untracked(&mut untracked_reported, untracked_before, &tracker);
-                                look_up_by(&mut sessions_at, Instant::now() + COALESCE);
+                                if look_up {
+                                    sessions.changed();
+                                } else if !tracker.is_empty() {
+                                    sessions.progressed();
+                                }
                             }
+                            kind if TRANSCODE_CHANGES.contains(&kind) && !tracker.is_empty() => sessions.changed(),
                             "timeline" => {
                                 for raw in &notification.items {
                                     match library.on_timeline(raw) {
@@ -225,17 +226,17 @@ impl StateTask {
                     }
                 },
                 () = &mut fetch_timer => {
-                    sessions_at = None;
-                    sessions_in_flight = true;
+                    sessions.started();
                     lookups.sessions();
                 }
+                () = &mut activities_retry_timer => {
+                    activities_retry.started();
+                    lookups.activities();
+                }
                 Some(result) = lookups.next() => {
-                    let problem = result.error().map(|e| (e.reason(), e.to_string()));
-                    self.health.set_rest_problem(problem);
                     let Some(topics) = &topics else { continue };
                     match result {
                         Fetched::Sessions { requested_at_ms, result } => {
-                            sessions_in_flight = false;
                             // Only from the complete start-up read of the broker (it waits for the broker itself).
                             if !side.restored && self.publisher.stale_scan_done(Duration::ZERO).await {
                                 side.restored = true;
@@ -244,7 +245,8 @@ impl StateTask {
                             match result.and_then(|body| parse_sessions_with(&body, self.webhook_compat).map_err(|e| PlexError::Decode(format!("/status/sessions: {e}")))) {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
-                                    failure_reported = None;
+                                    sessions.answered();
+                                    self.health.set_rest_problem(None, None);
                                     let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects, &tracker, &mut side);
@@ -254,28 +256,30 @@ impl StateTask {
                                     self.clear_stale_sessions(topics);
                                 }
                                 Err(error) => {
-                                    if failure_reported != Some(error.reason()) {
-                                        tracing::warn!(%error, retry_in = ?RETRY_AFTER_FAILURE,
-                                            "cannot read /status/sessions; raw events still flow, details follow when it answers");
-                                        failure_reported = Some(error.reason());
-                                    }
+                                    let failure = sessions.failed(error.reason());
+                                    self.failed_look_up("/status/sessions", &error, failure,
+                                        "raw events still flow, details follow when it answers");
                                     let effects = tracker.flush_waiting(now_ms(), true);
                                     self.apply(topics, effects, &tracker, &mut side);
-                                    if sessions_at.is_none() && tracker.wants_details() {
-                                        sessions_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
-                                    }
                                 }
                             }
                         }
                         Fetched::Activities { requested_at_ms, result } => match result {
                             Ok(body) => {
+                                activities_retry.succeeded();
+                                self.health.set_rest_problem(None, None);
                                 if self.reconcile_activities(topics, &body, &mut activities, requested_at_ms) {
                                     self.publish_activities(topics, &activities);
                                 }
                             }
-                            Err(error) => tracing::warn!(%error, "cannot read /activities; activity state is reconciled at the next resync"),
+                            Err(error) => {
+                                let failure = activities_retry.failed(error.reason());
+                                self.failed_look_up("/activities", &error, failure,
+                                    "activities follow the notifications meanwhile");
+                            }
                         },
                         Fetched::Metadata { item_id, fallback, result } => {
+                            self.health.set_rest_problem(result.as_ref().err().map(|e| (e.reason(), e.to_string())), None);
                             // Parsed once, for the item_added event and (webhook_compat) library.new alike.
                             let body: Option<serde_json::Value> = match result {
                                 Ok(bytes) => serde_json::from_slice(&bytes).ok(),
@@ -296,7 +300,9 @@ impl StateTask {
                                 self.publisher.apply([Action::Live { topic: topics.webhook(), payload: Bytes::from(webhook.to_string()) }]);
                             }
                         }
-                        Fetched::Artwork { player, thumb, result } => match result {
+                        Fetched::Artwork { player, thumb, result } => match result.inspect_err(|e| {
+                            self.health.set_rest_problem(Some((e.reason(), e.to_string())), None);
+                        }) {
                             Ok(image) => side.artwork_fetched(topics, &player, &thumb, image),
                             Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
                         },
@@ -327,12 +333,25 @@ impl StateTask {
                 () = &mut resync => {
                     resync.as_mut().reset(Instant::now() + self.resync_interval);
                     if topics.is_some() {
-                        look_up_by(&mut sessions_at, Instant::now());
+                        sessions.now();
+                        activities_retry.started();
                         lookups.activities();
                     }
                 }
             }
             side.fetch_artwork(&mut lookups);
+        }
+    }
+
+    /// A failed `/status/sessions` or `/activities` read: shown in `/healthz` with when it is tried again, and
+    /// logged (a warning when the reason is new, so a server that stays down does not fill the log).
+    fn failed_look_up(&self, path: &str, error: &PlexError, failure: Failure, meanwhile: &str) {
+        self.health.set_rest_problem(Some((error.reason(), error.to_string())), Some(failure.retry_at));
+        let retry_at = crate::telemetry::health::rfc3339(failure.retry_at);
+        if failure.new_reason {
+            tracing::warn!(%error, retry_in = ?failure.retry_in, %retry_at, "cannot read {path}; {meanwhile}");
+        } else {
+            tracing::debug!(%error, retry_in = ?failure.retry_in, %retry_at, "{path} fails again");
         }
     }
 

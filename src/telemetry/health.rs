@@ -90,6 +90,8 @@ struct ServerRecord {
     problem: Option<Problem>,
     /// Why the last REST look-up (sessions, activities, metadata) failed (cleared by the next success).
     rest_problem: Option<Problem>,
+    /// When the failed look-up is tried again (`/status/sessions` and `/activities` retry on their own timer).
+    rest_retry_at: Option<SystemTime>,
     /// The token file it reads, when it has one (its status is kept per file).
     token_file: Option<String>,
 }
@@ -173,9 +175,11 @@ impl ServerHealth {
         self.slot.record().problem = problem.map(|(reason, error)| Problem { reason, error });
     }
 
-    /// Why the last REST look-up failed (`None` after one succeeded).
-    pub fn set_rest_problem(&self, problem: Option<(&'static str, String)>) {
-        self.slot.record().rest_problem = problem.map(|(reason, error)| Problem { reason, error });
+    /// Why the last REST look-up failed (`None` after one succeeded), and when it is tried again, if it is.
+    pub fn set_rest_problem(&self, problem: Option<(&'static str, String)>, retry_at: Option<SystemTime>) {
+        let mut record = self.slot.record();
+        record.rest_retry_at = retry_at.filter(|_| problem.is_some());
+        record.rest_problem = problem.map(|(reason, error)| Problem { reason, error });
     }
 
     /// The server reads its token from `file` (whose status its renewer reports).
@@ -199,6 +203,7 @@ pub struct ServerSnapshot {
     pub last_event_age_seconds: Option<f64>,
     pub problem: Option<Problem>,
     pub rest_problem: Option<Problem>,
+    pub rest_retry_at: Option<SystemTime>,
     pub token: Option<TokenStatus>,
 }
 
@@ -214,6 +219,15 @@ impl ServerSnapshot {
 pub struct HealthSnapshot {
     pub broker_connected: bool,
     pub servers: Vec<ServerSnapshot>,
+}
+
+/// `rest_problem` in `/healthz`: the problem, with `retry_at` when the look-up is tried again on its own.
+fn rest_problem_json(server: &ServerSnapshot) -> Value {
+    let mut doc = Problem::json(server.rest_problem.as_ref());
+    if let (Some(fields), Some(at)) = (doc.as_object_mut(), server.rest_retry_at) {
+        fields.insert("retry_at".to_owned(), Value::String(rfc3339(at)));
+    }
+    doc
 }
 
 impl HealthSnapshot {
@@ -239,7 +253,7 @@ impl HealthSnapshot {
                     "state": s.state.as_str(),
                     "last_event_age_seconds": s.last_event_age_seconds,
                     "problem": Problem::json(s.problem.as_ref()),
-                    "rest_problem": Problem::json(s.rest_problem.as_ref()),
+                    "rest_problem": rest_problem_json(s),
                     "token": s.token.as_ref().map(TokenStatus::json),
                 });
                 (s.label().to_owned(), doc)
@@ -316,6 +330,7 @@ impl HealthRegistry {
                     state: record.state,
                     problem: record.problem,
                     rest_problem: record.rest_problem,
+                    rest_retry_at: record.rest_retry_at,
                 }
             })
             .collect();
@@ -338,6 +353,8 @@ mod tests {
         servers[0].set_token_file("/run/token");
         registry.set_token_status("/run/token", TokenStatus { kind: Some("jwt"), ..TokenStatus::default() });
         servers[1].set_problem(Some(("connection_failed", "refused".into())));
+        let retry_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        servers[1].set_rest_problem(Some(("http_status", "unexpected HTTP status 503".into())), Some(retry_at));
         registry.set_broker(true);
         assert!(changes.has_changed().unwrap_or(false));
         let snapshot = registry.snapshot();
@@ -347,6 +364,8 @@ mod tests {
         let doc = snapshot.to_json();
         assert_eq!(doc["servers"]["home"]["token"]["kind"], "jwt");
         assert_eq!(doc["servers"]["servers[1]"]["problem"]["reason"], "connection_failed");
+        assert_eq!(doc["servers"]["servers[1]"]["rest_problem"]["retry_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(doc["servers"]["home"]["rest_problem"], Value::Null);
         servers[1].set_state(ServerState::Connected);
         assert!(registry.snapshot().healthy());
     }

@@ -46,16 +46,42 @@ impl Bridge {
     /// Runs the daemon with `args` (after `--config <file>` when `config` is given) and `envs` added to the
     /// cleaned environment.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)], config: Option<&str>) -> Bridge {
+        Self::launch(Path::new(BIN), args, envs, config, None)
+    }
+
+    /// Like [`Bridge::start`], with the daemon's file-descriptor limit, soft and hard, at `limit` (so it cannot
+    /// raise it): a real EMFILE once it holds that many.
+    pub fn start_with_fd_limit(config: &(impl ConfigText + ?Sized), limit: u64) -> Bridge {
+        Self::launch(Path::new(BIN), &[], &[], Some(&config.config_text()), Some((limit, limit)))
+    }
+
+    /// The daemon at `program` (another build, for a benchmark comparing commits) with its file-descriptor limit
+    /// at `fd_limit` (soft, hard; `None`: this process's).
+    pub fn start_program(program: &Path, config: &(impl ConfigText + ?Sized), fd_limit: Option<(u64, u64)>) -> Bridge {
+        Self::launch(program, &[], &[], Some(&config.config_text()), fd_limit)
+    }
+
+    fn launch(
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        config: Option<&str>,
+        fd_limit: Option<(u64, u64)>,
+    ) -> Bridge {
         let dir = tempdir("bridge-test-");
         let config_path = config.map(|toml| write_config(dir.path(), toml));
         let log_path = dir.path().join("bridge.log");
         let log = File::create(&log_path).expect("create bridge.log");
         let log_err = log.try_clone().expect("clone the bridge.log handle");
-        let child = command(args, envs, config_path.as_deref())
+        let mut cmd = command_for(program, args, envs, config_path.as_deref());
+        if let Some((soft, hard)) = fd_limit {
+            limit_fds(&mut cmd, soft, hard);
+        }
+        let child = cmd
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         Bridge { child, dir, log_path, config_path, exit: None }
     }
 
@@ -215,7 +241,11 @@ impl Drop for Bridge {
 }
 
 fn command(args: &[&str], envs: &[(&str, &str)], config_path: Option<&Path>) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_for(Path::new(BIN), args, envs, config_path)
+}
+
+fn command_for(program: &Path, args: &[&str], envs: &[(&str, &str)], config_path: Option<&Path>) -> Command {
+    let mut cmd = Command::new(program);
     if let Some(path) = config_path {
         cmd.arg("--config").arg(path);
     }
@@ -230,6 +260,23 @@ fn command(args: &[&str], envs: &[(&str, &str)], config_path: Option<&Path>) -> 
         cmd.env(key, value);
     }
     cmd
+}
+
+/// Sets the child's `RLIMIT_NOFILE` to `soft` and `hard` before it runs.
+fn limit_fds(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    let wanted = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and touches no memory shared
+    // with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {

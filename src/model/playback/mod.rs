@@ -168,7 +168,7 @@ impl Tracker {
         if !self.admits(&key) {
             return effects;
         }
-        if let Some(player) = item.client_identifier.as_ref().filter(|_| !self.sessions.contains_key(&key)) {
+        if let Some(player) = item.player.as_ref().filter(|_| !self.sessions.contains_key(&key)) {
             effects.push(Effect::Started { key: key.clone(), player: player.clone() });
         }
         let tracked = self.sessions.entry(key.clone()).or_insert_with(|| Tracked {
@@ -176,6 +176,7 @@ impl Tracker {
             state,
             settled: None,
             rating_key: item.rating_key.clone(),
+            player: item.player.clone(),
             view_offset_ms: item.view_offset_ms.unwrap_or(0),
             offset_at_ms: now_ms,
             info: None,
@@ -203,6 +204,9 @@ impl Tracker {
         }
         if tracked.rating_key.is_none() {
             tracked.rating_key = item.rating_key.clone();
+        }
+        if item.player.is_some() {
+            tracked.player = item.player.clone();
         }
         if let Some(offset) = item.view_offset_ms {
             if !is_new {
@@ -265,6 +269,7 @@ impl Tracker {
                 state: info.state.as_deref().and_then(PlayState::parse).unwrap_or(PlayState::Playing),
                 settled: info.state.as_deref().and_then(PlayState::parse).filter(|s| *s != PlayState::Buffering),
                 rating_key: info.rating_key.clone(),
+                player: info.player_machine_identifier.clone(),
                 view_offset_ms: info.view_offset_ms.unwrap_or(0),
                 offset_at_ms: now_ms,
                 info: None,
@@ -384,9 +389,25 @@ impl Tracker {
             .min()
     }
 
-    /// Whether some session still lacks its details (a `/status/sessions` look-up is wanted).
-    pub fn wants_details(&self) -> bool {
-        self.sessions.values().any(|t| t.info.is_none())
+    /// Whether `item` (before [`Tracker::on_playing`] applies it) tells of something only `/status/sessions`
+    /// completes: a new session (one that will be tracked), a change of state (playing ↔ paused; `buffering` is
+    /// transient), item or player, or a session whose events wait for its details. Progress alone and `stopped`
+    /// (the notification says all there is) do not.
+    pub fn wants_look_up(&self, item: &PlayingItem) -> bool {
+        let Some(key) = item.session_key.as_deref().filter(|k| !k.is_empty()) else {
+            return false;
+        };
+        let Some(state) = PlayState::parse(&item.state) else {
+            return false;
+        };
+        let Some(tracked) = self.sessions.get(key) else {
+            return self.sessions.len() < self.max_sessions;
+        };
+        let changed = |now: &Option<String>, before: &Option<String>| now.is_some() && now != before;
+        (state != PlayState::Buffering && tracked.settled != Some(state))
+            || changed(&item.rating_key, &tracked.rating_key)
+            || changed(&item.player, &tracked.player)
+            || (tracked.info.is_none() && !tracked.pending.is_empty())
     }
 
     /// The retained summary document.
@@ -462,7 +483,7 @@ mod tests {
             rating_key: Some("100".into()),
             state: state.into(),
             view_offset_ms: Some(offset),
-            client_identifier: None,
+            player: Some("tv".into()),
         }
     }
 
@@ -657,5 +678,26 @@ mod tests {
         assert_eq!(events(&t.flush_waiting(ENRICHMENT_WAIT_MS, false)), ["play"]);
         t.on_playing(&item("paused", 0), ENRICHMENT_WAIT_MS + 1);
         assert_eq!(events(&t.flush_waiting(ENRICHMENT_WAIT_MS + 2, true)), ["pause"]);
+    }
+
+    #[test]
+    fn only_what_a_notification_does_not_carry_wants_a_look_up() {
+        let mut t = Tracker::new(90.0, 1);
+        assert!(t.wants_look_up(&item("playing", 0)), "a new session");
+        t.on_playing(&item("playing", 0), 0);
+        assert!(t.wants_look_up(&item("playing", 1_000)), "its play still waits for details");
+        t.on_snapshot(vec![info("playing")], 0, 10);
+        assert!(!t.wants_look_up(&item("playing", 1_000)), "progress alone");
+        assert!(!t.wants_look_up(&item("buffering", 1_000)), "buffering is transient");
+        assert!(!t.wants_look_up(&item("stopped", 1_000)), "a stop says all there is");
+        assert!(t.wants_look_up(&item("paused", 1_000)), "a state change");
+        let other_item = PlayingItem { rating_key: Some("101".into()), ..item("playing", 0) };
+        assert!(t.wants_look_up(&other_item), "another item");
+        let other_player = PlayingItem { player: Some("phone".into()), ..item("playing", 1_000) };
+        assert!(t.wants_look_up(&other_player), "another player");
+        let unnamed = PlayingItem { player: None, ..item("playing", 1_000) };
+        assert!(!t.wants_look_up(&unnamed), "a notification without clientIdentifier changes no player");
+        let beyond_the_cap = PlayingItem { session_key: Some("8".into()), ..item("playing", 0) };
+        assert!(!t.wants_look_up(&beyond_the_cap), "a session the cap leaves untracked gains nothing from it");
     }
 }

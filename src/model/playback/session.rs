@@ -41,6 +41,8 @@ pub(super) struct Tracked {
     /// The last of playing/paused, so buffering in between does not count as a change.
     pub(super) settled: Option<PlayState>,
     pub(super) rating_key: Option<String>,
+    /// The player the last notification named (`clientIdentifier`).
+    pub(super) player: Option<String>,
     pub(super) view_offset_ms: u64,
     pub(super) offset_at_ms: u64,
     pub(super) info: Option<SessionInfo>,
