@@ -7,16 +7,19 @@
 //!   answered yet;
 //! - [`commands`]: the life of the server's command task;
 //! - [`state_task`]: playback sessions, players, library events and activities, kept true by REST look-ups
-//!   ([`lookups`], timed by [`lookup_timing`]); what it publishes for players is in [`player_side`], the running
-//!   activities in [`activities`].
+//!   ([`lookups`], timed by [`lookup_timing`]); what the tracker's effects become is [`effects`], what it
+//!   publishes for players [`player_side`], the running activities [`activities`], and the retained state it
+//!   makes true again after a (re)connect [`reconcile`].
 
 pub mod activities;
 pub mod announce;
 pub mod commands;
+pub mod effects;
 pub mod forwarder;
 pub mod lookup_timing;
 pub mod lookups;
 pub mod player_side;
+pub mod reconcile;
 pub mod state_task;
 pub mod supervisor;
 pub mod transport;

@@ -9,20 +9,19 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::activities::{ActivityChange, RunningActivities, RunningActivity};
+use super::activities::{ActivityChange, RunningActivities};
 use super::lookup_timing::{Failure, Retry, SessionsSchedule};
 use super::lookups::{now_ms, Fetched, Lookups};
 use super::player_side::PlayerSide;
 use crate::config::PlayersConfig;
 use crate::discovery::Discovery;
 use crate::model::library::{added_event, item_from_metadata, Library, LibraryChange};
-use crate::model::playback::{Effect, Tracker};
+use crate::model::playback::Tracker;
 use crate::model::players::Players;
 use crate::mqtt::outbox::Action;
 use crate::mqtt::Publisher;
@@ -355,60 +354,6 @@ impl StateTask {
         }
     }
 
-    /// Publishes the tracker's effects in order, then the sessions summary if any of them changed it.
-    fn apply(&self, topics: &ServerTopics, effects: Vec<Effect>, tracker: &Tracker, side: &mut PlayerSide) {
-        if self.publish_effects(topics, effects, side) {
-            self.publish_summary(topics, tracker);
-        }
-    }
-
-    /// Publishes the effects in order except the summary, and what they change for the players; returns whether
-    /// one of them changed the summary, so the caller builds it once for a whole batch
-    /// ([`Self::publish_summary`]).
-    fn publish_effects(&self, topics: &ServerTopics, effects: Vec<Effect>, side: &mut PlayerSide) -> bool {
-        let mut summary_changed = false;
-        let now = now_ms();
-        let mut players = Vec::new();
-        let actions: Vec<Action> = effects
-            .into_iter()
-            .filter_map(|effect| match effect {
-                Effect::Session { key, doc } => {
-                    players.extend(side.players.on_session(&doc, now));
-                    Some(Action::Retain { topic: topics.session(&key), payload: Bytes::from(doc.to_string()) })
-                }
-                Effect::ClearSession { key } => {
-                    players.extend(side.players.on_session_cleared(&key, now));
-                    Some(Action::Clear { topic: topics.session(&key) })
-                }
-                Effect::Event(event) => {
-                    players.extend(side.players.on_event(&event, now));
-                    Some(Action::Live { topic: topics.events("playback"), payload: Bytes::from(event.to_string()) })
-                }
-                Effect::Webhook(snapshot) => {
-                    let server = side.server.as_ref().map(|(_, identity)| identity);
-                    let payload = crate::model::webhook::playback(&snapshot, server).to_string();
-                    Some(Action::Live { topic: topics.webhook(), payload: Bytes::from(payload) })
-                }
-                Effect::Started { key, player } => {
-                    side.players.on_session_started(&player, &key);
-                    None
-                }
-                Effect::SummaryChanged => {
-                    summary_changed = true;
-                    None
-                }
-            })
-            .collect();
-        self.publisher.apply(actions);
-        side.publish(topics, players);
-        summary_changed
-    }
-
-    /// The retained sessions summary, built from the tracker now.
-    fn publish_summary(&self, topics: &ServerTopics, tracker: &Tracker) {
-        self.publisher.retain(topics.sessions_summary(), tracker.summary().to_string());
-    }
-
     /// Counts the sessions the cap left untracked in the last batch, and logs the first batch of an overflow
     /// episode (which lasts until the tracker has room again, so batches in between do not log it anew).
     fn report_untracked(&self, reported: &mut bool, before: u64, tracker: &Tracker) {
@@ -435,72 +380,6 @@ impl StateTask {
     fn library_event(&self, topics: &ServerTopics, event: Value) {
         self.publisher
             .apply([Action::Live { topic: topics.events("library"), payload: Bytes::from(event.to_string()) }]);
-    }
-
-    /// Publishes activities PMS reports that the bridge does not hold (started while disconnected) and clears
-    /// held ones PMS no longer reports (ended while disconnected), including leftovers of an earlier run; then
-    /// `activities` is what the answer (asked for at `asked_at_ms`) says. What a notification told since the
-    /// answer was asked for is newer and is left as it is. False when the body is not an answer.
-    fn reconcile_activities(
-        &self,
-        topics: &ServerTopics,
-        body: &[u8],
-        activities: &mut RunningActivities,
-        asked_at_ms: u64,
-    ) -> bool {
-        let Some(container) = Fields::parse(body).and_then(|top| top.object("MediaContainer")) else {
-            tracing::warn!("/activities is not a JSON MediaContainer; skipped");
-            return false;
-        };
-        let listed: Vec<&RawValue> =
-            container.raw("Activity").and_then(|list| serde_json::from_str(list.get()).ok()).unwrap_or_default();
-        let mut running = Vec::new();
-        let mut current = Vec::new();
-        let mut actions = Vec::new();
-        for raw in listed {
-            let Some(activity) = Fields::parse_str(raw.get()).ok() else { continue };
-            let Some(uuid) = activity.text("uuid").filter(|u| !u.is_empty()) else {
-                continue;
-            };
-            if activities.heard_since(&uuid, asked_at_ms) {
-                continue;
-            }
-            let topic = topics.activity(&uuid);
-            if self.publisher.retained_payload(&topic).is_none() {
-                let item = json!({ "event": "updated", "uuid": uuid, "Activity": raw });
-                actions.push(Action::Retain { topic: topic.clone(), payload: Bytes::from(item.to_string()) });
-            }
-            current.push(topic);
-            running.push((uuid.into_owned(), RunningActivity::read(&activity)));
-        }
-        current.extend(activities.heard_since_list(asked_at_ms).iter().map(|uuid| topics.activity(uuid)));
-        let prefix = topics.activities_prefix();
-        let mut held = self.publisher.retained_topics(&prefix);
-        held.extend(self.publisher.take_stale(&prefix));
-        for topic in held {
-            if !current.contains(&topic) {
-                actions.push(Action::Clear { topic });
-            }
-        }
-        self.publisher.apply(actions);
-        activities.replace(running, asked_at_ms);
-        true
-    }
-
-    fn publish_activities(&self, topics: &ServerTopics, activities: &RunningActivities) {
-        self.publisher.retain(topics.activities_summary(), activities.summary().to_string());
-    }
-
-    /// Clears session documents an earlier run left on the broker for sessions that no longer exist.
-    fn clear_stale_sessions(&self, topics: &ServerTopics) {
-        let actions: Vec<Action> = self
-            .publisher
-            .take_stale(&topics.sessions_prefix())
-            .into_iter()
-            .filter(|topic| self.publisher.retained_payload(topic).is_none())
-            .map(|topic| Action::Clear { topic })
-            .collect();
-        self.publisher.apply(actions);
     }
 }
 
