@@ -41,7 +41,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 /// Most bytes of a PMS answer kept (the lists commands resolve against are small; more is not read).
 pub const MAX_ANSWER: usize = 4 << 20;
 /// Commands waiting for their task at most (a flood beyond is counted and answered with one coalesced notice).
-/// Oversized payloads are not queued (see [`InboundCommand::size`]), so this bounds memory at about 4 MiB.
+/// Oversized payloads are not queued (see `InboundCommand::size`), so this bounds memory at about 4 MiB.
 pub const QUEUE: usize = 1024;
 /// Retained command topics remembered as reported, at most.
 const MAX_RETAINED_REPORTED: usize = 1024;

@@ -41,7 +41,7 @@ pub struct CommandTask {
 
 impl CommandTask {
     /// Answers every message of `inbound` until `cancel` fires: one result each, except in a flood (see
-    /// [`Unanswered`]).
+    /// the coalesced notices of a flood).
     pub async fn run(self, mut inbound: CommandReceiver, cancel: CancellationToken) {
         let mut gate = Gate::new(&self.config, &self.prefix, self.topics.server_segment());
         let mut running = JoinSet::new();

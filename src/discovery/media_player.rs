@@ -19,7 +19,7 @@
 //! Home Assistant keeps both entities, and what users changed on them, when the package is regenerated. Entity
 //! ids come from the names: the source's name is the words of `<player entity base>_media`, which Home
 //! Assistant turns back into exactly that id (the media player refers to it); the media player is named
-//! "Plex <server> <player>", which gives `media_player.<player entity base>` for names of letters, digits and
+//! "Plex `<server>` `<player>`", which gives `media_player.<player entity base>` for names of letters, digits and
 //! spaces.
 
 use super::player::{player_entity_base, ARTWORK, NOW_PLAYING, PLAYER_STATES};

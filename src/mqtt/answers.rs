@@ -4,7 +4,7 @@
 //!
 //! Overflow rule: a refusal finds the lane full → it is not queued, and the caller (the command task) counts it
 //! into one coalesced notice. The result of a command that ran is always queued (at most `commands.rate_limit`
-//! of them per window), up to a hard cap of [`HARD_CAP_FACTOR`] × the lane's size, past which the oldest answer
+//! of them per window), up to a hard cap of four times the lane's size, past which the oldest answer
 //! is dropped (only during a long broker outage).
 
 use std::collections::VecDeque;
