@@ -40,8 +40,8 @@ pub struct CommandTask {
 }
 
 impl CommandTask {
-    /// Answers every message of `inbound` until `cancel` fires: one result each, except in a flood (see
-    /// the coalesced notices of a flood).
+    /// Answers every message of `inbound` until `cancel` fires: one result each, except in a flood (then one
+    /// coalesced notice counts those without a result of their own).
     pub async fn run(self, mut inbound: CommandReceiver, cancel: CancellationToken) {
         let mut gate = Gate::new(&self.config, &self.prefix, self.topics.server_segment());
         let mut running = JoinSet::new();
