@@ -72,12 +72,14 @@ pub struct Players {
     segments: HashMap<String, String>,
     /// `None`: players are kept for ever.
     expire_after: Option<Duration>,
+    /// A record changed in a way that can move the next expiry (see [`Players::next_expiry_if_changed`]).
+    expiry_changed: bool,
 }
 
 impl Players {
     /// Players not seen for `expire_after` are removed (`None` keeps them).
     pub fn new(expire_after: Option<Duration>) -> Self {
-        Players { by_segment: BTreeMap::new(), segments: HashMap::new(), expire_after }
+        Players { by_segment: BTreeMap::new(), segments: HashMap::new(), expire_after, expiry_changed: false }
     }
 
     /// The player with this topic segment.
@@ -111,6 +113,7 @@ impl Players {
 
     /// The retained session document of a session (enriched or not) was published.
     pub fn on_session(&mut self, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        self.expiry_changed = true;
         // Called for every session document (a busy server: thousands a second), so the path where nothing a
         // subscriber sees changed compares borrowed text and allocates nothing.
         let mut out = Vec::new();
@@ -197,6 +200,7 @@ impl Players {
 
     /// A session's retained document was cleared (it ended): its player goes idle.
     pub fn on_session_cleared(&mut self, session_key: &str, now_ms: u64) -> Vec<PlayerOutput> {
+        self.expiry_changed = true;
         let mut out = Vec::new();
         for (player, record) in &mut self.by_segment {
             if record.session_key.as_deref() == Some(session_key) && Self::session_ended(record) {
@@ -212,6 +216,7 @@ impl Players {
     /// machineIdentifier of its player, when known) is idle — also when its old session key now belongs to
     /// another player (PMS reuses keys after a restart) — unless the newer session that started on it is active.
     pub fn settle(&mut self, active: &HashMap<String, Option<String>>) -> Vec<PlayerOutput> {
+        self.expiry_changed = true;
         let mut out = Vec::new();
         for (player, record) in &mut self.by_segment {
             let on_this_player = |key: &String| {
@@ -240,6 +245,7 @@ impl Players {
 
     /// Takes over a player from the retained state an earlier run left (`doc`), unless it has expired since.
     pub fn restore(&mut self, player: &str, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
+        self.expiry_changed = true;
         if self.by_segment.contains_key(player) {
             return Vec::new(); // seen in this run already: what it says now wins
         }
@@ -275,6 +281,7 @@ impl Players {
 
     /// Removes the players not seen for longer than `expire_after` (none are playing: a playing player is seen).
     pub fn expire(&mut self, now_ms: u64) -> Vec<PlayerOutput> {
+        self.expiry_changed = true;
         let expired: Vec<String> = self
             .by_segment
             .iter()
@@ -289,6 +296,12 @@ impl Players {
                 PlayerOutput::Remove { player }
             })
             .collect()
+    }
+
+    /// [`Players::next_expiry_ms`] when something changed that can move it since the last call (`None`: nothing
+    /// did), so a caller that runs once per notification walks the players only when it matters.
+    pub fn next_expiry_if_changed(&mut self) -> Option<Option<u64>> {
+        std::mem::take(&mut self.expiry_changed).then(|| self.next_expiry_ms())
     }
 
     /// When the next player expires (ms), if any can: the caller wakes then to call [`Players::expire`].

@@ -34,8 +34,6 @@ use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// `playing` items handled between two yields to the other tasks of the runtime (see the `playing` arm).
 const ITEMS_BETWEEN_YIELDS: usize = 256;
-/// How often the state task looks for the next player to expire (it walks every player).
-const PLAYERS_CHECK: Duration = Duration::from_secs(1);
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
 /// The activities summary is re-published for progress, title or subtitle changes at most this often (a scan
@@ -107,7 +105,6 @@ impl StateTask {
         // The timers live across iterations and are moved only when their deadline changes: this loop runs once
         // per followed notification, and a timer registered and dropped every time was a visible cost.
         let mut players_due: Option<Instant> = None;
-        let mut players_checked = Instant::now().checked_sub(PLAYERS_CHECK).unwrap_or_else(Instant::now);
         let fetch_timer = sleep_until(far);
         let activities_retry_timer = sleep_until(far);
         let state_timer = sleep_until(far);
@@ -125,10 +122,9 @@ impl StateTask {
             let at = |due: u64| Instant::now() + Duration::from_millis(due.saturating_sub(now));
             let tracker_due = tracker.next_deadline_ms(now).map(at);
             // Players expire on their own clock (`players.expire_after`), not only at the next resync; when the
-            // next one is due is looked up at most once a second (it walks every player).
-            if players_checked.elapsed() >= PLAYERS_CHECK {
-                players_checked = Instant::now();
-                players_due = topics.as_ref().and(side.players.next_expiry_ms()).map(at);
+            // next one is due is looked up again only after a player changed (it walks every player).
+            if let Some(next) = topics.as_ref().and_then(|_| side.players.next_expiry_if_changed()) {
+                players_due = next.map(at);
             }
             let state_due = tracker_due.into_iter().chain(activities_due).chain(players_due).min().unwrap_or(far);
             move_timer(fetch_timer.as_mut(), fetch_due);
@@ -324,9 +320,8 @@ impl StateTask {
                     if let Some(topics) = topics.as_ref().filter(|_| players_due.is_some_and(|due| due <= Instant::now())) {
                         let expired = side.players.expire(now);
                         side.publish(topics, expired);
-                        // Looked up again on the next pass (whoever was due may have been seen meanwhile).
+                        // `expire` marks the players changed: the next pass looks up the next one due.
                         players_due = None;
-                        players_checked = Instant::now().checked_sub(PLAYERS_CHECK).unwrap_or_else(Instant::now);
                     }
                 }
                 () = &mut resync => {
