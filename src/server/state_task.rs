@@ -34,6 +34,9 @@ use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// `playing` items handled between two yields to the other tasks of the runtime (see the `playing` arm).
 const ITEMS_BETWEEN_YIELDS: usize = 256;
+/// The look-ups that retry on their own timer (also how `/healthz` tells whose problem it shows).
+const SESSIONS: &str = "/status/sessions";
+const ACTIVITIES: &str = "/activities";
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
 /// The activities summary is re-published for progress, title or subtitle changes at most this often (a scan
@@ -241,7 +244,7 @@ impl StateTask {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
                                     sessions.answered();
-                                    self.health.set_rest_problem(None, None);
+                                    self.health.set_rest_problem(SESSIONS, None, None);
                                     let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects, &tracker, &mut side);
@@ -252,7 +255,7 @@ impl StateTask {
                                 }
                                 Err(error) => {
                                     let failure = sessions.failed(error.reason());
-                                    self.failed_look_up("/status/sessions", &error, failure,
+                                    self.failed_look_up(SESSIONS, &error, failure,
                                         "raw events still flow, details follow when it answers");
                                     let effects = tracker.flush_waiting(now_ms(), true);
                                     self.apply(topics, effects, &tracker, &mut side);
@@ -262,19 +265,19 @@ impl StateTask {
                         Fetched::Activities { requested_at_ms, result } => match result {
                             Ok(body) => {
                                 activities_retry.succeeded();
-                                self.health.set_rest_problem(None, None);
+                                self.health.set_rest_problem(ACTIVITIES, None, None);
                                 if self.reconcile_activities(topics, &body, &mut activities, requested_at_ms) {
                                     self.publish_activities(topics, &activities);
                                 }
                             }
                             Err(error) => {
                                 let failure = activities_retry.failed(error.reason());
-                                self.failed_look_up("/activities", &error, failure,
+                                self.failed_look_up(ACTIVITIES, &error, failure,
                                     "activities follow the notifications meanwhile");
                             }
                         },
                         Fetched::Metadata { item_id, fallback, result } => {
-                            self.health.set_rest_problem(result.as_ref().err().map(|e| (e.reason(), e.to_string())), None);
+                            self.health.set_rest_problem("/library/metadata", result.as_ref().err().map(|e| (e.reason(), e.to_string())), None);
                             // Parsed once, for the item_added event and (webhook_compat) library.new alike.
                             let body: Option<serde_json::Value> = match result {
                                 Ok(bytes) => serde_json::from_slice(&bytes).ok(),
@@ -296,7 +299,7 @@ impl StateTask {
                             }
                         }
                         Fetched::Artwork { player, thumb, result } => match result.inspect_err(|e| {
-                            self.health.set_rest_problem(Some((e.reason(), e.to_string())), None);
+                            self.health.set_rest_problem("artwork", Some((e.reason(), e.to_string())), None);
                         }) {
                             Ok(image) => side.artwork_fetched(topics, &player, &thumb, image),
                             Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
@@ -339,8 +342,8 @@ impl StateTask {
 
     /// A failed `/status/sessions` or `/activities` read: shown in `/healthz` with when it is tried again, and
     /// logged (a warning when the reason is new, so a server that stays down does not fill the log).
-    fn failed_look_up(&self, path: &str, error: &PlexError, failure: Failure, meanwhile: &str) {
-        self.health.set_rest_problem(Some((error.reason(), error.to_string())), Some(failure.retry_at));
+    fn failed_look_up(&self, path: &'static str, error: &PlexError, failure: Failure, meanwhile: &str) {
+        self.health.set_rest_problem(path, Some((error.reason(), error.to_string())), Some(failure.retry_at));
         let retry_at = crate::telemetry::health::rfc3339(failure.retry_at);
         if failure.new_reason {
             tracing::warn!(%error, retry_in = ?failure.retry_in, %retry_at, "cannot read {path}; {meanwhile}");

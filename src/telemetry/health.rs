@@ -92,6 +92,9 @@ struct ServerRecord {
     rest_problem: Option<Problem>,
     /// When the failed look-up is tried again (`/status/sessions` and `/activities` retry on their own timer).
     rest_retry_at: Option<SystemTime>,
+    /// Which look-up `rest_problem` is about (only its own success clears it: another look-up that works says
+    /// nothing about this one).
+    rest_source: &'static str,
     /// The token file it reads, when it has one (its status is kept per file).
     token_file: Option<String>,
 }
@@ -175,11 +178,27 @@ impl ServerHealth {
         self.slot.record().problem = problem.map(|(reason, error)| Problem { reason, error });
     }
 
-    /// Why the last REST look-up failed (`None` after one succeeded), and when it is tried again, if it is.
-    pub fn set_rest_problem(&self, problem: Option<(&'static str, String)>, retry_at: Option<SystemTime>) {
+    /// Why the last REST look-up (`source`: which one) failed, and when it is tried again, if it is; `None` after
+    /// it succeeded, which clears the problem only if it was that look-up's.
+    pub fn set_rest_problem(
+        &self,
+        source: &'static str,
+        problem: Option<(&'static str, String)>,
+        retry_at: Option<SystemTime>,
+    ) {
         let mut record = self.slot.record();
-        record.rest_retry_at = retry_at.filter(|_| problem.is_some());
-        record.rest_problem = problem.map(|(reason, error)| Problem { reason, error });
+        match problem {
+            Some((reason, error)) => {
+                record.rest_problem = Some(Problem { reason, error });
+                record.rest_retry_at = retry_at;
+                record.rest_source = source;
+            }
+            None if record.rest_source == source => {
+                record.rest_problem = None;
+                record.rest_retry_at = None;
+            }
+            None => {}
+        }
     }
 
     /// The server reads its token from `file` (whose status its renewer reports).
@@ -354,7 +373,13 @@ mod tests {
         registry.set_token_status("/run/token", TokenStatus { kind: Some("jwt"), ..TokenStatus::default() });
         servers[1].set_problem(Some(("connection_failed", "refused".into())));
         let retry_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        servers[1].set_rest_problem(Some(("http_status", "unexpected HTTP status 503".into())), Some(retry_at));
+        servers[1].set_rest_problem(
+            "/status/sessions",
+            Some(("http_status", "unexpected HTTP status 503".into())),
+            Some(retry_at),
+        );
+        servers[1].set_rest_problem("/activities", None, None);
+        assert!(registry.snapshot().servers[1].rest_problem.is_some(), "another look-up's success leaves it");
         registry.set_broker(true);
         assert!(changes.has_changed().unwrap_or(false));
         let snapshot = registry.snapshot();
