@@ -74,10 +74,11 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // Asked under the lock: `take` evicts under it, so a slot is never counted out twice.
+        let mut inner = ConnectionSlots::lock(&self.inner);
         if self.evicted.is_cancelled() {
             return; // its slot was given to a newer connection already
         }
-        let mut inner = ConnectionSlots::lock(&self.inner);
         inner.reading.retain(|(id, _)| *id != self.id);
         inner.open = inner.open.saturating_sub(1);
     }

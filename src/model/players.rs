@@ -146,6 +146,10 @@ impl Players {
         record.last_seen_ms = now_ms;
         let session_key = doc["session_key"].as_str();
         if doc["state"] == "stopped" {
+            // A newer session that ends before it was ever shown is not on its way any more.
+            if record.next_session.is_some() && record.next_session.as_deref() == session_key {
+                record.next_session = None;
+            }
             // Only the session the player shows now makes it idle: the late stop of an earlier one does not, and
             // neither does it while a newer session is on its way.
             if record.session_key.is_some() && record.session_key.as_deref() != session_key {
@@ -203,6 +207,9 @@ impl Players {
         self.expiry_changed = true;
         let mut out = Vec::new();
         for (player, record) in &mut self.by_segment {
+            if record.next_session.as_deref() == Some(session_key) {
+                record.next_session = None;
+            }
             if record.session_key.as_deref() == Some(session_key) && Self::session_ended(record) {
                 record.last_seen_ms = now_ms;
                 record.shown = None;
@@ -459,6 +466,12 @@ mod tests {
         // The other order (the stop first, then the next session) is an honest idle in between.
         let stop = json!({ "event_type": "stop", "session": session("2", "TV-1", "playing", "Episode 2", "") });
         assert_eq!(states(&players.on_event(&stop, 3_000)), [("tv-1".to_owned(), "idle".to_owned())]);
+        // A next session that ends before it was shown does not hold the player either.
+        players.on_session(&session("5", "TV-1", "playing", "Episode 5", ""), 4_500);
+        players.on_session_started("TV-1", "6");
+        assert!(players.on_session_cleared("6", 4_600).is_empty());
+        let stop = json!({ "event_type": "stop", "session": session("5", "TV-1", "playing", "Episode 5", "") });
+        assert_eq!(states(&players.on_event(&stop, 4_700)), [("tv-1".to_owned(), "idle".to_owned())]);
         // A next session that never shows up does not hold the player for ever: the next snapshot settles it.
         players.on_session(&session("3", "TV-1", "playing", "Episode 3", ""), 4_000);
         players.on_session_started("TV-1", "4");

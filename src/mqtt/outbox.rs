@@ -61,13 +61,26 @@ struct RetainedEntry {
     dirty: bool,
 }
 
-/// What a handed-over message was, for the accounting when it is acknowledged or lost.
+/// What a handed-over message was, for the accounting when it is acknowledged or lost (taken before the message
+/// itself goes to the client).
 #[derive(Debug)]
-enum Sent {
+pub enum Sent {
     Live,
     Answer,
     Retained,
     Clear(String),
+}
+
+impl Sent {
+    /// What `message` is, for the accounting.
+    pub fn of(message: &Outgoing) -> Sent {
+        match (message.lane, message.payload.is_empty()) {
+            (Lane::Live, _) => Sent::Live,
+            (Lane::Answer, _) => Sent::Answer,
+            (Lane::Retained, false) => Sent::Retained,
+            (Lane::Retained, true) => Sent::Clear(message.topic.clone()),
+        }
+    }
 }
 
 /// See the module documentation.
@@ -221,12 +234,20 @@ impl Outbox {
 
     /// Records that `message` went to the client, in the order the client will write it.
     pub fn handed_over(&mut self, message: &Outgoing) {
-        self.handed.push_back(match (message.lane, message.payload.is_empty()) {
-            (Lane::Live, _) => Sent::Live,
-            (Lane::Answer, _) => Sent::Answer,
-            (Lane::Retained, false) => Sent::Retained,
-            (Lane::Retained, true) => Sent::Clear(message.topic.clone()),
-        });
+        self.handed.push_back(Sent::of(message));
+    }
+
+    /// Like [`Outbox::handed_over`], from what was noted of the message before it went.
+    pub fn handed_over_as(&mut self, sent: Sent) {
+        self.handed.push_back(sent);
+    }
+
+    /// A message was taken from the outbox but not handed to the client (the connection changed first): retained
+    /// state and clears are sent again on the next session anyway; a live event is lost and counted as dropped.
+    pub fn not_handed_over(&mut self, sent: &Sent) {
+        if matches!(sent, Sent::Live) {
+            self.dropped += 1;
+        }
     }
 
     /// The client wrote the next handed-over message with this packet id (0 for QoS 0, which is never acked).

@@ -7,7 +7,7 @@ use rumqttc::{AsyncClient, ClientError, PublishOptions, QoS, Request};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::Outgoing;
+use super::outbox::{Outgoing, Sent};
 use super::publisher::room_again;
 use super::Shared;
 
@@ -47,13 +47,21 @@ pub(super) async fn send(
         }
         let mut count = 0;
         for message in batch.drain(..) {
-            // A connection lost while this batch waited for room has counted the rest as lost (the outbox saw
-            // them handed over): they are not sent on this or a next connection, where nothing expects them.
+            // The outbox matches the client's packet ids to messages in hand-over order, so a message is recorded
+            // as handed over only once it is in the client's channel, and none is handed to a connection that
+            // changed since this batch was taken: the rest of it goes back to the outbox's accounting.
+            let sent = Sent::of(&message);
             if connected.has_changed().unwrap_or(true) {
+                shared.outbox().not_handed_over(&sent);
                 continue;
             }
-            if hand_over(&client, message, qos).await.is_err() {
-                return; // the event loop is gone
+            match hand_over(&client, message, qos, &mut connected).await {
+                Handed::Yes => shared.outbox().handed_over_as(sent),
+                Handed::ConnectionChanged => {
+                    shared.outbox().not_handed_over(&sent);
+                    continue;
+                }
+                Handed::ClientGone => return,
             }
             count += 1;
         }
@@ -67,7 +75,6 @@ fn take_batch(shared: &Shared, batch: &mut Vec<Outgoing>) {
     let mut outbox = shared.outbox();
     while batch.len() < super::REQUEST_BATCH {
         let Some(message) = outbox.pop() else { break };
-        outbox.handed_over(&message);
         batch.push(message);
     }
     if shared.live_full.load(std::sync::atomic::Ordering::Relaxed) && outbox.live_len() < outbox.live_capacity() {
@@ -87,17 +94,32 @@ fn take_batch(shared: &Shared, batch: &mut Vec<Outgoing>) {
     }
 }
 
-/// Hands one message to the client: at once while its request channel has room, else waiting for room.
-async fn hand_over(client: &AsyncClient, message: Outgoing, qos: QoS) -> Result<(), ClientError> {
+/// What became of one message.
+enum Handed {
+    Yes,
+    /// The broker connection changed while it waited for room (the client then forgets what it queued).
+    ConnectionChanged,
+    /// The client's event loop is gone.
+    ClientGone,
+}
+
+/// Hands one message to the client: at once while its request channel has room, else waiting for room — unless
+/// the connection changes meanwhile, which leaves it unqueued.
+async fn hand_over(client: &AsyncClient, message: Outgoing, qos: QoS, connected: &mut watch::Receiver<bool>) -> Handed {
     let options = PublishOptions::new(qos).retain(message.retain());
     match client.try_publish(message.topic, message.payload, options) {
-        Err(ClientError::RequestChannelFull(request)) => match *request {
-            Request::Publish(publish) => {
-                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                client.publish(topic, publish.payload, options).await
+        Ok(()) => Handed::Yes,
+        Err(ClientError::RequestChannelFull(request)) => {
+            // Rare (the channel holds a flush's worth): the message comes back in the refused request.
+            let Request::Publish(publish) = *request else { return Handed::ClientGone };
+            let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+            tokio::select! {
+                sent = client.publish(topic, publish.payload, options) => {
+                    if sent.is_ok() { Handed::Yes } else { Handed::ClientGone }
+                }
+                _ = connected.changed() => Handed::ConnectionChanged,
             }
-            _ => Ok(()),
-        },
-        other => other,
+        }
+        Err(_) => Handed::ClientGone,
     }
 }

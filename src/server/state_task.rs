@@ -37,6 +37,7 @@ const ITEMS_BETWEEN_YIELDS: usize = 256;
 /// The look-ups that retry on their own timer (also how `/healthz` tells whose problem it shows).
 const SESSIONS: &str = "/status/sessions";
 const ACTIVITIES: &str = "/activities";
+const ARTWORK: &str = "artwork";
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
 /// The activities summary is re-published for progress, title or subtitle changes at most this often (a scan
@@ -299,8 +300,8 @@ impl StateTask {
                             }
                         }
                         Fetched::Artwork { player, thumb, result } => match result.inspect_err(|e| {
-                            self.health.set_rest_problem("artwork", Some((e.reason(), e.to_string())), None);
-                        }) {
+                            self.health.set_rest_problem(ARTWORK, Some((e.reason(), e.to_string())), None);
+                        }).inspect(|_| self.health.set_rest_problem(ARTWORK, None, None)) {
                             Ok(image) => side.artwork_fetched(topics, &player, &thumb, image),
                             Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
                         },
@@ -386,7 +387,8 @@ impl StateTask {
 fn move_timer(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: Instant) {
     let current = timer.deadline();
     let apart = if current > deadline { current - deadline } else { deadline - current };
-    if apart > Duration::from_millis(1) {
+    // A timer that fired is moved to any later deadline, however close: else it would fire again at once.
+    if apart > Duration::from_millis(1) || (timer.is_elapsed() && deadline > current) {
         timer.reset(deadline);
     }
 }

@@ -78,6 +78,14 @@ pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// One failing REST look-up.
+#[derive(Debug, Clone)]
+struct RestProblem {
+    source: &'static str,
+    problem: Problem,
+    retry_at: Option<SystemTime>,
+}
+
 /// One server's record.
 #[derive(Debug, Clone, Default)]
 struct ServerRecord {
@@ -88,13 +96,9 @@ struct ServerRecord {
     state: ServerState,
     /// Why the last connection attempt failed (cleared once connected).
     problem: Option<Problem>,
-    /// Why the last REST look-up (sessions, activities, metadata) failed (cleared by the next success).
-    rest_problem: Option<Problem>,
-    /// When the failed look-up is tried again (`/status/sessions` and `/activities` retry on their own timer).
-    rest_retry_at: Option<SystemTime>,
-    /// Which look-up `rest_problem` is about (only its own success clears it: another look-up that works says
-    /// nothing about this one).
-    rest_source: &'static str,
+    /// The REST look-ups failing now, by look-up (`/status/sessions`, `/activities`, …), the latest last, each
+    /// with when it is tried again if it retries on its own; a look-up's success clears only its own entry.
+    rest_problems: Vec<RestProblem>,
     /// The token file it reads, when it has one (its status is kept per file).
     token_file: Option<String>,
 }
@@ -187,17 +191,9 @@ impl ServerHealth {
         retry_at: Option<SystemTime>,
     ) {
         let mut record = self.slot.record();
-        match problem {
-            Some((reason, error)) => {
-                record.rest_problem = Some(Problem { reason, error });
-                record.rest_retry_at = retry_at;
-                record.rest_source = source;
-            }
-            None if record.rest_source == source => {
-                record.rest_problem = None;
-                record.rest_retry_at = None;
-            }
-            None => {}
+        record.rest_problems.retain(|p| p.source != source);
+        if let Some((reason, error)) = problem {
+            record.rest_problems.push(RestProblem { source, problem: Problem { reason, error }, retry_at });
         }
     }
 
@@ -348,8 +344,8 @@ impl HealthRegistry {
                     name: record.name,
                     state: record.state,
                     problem: record.problem,
-                    rest_problem: record.rest_problem,
-                    rest_retry_at: record.rest_retry_at,
+                    rest_problem: record.rest_problems.last().map(|p| p.problem.clone()),
+                    rest_retry_at: record.rest_problems.last().and_then(|p| p.retry_at),
                 }
             })
             .collect();
@@ -380,6 +376,9 @@ mod tests {
         );
         servers[1].set_rest_problem("/activities", None, None);
         assert!(registry.snapshot().servers[1].rest_problem.is_some(), "another look-up's success leaves it");
+        servers[1].set_rest_problem("artwork", Some(("http_status", "404".into())), None);
+        servers[1].set_rest_problem("artwork", None, None);
+        assert!(registry.snapshot().servers[1].rest_retry_at.is_some(), "the sessions failure shows again");
         registry.set_broker(true);
         assert!(changes.has_changed().unwrap_or(false));
         let snapshot = registry.snapshot();
