@@ -11,6 +11,7 @@ pub mod app;
 pub mod atomic_file;
 pub mod backoff;
 pub mod cli;
+pub mod command_verb;
 pub mod commands;
 pub mod config;
 pub mod discovery;

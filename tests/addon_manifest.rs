@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plex_mqtt_bridge::commands::verb::Verb;
+use plex_mqtt_bridge::command_verb::Verb;
 use plex_mqtt_bridge::config::{ADDON_ONLY_OPTIONS, ADDON_OPTIONS};
 use support::Bridge;
 use yaml_rust2::{Yaml, YamlLoader};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, Packet, PublishOptions, QoS};
 use serde_json::{json, Map, Value};
 
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::config::Config;
 use crate::topic::{BridgeTopics, ServerName};
 

@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::config::Config;
 use crate::discovery::{Discovery, KnownPlayer, MEDIA_COMMANDS};
 use crate::topic::{player_segment, BridgeTopics, ServerName};

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::request;
-use super::verb::Verb;
 use super::{Command, Decision, DUPLICATE_WINDOW, MAX_ID, MAX_PAYLOAD, MAX_RETAINED_REPORTED};
+use crate::command_verb::Verb;
 use crate::config::CommandsConfig;
 use crate::mqtt::InboundCommand;
 use crate::topic::CommandTopic;

@@ -22,18 +22,17 @@
 pub mod gate;
 pub mod request;
 pub mod task;
-pub mod verb;
 
 pub use gate::Gate;
 pub use task::CommandTask;
 
 use std::time::Duration;
 
+use crate::command_verb::Verb;
 use request::Args;
-use verb::Verb;
 
 /// Largest command payload read; larger ones are refused without being parsed.
-pub const MAX_PAYLOAD: usize = crate::commands::verb::MAX_PAYLOAD;
+pub const MAX_PAYLOAD: usize = crate::command_verb::MAX_PAYLOAD;
 /// Longest `id` echoed in results.
 pub const MAX_ID: usize = 64;
 /// How long an executed `id` (and a delivered packet id) is remembered.

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::topic::player_segment;
 
 /// Butler tasks a command may start (`POST /butler/<name>`).

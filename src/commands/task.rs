@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::Gate;
 use super::request::{self, Args};
-use super::verb::Verb;
 use super::{Command, Decision, DRAIN_ON_STOP, MAX_ANSWER};
+use crate::command_verb::Verb;
 use crate::config::CommandsConfig;
 use crate::log_limit::LogLimiter;
 use crate::mqtt::{CommandReceiver, Publisher};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checks::positive;
 use super::ConfigError;
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 
 /// The validated `[commands]` section.
 #[derive(Debug, Clone, Serialize)]

@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 
 use super::{id_segment, Components};
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::topic::ServerTopics;
 
 /// Player verbs that need no arguments, in the order their buttons are listed.

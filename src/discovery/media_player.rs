@@ -24,7 +24,7 @@
 
 use super::player::{player_entity_base, ARTWORK, NOW_PLAYING, PLAYER_STATES};
 use super::Discovery;
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::topic::{BridgeTopics, ServerName};
 
 /// One player the bridge knows (its retained state), on an identified server (that server's retained `info`).

@@ -19,7 +19,7 @@ pub struct PlayerDevice<'a> {
     pub product: &'a str,
     pub platform: &'a str,
     /// The player verbs `commands.allow` allows (none when commands are off): one button each.
-    pub commands: &'a [crate::commands::verb::Verb],
+    pub commands: &'a [crate::command_verb::Verb],
 }
 
 /// The `states` of the "Now playing" sensor.
@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(cmps["now_playing"]["default_entity_id"], "sensor.plex_home_living_room_tv_now_playing");
         assert_eq!(cmps["artwork"]["image_topic"], "plex/home/players/tv1/artwork");
         assert_eq!(cmps["button_pause"], serde_json::json!({"p": "button"}), "no command allowed: buttons removed");
-        let commands = [crate::commands::verb::Verb::Pause, crate::commands::verb::Verb::Stop];
+        let commands = [crate::command_verb::Verb::Pause, crate::command_verb::Verb::Stop];
         let (_, with_buttons) = d.player_config(&PlayerDevice { commands: &commands, ..player }, &bridge);
         let pause = &with_buttons["cmps"]["button_pause"];
         assert_eq!(pause["p"], "button");

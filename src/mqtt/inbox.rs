@@ -32,7 +32,7 @@ pub struct HomeAssistantLink {
 #[derive(Debug, Clone)]
 pub struct InboundCommand {
     pub topic: String,
-    /// The payload; empty when it is over [`crate::commands::verb::MAX_PAYLOAD`] (then only its size is passed
+    /// The payload; empty when it is over [`crate::command_verb::MAX_PAYLOAD`] (then only its size is passed
     /// on, for the refusal: an oversized message is never queued).
     pub payload: Bytes,
     /// The payload's size in bytes.
@@ -132,7 +132,7 @@ impl CommandInbox {
         let size = publish.payload.len();
         let inbound = InboundCommand {
             topic: topic.to_owned(),
-            payload: if size > crate::commands::verb::MAX_PAYLOAD { Bytes::new() } else { publish.payload.clone() },
+            payload: if size > crate::command_verb::MAX_PAYLOAD { Bytes::new() } else { publish.payload.clone() },
             size,
             retain: publish.retain,
             pkid: publish.pkid,

@@ -5,7 +5,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::commands::CommandTask;
 use crate::mqtt::{command_queue, CommandQueue};
 use crate::plex::http::PlexHttp;

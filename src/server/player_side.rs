@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::lookups::{now_ms, Lookups};
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::discovery::{Discovery, PlayerDevice};
 use crate::model::players::{PlayerOutput, Players};
 use crate::mqtt::outbox::Action;

@@ -74,7 +74,7 @@ pub struct StateTask {
     pub discovery: Option<Discovery>,
     pub bridge_topics: BridgeTopics,
     /// Player verbs allowed as commands (empty when commands are off): a button each on player devices.
-    pub player_commands: Vec<crate::commands::verb::Verb>,
+    pub player_commands: Vec<crate::command_verb::Verb>,
     /// Also publish Plex-webhook-shaped messages on `<p>/<server>/webhook` (the server's `webhook_compat`).
     pub webhook_compat: bool,
     /// The server's health record (failed look-ups are shown there).

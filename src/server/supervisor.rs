@@ -20,7 +20,7 @@ use super::state_task::{StateInput, StateTask, QUEUE};
 use super::transport::Endpoints;
 use super::Context;
 use crate::backoff::Backoff;
-use crate::commands::verb::Verb;
+use crate::command_verb::Verb;
 use crate::config::ServerConfig;
 use crate::plex::http::PlexHttp;
 use crate::plex::{PlexError, SessionEnd, SessionStats};

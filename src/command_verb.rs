@@ -1,6 +1,6 @@
 //! The fixed vocabulary of commands from MQTT: nothing outside this list can ever reach a Plex server.
 //!
-//! Kept apart from the executor (`commands`) because the configuration's allow-list is written in it too; both
+//! A leaf, kept apart from the executor (`commands`) because the configuration's allow-list is written in it too; both
 //! depend on this module and not on each other.
 
 use std::fmt;
