@@ -12,10 +12,10 @@ use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::command_verb::Verb;
 use crate::config::Config;
-use crate::discovery::{Discovery, KnownPlayer, MEDIA_COMMANDS};
-use crate::topic::{player_segment, BridgeTopics, ServerName};
+use crate::discovery::{offered_commands, Discovery, KnownPlayer};
+use crate::model::players::Players;
+use crate::topic::{BridgeTopics, ServerName};
 
 /// `homeassistant-package`'s flags.
 #[derive(clap::Args, Debug)]
@@ -87,15 +87,10 @@ async fn run(config: &Config, args: &PackageArgs) -> Result<String, PackageError
     if players.is_empty() {
         return Err(PackageError::NoPlayers(config.mqtt.topic_prefix.clone()));
     }
-    let allowed: Vec<Verb> = if config.commands.enabled {
-        config.commands.allow.iter().copied().filter(|verb| verb.is_player()).collect()
-    } else {
-        Vec::new()
-    };
+    let allowed = config.commands.allowed(|verb| verb.is_player());
     let discovery = Discovery::new(&config.homeassistant.discovery_prefix, &config.mqtt.topic_prefix);
     let package = discovery.media_player_package(&bridge, &players, &allowed);
-    let offered: Vec<&str> =
-        MEDIA_COMMANDS.iter().filter(|(_, verb)| allowed.contains(verb)).map(|(action, _)| *action).collect();
+    let offered: Vec<&str> = offered_commands(&allowed).into_iter().map(|(action, _)| action).collect();
     let commands = match offered.as_slice() {
         [] => "read-only (no player command allowed)".to_owned(),
         some => format!("with {}", some.join(", ")),
@@ -174,8 +169,7 @@ pub fn known_players(bridge: &BridgeTopics, retained: &BTreeMap<String, Vec<u8>>
     for (topic, payload) in retained {
         let Some((server, player)) = bridge.player_of_state(topic) else { continue };
         let doc: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-        let machine_identifier = doc["player"]["machine_identifier"].as_str().unwrap_or_default();
-        if machine_identifier.is_empty() || player_segment(machine_identifier) != player {
+        if !Players::is_own_state(player, &doc) {
             skipped.push(format!("{topic}: not a player state this bridge wrote"));
             continue;
         }

@@ -23,6 +23,16 @@ pub struct CommandsConfig {
     pub rate_window: Duration,
 }
 
+impl CommandsConfig {
+    /// The allowed verbs that `pick` selects; none while commands are off.
+    pub fn allowed(&self, pick: impl Fn(&Verb) -> bool) -> Vec<Verb> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        self.allow.iter().copied().filter(|verb| pick(verb)).collect()
+    }
+}
+
 fn verb_names<S: serde::Serializer>(allow: &BTreeSet<Verb>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(allow.iter().map(|v| v.name()))
 }

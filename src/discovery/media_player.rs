@@ -40,13 +40,18 @@ pub struct KnownPlayer {
 }
 
 /// The media player actions a universal media player can hand to `commands`, and the bridge verb of each.
-pub const MEDIA_COMMANDS: [(&str, Verb); 5] = [
+const MEDIA_COMMANDS: [(&str, Verb); 5] = [
     ("media_play", Verb::Play),
     ("media_pause", Verb::Pause),
     ("media_stop", Verb::Stop),
     ("media_next_track", Verb::SkipNext),
     ("media_previous_track", Verb::SkipPrevious),
 ];
+
+/// The media player actions offered when the `allowed` player verbs may run, with their verbs.
+pub fn offered_commands(allowed: &[Verb]) -> Vec<(&'static str, Verb)> {
+    MEDIA_COMMANDS.into_iter().filter(|(_, verb)| allowed.contains(verb)).collect()
+}
 
 /// The Now playing states, as a Jinja list: the source is available in these.
 fn states_list() -> String {
@@ -82,8 +87,7 @@ struct PlayerEntities {
 impl Discovery {
     /// The package (YAML) for `players`, with commands for the `allowed` player verbs of `bridge`'s topics.
     pub fn media_player_package(&self, bridge: &BridgeTopics, players: &[KnownPlayer], allowed: &[Verb]) -> String {
-        let commands: Vec<(&str, Verb)> =
-            MEDIA_COMMANDS.into_iter().filter(|(_, verb)| allowed.contains(verb)).collect();
+        let commands = offered_commands(allowed);
         let mut out = header(bridge, players.len(), &commands);
         out.push_str("template:\n  - sensor:\n");
         for player in players {

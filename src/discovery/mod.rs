@@ -23,10 +23,10 @@ mod server;
 use serde_json::{json, Map, Value};
 
 pub use buttons::{section_button_keys, ServerButtons, PLAYER_BUTTONS};
-pub use media_player::{KnownPlayer, MEDIA_COMMANDS};
+pub use media_player::{offered_commands, KnownPlayer};
 pub use ownership::KnownServers;
 pub use player::PlayerDevice;
-pub use server::ServerDevice;
+pub use server::{connected_object_id, ServerDevice};
 
 use crate::topic::{fold_segment, BridgeTopics, DiscoveryTopics, ServerTopics};
 
@@ -231,16 +231,9 @@ impl Components {
 /// Entity-id text: Home Assistant allows `[a-z0-9_]`, with no `__` and no `_` at either end (a name like
 /// "Room - TV" folds to `room_-_tv`, whose dash would otherwise leave `room___tv`).
 fn slug(text: &str) -> String {
-    let mut slug = String::with_capacity(text.len());
-    for c in fold_segment(text).chars().map(|c| if c == '-' { '_' } else { c }) {
-        if !(c == '_' && (slug.is_empty() || slug.ends_with('_'))) {
-            slug.push(c);
-        }
-    }
-    while slug.ends_with('_') {
-        slug.pop();
-    }
-    slug
+    // Folding the folded text again collapses and trims the `_` the dashes became (it is short and ASCII by
+    // then, so the second fold neither cuts nor hashes).
+    fold_segment(&fold_segment(text).replace('-', "_"))
 }
 
 /// An id part for device ids and config topics (`[a-zA-Z0-9_-]`, case kept: machineIdentifiers are

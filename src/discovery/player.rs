@@ -28,7 +28,7 @@ pub const PLAYER_STATES: [&str; 4] = ["idle", "playing", "paused", "buffering"];
 /// Keys of the player entities other configurations build on (the media player package): entity ids are
 /// `<platform>.<player entity base>_<key>`, unique ids `<player device id>_<key>`.
 pub(super) const NOW_PLAYING: &str = "now_playing";
-pub(super) const TITLE: &str = "title";
+const TITLE: &str = "title";
 pub(super) const ARTWORK: &str = "artwork";
 
 /// `plex_<server>_<player>`, the start of a player's entity ids: its name, or its topic segment when the name
@@ -38,7 +38,7 @@ pub(super) fn player_entity_base(server_name: &ServerName, title: &str, player: 
         empty if empty.is_empty() => slug(player),
         text => text,
     };
-    format!("plex_{}_{title_slug}", slug(server_name.as_str()))
+    format!("{}_{title_slug}", super::server::server_entity_base(server_name.as_str()))
 }
 
 impl Discovery {

@@ -8,6 +8,9 @@ use super::{ServerButtons, SERVER_TRIGGERS};
 use crate::plex::http::ServerIdentity;
 use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
+/// The key of a server device's "Connected" entity.
+const CONNECTED: &str = "connected";
+
 /// What the announcement of one server is built from.
 pub struct ServerDevice<'a> {
     /// The configured URL (for the device's `configuration_url`; never part of an id).
@@ -29,9 +32,9 @@ impl Discovery {
         let topics = server.topics;
         let both = bridge_and_server(bridge, topics);
         let always = bridge_only(bridge);
-        let mut c = Components::new(&id, format!("plex_{}", slug(server.name.as_str())));
+        let mut c = Components::new(&id, server_entity_base(server.name.as_str()));
         c.entity_with_id(
-            "connected",
+            CONNECTED,
             server.keep_connected_id,
             "binary_sensor",
             "Connected",
@@ -167,9 +170,9 @@ impl Discovery {
         bridge: &BridgeTopics,
     ) -> (String, Value) {
         let id = self.provisional_device_id(url);
-        let mut c = Components::new(&id, provisional_entity_base(display_name));
+        let mut c = Components::new(&id, server_entity_base(display_name));
         c.entity(
-            "connected",
+            CONNECTED,
             "binary_sensor",
             "Connected",
             &bridge_only(bridge),
@@ -193,16 +196,15 @@ impl Discovery {
     }
 }
 
-/// The entity ids of a provisional device start with this.
-fn provisional_entity_base(display_name: &str) -> String {
-    format!("plex_{}", slug(display_name))
+/// `plex_<server>`, the start of the entity ids of a server's device (provisional or not) and of its players'.
+pub(super) fn server_entity_base(server_name: &str) -> String {
+    format!("plex_{}", slug(server_name))
 }
 
-impl Discovery {
-    /// The entity id (without the platform) of the provisional device's "Connected".
-    pub fn provisional_connected_id(&self, display_name: &str) -> String {
-        format!("{}_connected", provisional_entity_base(display_name))
-    }
+/// The entity id (without the platform) of the "Connected" in a server device's discovery `config`: what the
+/// device that replaces it keeps ([`ServerDevice::keep_connected_id`]).
+pub fn connected_object_id(config: &Value) -> Option<&str> {
+    config["cmps"][CONNECTED]["object_id"].as_str()
 }
 
 #[cfg(test)]
@@ -270,9 +272,9 @@ mod tests {
         assert_eq!(cmps["button_scan_9"], json!({"p": "button"}), "a library gone: its button removed");
         assert_eq!(super::super::section_button_keys(&with_buttons), ["button_scan_1"]);
         // Replacing a provisional device, its "Connected" keeps the entity id users built on.
-        let kept = d.provisional_connected_id("192.168.1.10");
-        let (_, replacing) =
-            d.server_config(&ServerDevice { keep_connected_id: Some(kept.as_str()), ..server }, &bridge);
+        let (_, provisional) = d.provisional_server_config("http://192.168.1.10:32400", "192.168.1.10", 0, &bridge);
+        let kept = connected_object_id(&provisional);
+        let (_, replacing) = d.server_config(&ServerDevice { keep_connected_id: kept, ..server }, &bridge);
         assert_eq!(replacing["cmps"]["connected"]["default_entity_id"], "binary_sensor.plex_192_168_1_10_connected");
         assert_eq!(replacing["cmps"]["connected"]["object_id"], "plex_192_168_1_10_connected");
         assert_eq!(replacing["cmps"]["connected"]["unique_id"], config["cmps"]["connected"]["unique_id"]);

@@ -250,11 +250,20 @@ impl Players {
         out
     }
 
+    /// Whether `doc`, retained on the state topic of `player`, is a player state this bridge wrote: its player's
+    /// machineIdentifier folds to that topic level.
+    pub fn is_own_state(player: &str, doc: &Value) -> bool {
+        doc["player"]["machine_identifier"].as_str().is_some_and(|id| !id.is_empty() && player_segment(id) == player)
+    }
+
     /// Takes over a player from the retained state an earlier run left (`doc`), unless it has expired since.
     pub fn restore(&mut self, player: &str, doc: &Value, now_ms: u64) -> Vec<PlayerOutput> {
         self.expiry_changed = true;
         if self.by_segment.contains_key(player) {
             return Vec::new(); // seen in this run already: what it says now wins
+        }
+        if !Self::is_own_state(player, doc) {
+            return vec![PlayerOutput::Remove { player: player.to_owned() }];
         }
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let record = PlayerRecord {
@@ -271,9 +280,6 @@ impl Players {
             shown: None,
             shown_at_ms: 0,
         };
-        if record.machine_identifier.is_empty() || player_segment(&record.machine_identifier) != player {
-            return vec![PlayerOutput::Remove { player: player.to_owned() }];
-        }
         if self.expired(&record, now_ms) {
             return vec![PlayerOutput::Remove { player: player.to_owned() }];
         }

@@ -10,7 +10,7 @@ use url::Url;
 use super::Context;
 use crate::commands::request::sections;
 use crate::commands::MAX_ANSWER;
-use crate::discovery::{section_button_keys, ServerButtons, ServerDevice};
+use crate::discovery::{connected_object_id, section_button_keys, ServerButtons, ServerDevice};
 use crate::plex::http::{PlexHttp, ServerIdentity};
 use crate::topic::{ServerName, ServerTopics};
 
@@ -110,8 +110,7 @@ impl Announcer {
             let topic = discovery.config_topic(&discovery.provisional_device_id(self.url.as_str()));
             let (_, payload) = publisher.stale_payloads(|t| t == topic).into_iter().next()?;
             let earlier: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-            let id = earlier["cmps"]["connected"]["object_id"].as_str()?.to_owned();
-            Some((topic, id))
+            Some((topic, connected_object_id(&earlier)?.to_owned()))
         });
         if let Some((provisional_topic, _)) = &provisional {
             publisher.clear(provisional_topic.clone());
@@ -162,8 +161,9 @@ impl Announcer {
             .unwrap_or_else(|| self.url.host_str().map_or_else(|| self.key.clone(), str::to_owned));
         let (topic, config) =
             discovery.provisional_server_config(self.url.as_str(), &display, self.index, &self.context.bridge_topics);
+        let connected_id = connected_object_id(&config).map(str::to_owned);
         self.context.publisher.retain(topic.clone(), config.to_string());
-        self.provisional = Some((topic, discovery.provisional_connected_id(&display)));
+        self.provisional = connected_id.map(|id| (topic, id));
     }
 
     /// The identity in a retained `<p>/<server>/info` left by an earlier run for this server (found by its

@@ -32,11 +32,7 @@ impl ServerCommands {
 
     /// The allowed command verbs that `pick` selects (none when commands are off).
     pub fn allowed(&self, pick: impl Fn(&Verb) -> bool) -> Vec<Verb> {
-        self.context
-            .commands
-            .as_ref()
-            .map(|(config, _)| config.allow.iter().copied().filter(|v| pick(v)).collect())
-            .unwrap_or_default()
+        self.context.commands.as_ref().map(|(config, _)| config.allowed(pick)).unwrap_or_default()
     }
 
     /// (Re)starts the task under the server's topic level, unless it runs there already.
