@@ -41,7 +41,7 @@ pub use error::ConfigError;
 pub use homeassistant::{HomeAssistantConfig, PlayersConfig};
 pub use http::HttpConfig;
 pub use logging::{LogFormat, LoggingConfig};
-pub use mqtt::MqttConfig;
+pub use mqtt::{MqttConfig, DEFAULT_TOPIC_PREFIX};
 pub use plex::{
     configured_plextv_url, default_client_identifier, default_device_key_file, plextv_url_allowed, PlexConfig,
     DEFAULT_PLEXTV_URL,

@@ -12,6 +12,9 @@ use super::secrets::read_secret_file;
 use super::ConfigError;
 use crate::lenient;
 use crate::secret::Secret;
+
+/// `mqtt.topic_prefix` when none is set (the bridge's own Home Assistant ids leave it out).
+pub const DEFAULT_TOPIC_PREFIX: &str = "plex";
 use crate::tls::TlsOptions;
 
 /// The broker connection.
@@ -165,7 +168,7 @@ pub(super) fn validate(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if client_id.is_empty() || client_id.len() > 65535 {
         return Err(ConfigError::new("mqtt.client_id", "is empty", "set a client id such as \"plex-mqtt-bridge\""));
     }
-    let topic_prefix = raw.topic_prefix.unwrap_or_else(|| "plex".to_owned());
+    let topic_prefix = raw.topic_prefix.unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned());
     check_topic_prefix(
         &topic_prefix,
         "mqtt.topic_prefix",

@@ -65,7 +65,7 @@ impl Discovery {
             }),
         );
         let name = match bridge.prefix() {
-            super::DEFAULT_TOPIC_PREFIX => "Plex MQTT bridge".to_owned(),
+            crate::config::DEFAULT_TOPIC_PREFIX => "Plex MQTT bridge".to_owned(),
             prefix => format!("Plex MQTT bridge ({prefix})"),
         };
         let device = json!({

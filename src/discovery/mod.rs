@@ -30,9 +30,6 @@ pub use server::{connected_object_id, ServerDevice};
 
 use crate::topic::{fold_segment, BridgeTopics, DiscoveryTopics, ServerTopics};
 
-/// The topic prefix the bridge's own entity ids leave out (the default).
-const DEFAULT_TOPIC_PREFIX: &str = "plex";
-
 /// The oldest Home Assistant release with everything this discovery uses (device-based discovery).
 pub const MIN_HOME_ASSISTANT: &str = "2024.11";
 /// Event types of the `Playback` event entities (server and player) — the `event_type`s of
@@ -62,7 +59,7 @@ impl Discovery {
         Discovery {
             topics: DiscoveryTopics::new(discovery_prefix),
             bridge_entity_base: match topic_prefix {
-                DEFAULT_TOPIC_PREFIX => "plex_mqtt_bridge".to_owned(),
+                crate::config::DEFAULT_TOPIC_PREFIX => "plex_mqtt_bridge".to_owned(),
                 other => format!("plex_mqtt_bridge_{}", slug(other)),
             },
             node: format!("plexmqtt_{:08x}", fnv32(topic_prefix)),

@@ -76,13 +76,15 @@ impl Library {
         }
     }
 
-    /// Applies one activity item: the start and end of library scans.
+    /// Applies one raw activity item (the tests' way in; see [`Library::on_activity_fields`]).
+    #[cfg(test)]
     pub fn on_activity(&self, raw: &[u8]) -> Option<LibraryChange> {
         let item = Fields::parse(raw)?;
         self.on_activity_fields(&item, &item.object("Activity")?)
     }
 
-    /// [`Library::on_activity`] for an item already read (`item`, and its `Activity` object).
+    /// Applies one activity item, already read (`item`, and its `Activity` object): the start and end of
+    /// library scans.
     pub fn on_activity_fields(&self, item: &Fields<'_>, activity: &Fields<'_>) -> Option<LibraryChange> {
         if activity.text("type").as_deref() != Some("library.update.section") {
             return None;

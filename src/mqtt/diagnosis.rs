@@ -51,38 +51,41 @@ impl SessionHistory {
     }
 }
 
-/// Whether the broker ended the connection (end of stream, reset, abort) rather than the network or a timeout.
-fn closed_by_broker(error: &ConnectionError) -> bool {
-    use std::io::ErrorKind;
-    let closed = |io: &std::io::Error| {
-        matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted)
-    };
+/// The socket error behind `error`, wherever the client put it: the fork reports a failed socket read as a
+/// "serialization/deserialization error", but what it means is that the connection broke.
+fn io_error(error: &ConnectionError) -> Option<&std::io::Error> {
     match error {
-        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
         ConnectionError::Io(io)
         | ConnectionError::MqttState(
             StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)),
-        ) => closed(io),
-        _ => false,
+        ) => Some(io),
+        _ => None,
     }
+}
+
+/// Whether the broker ended the connection (end of stream, reset, abort) rather than the network or a timeout.
+fn closed_by_broker(error: &ConnectionError) -> bool {
+    use std::io::ErrorKind;
+    if matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted)) {
+        return true;
+    }
+    io_error(error).is_some_and(|io| {
+        matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted)
+    })
 }
 
 /// A readable reason for a broker connection error (rumqttc's own texts are terse).
 pub fn describe(error: &ConnectionError, broker: &str) -> String {
+    if let Some(io) = io_error(error) {
+        // What the user needs to know: the connection broke (a broker restart or crash, a network fault).
+        if crate::fd_limit::is_exhausted(io) {
+            return crate::fd_limit::describe(io, &format!("cannot connect to the broker at {broker}"));
+        }
+        return format!("connection to the broker at {broker} failed: {io}");
+    }
     match error {
         ConnectionError::Tls(tls) => crate::tls::describe_handshake_error(broker, tls),
         ConnectionError::ConnectionRefused(code) => refusal(*code),
-        // The fork reports a failed socket read as a "serialization/deserialization error"; what the user
-        // needs to know is that the connection broke (a broker restart or crash, a network fault).
-        ConnectionError::Io(io)
-        | ConnectionError::MqttState(
-            StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)),
-        ) => {
-            if crate::fd_limit::is_exhausted(io) {
-                return crate::fd_limit::describe(io, &format!("cannot connect to the broker at {broker}"));
-            }
-            format!("connection to the broker at {broker} failed: {io}")
-        }
         ConnectionError::MqttState(StateError::ConnectionAborted) => {
             format!("the broker at {broker} closed the connection")
         }

@@ -51,12 +51,16 @@ pub(super) async fn drive(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let dropped = {
+                let (dropped, dropped_answers) = {
                     let mut outbox = shared.outbox();
                     outbox.resend_all_retained();
-                    outbox.dropped()
+                    (outbox.dropped(), outbox.dropped_answers())
                 };
-                tracing::info!(dropped_live_events_total = dropped, "connected to the MQTT broker");
+                tracing::info!(
+                    dropped_live_events_total = dropped,
+                    dropped_answers_total = dropped_answers,
+                    "connected to the MQTT broker"
+                );
                 outage_reported = false;
                 last_tls_error.clear();
                 // The backoff is reset only once a connection has lasted (below): a broker that accepts and

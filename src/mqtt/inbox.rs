@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ConstantBuilder};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
@@ -71,11 +70,6 @@ impl CommandReceiver {
     /// The next command (`None` once the inbox dropped its end).
     pub async fn recv(&mut self) -> Option<InboundCommand> {
         self.rx.recv().await
-    }
-
-    /// Whether no command is waiting now.
-    pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
     }
 
     /// Commands that found the queue full since the last call.
@@ -203,8 +197,9 @@ impl Listeners {
         // Home Assistant came online (its birth message): send every discovery config again after a short
         // random delay, as Home Assistant recommends, so a restarted Home Assistant sees the entities at once.
         if publish.payload.as_ref() == b"online" && self.resend_at.is_none() {
-            let delay = ConstantBuilder::default().with_delay(BIRTH_DELAY).with_jitter().build().next();
-            self.resend_at = Some(tokio::time::Instant::now() + delay.unwrap_or(BIRTH_DELAY));
+            // Between BIRTH_DELAY and twice that: the first delay of the project's jittered backoff.
+            let delay = crate::backoff::Backoff::new(BIRTH_DELAY, 2 * BIRTH_DELAY).next_delay();
+            self.resend_at = Some(tokio::time::Instant::now() + delay);
         }
         true
     }

@@ -232,13 +232,9 @@ impl Outbox {
         Some(Outgoing { topic, payload, lane: Lane::Live })
     }
 
-    /// Records that `message` went to the client, in the order the client will write it.
-    pub fn handed_over(&mut self, message: &Outgoing) {
-        self.handed.push_back(Sent::of(message));
-    }
-
-    /// Like [`Outbox::handed_over`], from what was noted of the message before it went.
-    pub fn handed_over_as(&mut self, sent: Sent) {
+    /// Records that a message (noted as `sent` before it went) is in the client's channel, in the order the
+    /// client will write it.
+    pub fn handed_over(&mut self, sent: Sent) {
         self.handed.push_back(sent);
     }
 
@@ -321,6 +317,11 @@ impl Outbox {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// Answers dropped at the answer lane's hard cap so far (only during a long broker outage).
+    pub fn dropped_answers(&self) -> u64 {
+        self.answers.dropped()
+    }
 }
 
 #[cfg(test)]
@@ -355,7 +356,7 @@ mod tests {
     fn drain(outbox: &mut Outbox) -> Vec<(String, String, bool)> {
         let mut out = Vec::new();
         while let Some(m) = outbox.pop() {
-            outbox.handed_over(&m);
+            outbox.handed_over(Sent::of(&m));
             out.push((m.topic.clone(), String::from_utf8(m.payload.to_vec()).unwrap(), m.retain()));
         }
         out

@@ -160,6 +160,11 @@ impl Publisher {
         taken.into_iter().filter_map(|topic| stale.remove_entry(&topic)).collect()
     }
 
+    /// The leftover retained payload of one topic, if an earlier run left one, left in place.
+    pub fn stale_payload(&self, topic: &str) -> Option<Bytes> {
+        self.shared.stale.lock().unwrap_or_else(|p| p.into_inner()).get(topic).cloned()
+    }
+
     /// The leftover retained payloads whose topic `wanted` accepts, left in place.
     pub fn stale_payloads(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, Bytes)> {
         let stale = self.shared.stale.lock().unwrap_or_else(|p| p.into_inner());

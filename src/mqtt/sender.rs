@@ -55,8 +55,8 @@ pub(super) async fn send(
                 shared.outbox().not_handed_over(&sent);
                 continue;
             }
-            match hand_over(&client, message, qos, &mut connected).await {
-                Handed::Yes => shared.outbox().handed_over_as(sent),
+            match hand_over(&client, message, qos, &connected).await {
+                Handed::Yes => shared.outbox().handed_over(sent),
                 Handed::ConnectionChanged => {
                     shared.outbox().not_handed_over(&sent);
                     continue;
@@ -104,8 +104,9 @@ enum Handed {
 }
 
 /// Hands one message to the client: at once while its request channel has room, else waiting for room — unless
-/// the connection changes meanwhile, which leaves it unqueued.
-async fn hand_over(client: &AsyncClient, message: Outgoing, qos: QoS, connected: &mut watch::Receiver<bool>) -> Handed {
+/// the connection changes meanwhile, which leaves it unqueued. It waits on a copy of `connected`: waiting marks a
+/// change as seen, and the caller must still see it to keep the rest of its batch from the new connection.
+async fn hand_over(client: &AsyncClient, message: Outgoing, qos: QoS, connected: &watch::Receiver<bool>) -> Handed {
     let options = PublishOptions::new(qos).retain(message.retain());
     match client.try_publish(message.topic, message.payload, options) {
         Ok(()) => Handed::Yes,
@@ -113,11 +114,12 @@ async fn hand_over(client: &AsyncClient, message: Outgoing, qos: QoS, connected:
             // Rare (the channel holds a flush's worth): the message comes back in the refused request.
             let Request::Publish(publish) = *request else { return Handed::ClientGone };
             let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+            let mut watching = connected.clone();
             tokio::select! {
                 sent = client.publish(topic, publish.payload, options) => {
                     if sent.is_ok() { Handed::Yes } else { Handed::ClientGone }
                 }
-                _ = connected.changed() => Handed::ConnectionChanged,
+                _ = watching.changed() => Handed::ConnectionChanged,
             }
         }
         Err(_) => Handed::ClientGone,

@@ -67,11 +67,6 @@ impl PlexHttp {
         super::read_token(&self.token)
     }
 
-    /// Where the token comes from.
-    pub fn token_source(&self) -> &TokenSource {
-        &self.token
-    }
-
     /// Refuses REST responses larger than `bytes` (`plex.max_response_size`), reading no further.
     pub fn with_max_response_size(mut self, bytes: usize) -> Self {
         self.max_response_size = bytes;
@@ -81,11 +76,6 @@ impl PlexHttp {
     /// The client, for the EventSource transport (a stream has no overall timeout).
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    /// The server's base URL.
-    pub fn base(&self) -> &Url {
-        &self.base
     }
 
     /// `GET /`: the identity, which also proves the token is accepted.
@@ -185,11 +175,6 @@ impl PlexHttp {
             }
         }
         Ok(ActResponse { status, body: body.freeze() })
-    }
-
-    /// How long a REST call may take.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
     }
 }
 

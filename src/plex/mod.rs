@@ -145,28 +145,6 @@ impl PlexError {
         }
     }
 
-    /// The same error, as [`PlexError::OutOfFileDescriptors`] when its text is a socket the process could not open
-    /// for want of descriptors. For errors that reach here as text only (the WebSocket's TCP connect formats its
-    /// `io::Error`, whose text ends in `(os error 24)` for EMFILE); typed errors are recognised where they
-    /// arise.
-    pub fn naming_fd_exhaustion(self) -> Self {
-        match self {
-            PlexError::Transport(text) => {
-                let code =
-                    [libc::EMFILE, libc::ENFILE].into_iter().find(|c| text.ends_with(&format!("(os error {c})")));
-                match (code, text.rsplit_once(": ")) {
-                    // `<what failed>: <the OS's text> (os error 24)`: what failed, then what it means.
-                    (Some(code), Some((what, _))) => PlexError::OutOfFileDescriptors(crate::fd_limit::describe(
-                        &std::io::Error::from_raw_os_error(code),
-                        what,
-                    )),
-                    _ => PlexError::Transport(text),
-                }
-            }
-            other => other,
-        }
-    }
-
     /// Whether a failed WebSocket connection means "this server (or what is in front of it) does not do
     /// WebSocket", which makes `transport = "auto"` use EventSource: 404 on both paths, 400, 405, 426, or a
     /// handshake the server broke off.

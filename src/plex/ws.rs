@@ -72,11 +72,6 @@ impl WsEndpoint {
         }
     }
 
-    /// The path that worked last (or will be tried first).
-    pub fn path(&self) -> &'static str {
-        self.path
-    }
-
     /// Opens the socket: the remembered path first, the other spelling after a 404.
     pub async fn connect(&mut self, headers: &HeaderMap, token: &Secret) -> Result<WsStream, PlexError> {
         match self.connect_path(self.path, headers, token).await {
@@ -141,9 +136,14 @@ impl WsEndpoint {
             .max_frame_size(Some(self.max_message_size))
             .read_buffer_size(READ_BUFFER);
         let handshake = async {
-            let tcp = TcpStream::connect((host.as_str(), port))
-                .await
-                .map_err(|e| PlexError::Transport(format!("connection to {host}:{port} failed: {e}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| {
+                let what = format!("connection to {host}:{port} failed");
+                if crate::fd_limit::is_exhausted(&e) {
+                    PlexError::OutOfFileDescriptors(crate::fd_limit::describe(&e, &what))
+                } else {
+                    PlexError::Transport(format!("{what}: {e}"))
+                }
+            })?;
             let _ = tcp.set_nodelay(true);
             let io: Box<dyn Io> = if secure {
                 let config = self

@@ -112,7 +112,7 @@ impl Renewer {
         let mut scheduled_not_before: Option<SystemTime> = None;
         loop {
             let next = self
-                .look(&mut status, woken || retry_pending, scheduled_not_before, &mut missing_key_logged)
+                .look(&file, &mut status, woken || retry_pending, scheduled_not_before, &mut missing_key_logged)
                 .unwrap_or(Next::Wait(RECHECK));
             telemetry().health().set_token_status(&file, status.clone());
             woken = false;
@@ -143,8 +143,8 @@ impl Renewer {
                             tracing::info!(file = %self.token_file.display(),
                                 expires_at = %expires_at.map_or_else(|| "unknown".to_owned(), rfc3339),
                                 "Plex token renewed");
+                            // The status (problem cleared, the new expiry) is read and reported at once, above.
                             status.problem = None;
-                            telemetry().health().set_token_status(&file, status.clone());
                             continue;
                         }
                         Err(error) => {
@@ -182,6 +182,7 @@ impl Renewer {
     /// Reads the token file and decides what to do; updates the status. `None`: nothing can be done now.
     fn look(
         &self,
+        file: &str,
         status: &mut TokenStatus,
         woken: bool,
         scheduled_not_before: Option<SystemTime>,
@@ -201,7 +202,7 @@ impl Renewer {
             status.problem = None;
         }
         if let Some(at) = expires_at {
-            telemetry().token_expiry(&self.token_file.display().to_string(), at);
+            telemetry().token_expiry(file, at);
         }
         if !matches!(kind, TokenKind::Jwt { .. }) {
             return None;

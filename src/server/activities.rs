@@ -53,14 +53,17 @@ pub struct RunningActivities {
 }
 
 impl RunningActivities {
-    /// Applies one `ActivityNotification` item that arrived at `now_ms`.
+    /// Applies one raw `ActivityNotification` item that arrived at `now_ms` (the tests' way in; the state task
+    /// reads each item once and calls [`RunningActivities::apply_fields`]).
+    #[cfg(test)]
     pub fn apply(&mut self, raw: &[u8], now_ms: u64) -> ActivityChange {
         let Some(item) = Fields::parse(raw) else { return ActivityChange::Nothing };
         let Some(activity) = item.object("Activity") else { return ActivityChange::Nothing };
         self.apply_fields(&item, &activity, now_ms)
     }
 
-    /// [`RunningActivities::apply`] for an item already read (`item`, and its `Activity` object).
+    /// Applies one `ActivityNotification` item that arrived at `now_ms`, already read (`item`, and its
+    /// `Activity` object).
     pub fn apply_fields(&mut self, item: &Fields<'_>, activity: &Fields<'_>, now_ms: u64) -> ActivityChange {
         let Some(uuid) = item.text("uuid").or_else(|| activity.text("uuid")).filter(|u| !u.is_empty()) else {
             return ActivityChange::Nothing;

@@ -98,7 +98,7 @@ impl Announcer {
         // Section buttons this device had (in this run, or in the config an earlier run left): removed unless
         // offered again.
         let config_topic = discovery.config_topic(&device_id);
-        for (_, payload) in publisher.stale_payloads(|t| t == config_topic) {
+        if let Some(payload) = publisher.stale_payload(&config_topic) {
             let earlier = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
             self.buttons.previous.extend(section_button_keys(&earlier));
         }
@@ -108,7 +108,7 @@ impl Announcer {
         // entity id before the real device claims it.
         let provisional = self.provisional.take().or_else(|| {
             let topic = discovery.config_topic(&discovery.provisional_device_id(self.url.as_str()));
-            let (_, payload) = publisher.stale_payloads(|t| t == topic).into_iter().next()?;
+            let payload = publisher.stale_payload(&topic)?;
             let earlier: serde_json::Value = serde_json::from_slice(&payload).ok()?;
             Some((topic, connected_object_id(&earlier)?.to_owned()))
         });
@@ -129,7 +129,7 @@ impl Announcer {
         // remove it first, so Home Assistant frees the entity ids before the new device claims them (else
         // every entity would come back as `…_2`).
         let legacy = discovery.legacy_server_config_topic(self.url.as_str());
-        if !publisher.stale_payloads(|t| t == legacy).is_empty() {
+        if publisher.stale_payload(&legacy).is_some() {
             publisher.clear(legacy);
         }
         publisher.retain(topic, config.to_string());
@@ -143,7 +143,7 @@ impl Announcer {
         if self.identified || self.last_known_looked_up {
             return None;
         }
-        if !self.context.publisher.stale_scan_done(std::time::Duration::from_secs(3)).await {
+        if !self.context.publisher.stale_scan_done(super::LEFTOVERS_WAIT).await {
             return None; // the broker's leftovers are not known yet: look at the next failure
         }
         self.last_known_looked_up = true;

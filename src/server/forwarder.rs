@@ -8,7 +8,7 @@
 
 use tokio::sync::mpsc;
 
-use super::state_task::{StateInput, TRANSCODE_CHANGES};
+use super::state_task::{follows, StateInput};
 use crate::log_limit::LogLimiter;
 use crate::model::router::route_into;
 use crate::mqtt::outbox::Action;
@@ -16,9 +16,6 @@ use crate::mqtt::Publisher;
 use crate::plex::{Forward, Incoming};
 use crate::telemetry::{telemetry, NotificationCounts};
 use crate::topic::ServerTopics;
-
-/// Notification types the state task follows.
-const STATEFUL_KINDS: [&str; 3] = ["playing", "timeline", "activity"];
 
 /// One server's forwarder; it lives across reconnects, so its counts are the server's.
 pub struct Forwarder {
@@ -52,11 +49,6 @@ impl Forwarder {
     /// The server's topic name is known (or changed): publish under `topics`, count in `counts`.
     pub fn name(&mut self, topics: ServerTopics, counts: NotificationCounts) {
         self.named = Some((topics, counts));
-    }
-
-    /// Whether the server's topics are known, so notifications can be forwarded.
-    pub fn is_named(&self) -> bool {
-        self.named.is_some()
     }
 
     /// The session ended: the count of malformed messages not logged, if any.
@@ -97,8 +89,7 @@ impl Forward for Forwarder {
                 counts.count(&notification.kind);
                 route_into(topics, &notification, &mut self.actions);
                 self.publisher.apply(self.actions.drain(..));
-                let kind = notification.kind.as_str();
-                if STATEFUL_KINDS.contains(&kind) || TRANSCODE_CHANGES.contains(&kind) {
+                if follows(notification.kind.as_str()) {
                     self.hand_to_state_task(StateInput::Notification(notification));
                 }
             }

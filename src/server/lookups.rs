@@ -1,7 +1,7 @@
 //! The state task's REST look-ups: each runs in a task of its own, so a slow server never blocks the state task,
 //! and its result comes back as a [`Fetched`]. The tasks belong to the state task's [`Lookups`]: they end with it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -17,8 +17,6 @@ use crate::topic::fold_segment_or;
 pub const ARTWORK_MAX_BYTES: usize = 1024 * 1024;
 /// The poster size asked of PMS's photo transcoder: enough for a dashboard card, small on the broker.
 const ARTWORK_SIZE: (u32, u32) = (400, 600);
-/// How long a look-up that needs the broker's leftovers waits for the start-up read of them.
-const LEFTOVERS_WAIT: Duration = Duration::from_secs(3);
 
 /// The result of one look-up.
 pub enum Fetched {
@@ -57,23 +55,23 @@ impl Lookups {
 
     /// `GET /status/sessions`, once the broker's leftovers are known (the first snapshot clears stale sessions).
     pub fn sessions(&mut self) {
-        let (http, publisher) = (self.http.clone(), self.publisher.clone());
-        self.running.spawn(async move {
-            publisher.stale_scan_done(LEFTOVERS_WAIT).await;
-            let requested_at_ms = now_ms();
-            let result = http.get_bytes("/status/sessions").await;
-            Fetched::Sessions { requested_at_ms, result }
-        });
+        self.snapshot("/status/sessions", |requested_at_ms, result| Fetched::Sessions { requested_at_ms, result });
     }
 
     /// `GET /activities`, once the broker's leftovers are known (activities an earlier run left are cleared).
     pub fn activities(&mut self) {
+        self.snapshot("/activities", |requested_at_ms, result| Fetched::Activities { requested_at_ms, result });
+    }
+
+    /// Reads a snapshot of the server's state at `path` once the broker's leftovers are known, noting when it was
+    /// asked for (changes notified after that are newer than the snapshot).
+    fn snapshot(&mut self, path: &'static str, fetched: fn(u64, Result<Bytes, PlexError>) -> Fetched) {
         let (http, publisher) = (self.http.clone(), self.publisher.clone());
         self.running.spawn(async move {
-            publisher.stale_scan_done(LEFTOVERS_WAIT).await;
+            publisher.stale_scan_done(super::LEFTOVERS_WAIT).await;
             let requested_at_ms = now_ms();
-            let result = http.get_bytes("/activities").await;
-            Fetched::Activities { requested_at_ms, result }
+            let result = http.get_bytes(path).await;
+            fetched(requested_at_ms, result)
         });
     }
 

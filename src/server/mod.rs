@@ -25,6 +25,7 @@ pub mod supervisor;
 pub mod transport;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
@@ -32,6 +33,10 @@ use crate::config::{CommandsConfig, PlayersConfig, PlexConfig};
 use crate::discovery::{Discovery, KnownServers};
 use crate::mqtt::{CommandInbox, Publisher};
 use crate::topic::BridgeTopics;
+
+/// How long a step that must see the broker's leftovers (what an earlier run retained) waits for the start-up
+/// read of them; well under a second once the broker is reached.
+pub const LEFTOVERS_WAIT: Duration = Duration::from_secs(3);
 
 /// What the tasks of every server share: one per bridge, built by the wiring.
 #[derive(Clone)]

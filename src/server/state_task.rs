@@ -34,9 +34,11 @@ use crate::topic::{BridgeTopics, ServerName, ServerTopics};
 
 /// `playing` items handled between two yields to the other tasks of the runtime (see the `playing` arm).
 const ITEMS_BETWEEN_YIELDS: usize = 256;
-/// The look-ups that retry on their own timer (also how `/healthz` tells whose problem it shows).
+/// The look-ups whose problems `/healthz` shows, one each, under these names. Sessions and activities retry on
+/// timers of their own; metadata and artwork are asked again by the next notification that needs them.
 const SESSIONS: &str = "/status/sessions";
 const ACTIVITIES: &str = "/activities";
+const METADATA: &str = "/library/metadata";
 const ARTWORK: &str = "artwork";
 /// Inputs waiting for the state task; beyond this, enrichment input is dropped (and logged).
 pub const QUEUE: usize = 1024;
@@ -57,7 +59,13 @@ pub enum StateInput {
 /// Transcoder notifications: a transcode that starts or ends changes a session's details (decision, bandwidth),
 /// which only `/status/sessions` tells. (`transcodeSession.update`, every few seconds, is left to the periodic
 /// read for progress.)
-pub const TRANSCODE_CHANGES: [&str; 3] = ["transcodeSession.start", "transcodeSession.end", "transcode.end"];
+const TRANSCODE_CHANGES: [&str; 3] = ["transcodeSession.start", "transcodeSession.end", "transcode.end"];
+
+/// Whether the state task follows notifications of type `kind` (the forwarder hands it only those): playback,
+/// activities, and the transcoder changes above.
+pub fn follows(kind: &str) -> bool {
+    matches!(kind, "playing" | "timeline" | "activity") || TRANSCODE_CHANGES.contains(&kind)
+}
 
 /// Everything the state task needs.
 pub struct StateTask {
@@ -245,7 +253,7 @@ impl StateTask {
                                 Ok(list) => {
                                     tracing::debug!(sessions = list.len(), "read /status/sessions");
                                     sessions.answered();
-                                    self.health.set_rest_problem(SESSIONS, None, None);
+                                    self.record_look_up(SESSIONS, None, None);
                                     let untracked_before = tracker.untracked();
                                     let effects = tracker.on_snapshot(list, requested_at_ms, now_ms());
                                     self.apply(topics, effects, &tracker, &mut side);
@@ -266,7 +274,7 @@ impl StateTask {
                         Fetched::Activities { requested_at_ms, result } => match result {
                             Ok(body) => {
                                 activities_retry.succeeded();
-                                self.health.set_rest_problem(ACTIVITIES, None, None);
+                                self.record_look_up(ACTIVITIES, None, None);
                                 if self.reconcile_activities(topics, &body, &mut activities, requested_at_ms) {
                                     self.publish_activities(topics, &activities);
                                 }
@@ -278,7 +286,7 @@ impl StateTask {
                             }
                         },
                         Fetched::Metadata { item_id, fallback, result } => {
-                            self.health.set_rest_problem("/library/metadata", result.as_ref().err().map(|e| (e.reason(), e.to_string())), None);
+                            self.record_look_up(METADATA, result.as_ref().err(), None);
                             // Parsed once, for the item_added event and (webhook_compat) library.new alike.
                             let body: Option<serde_json::Value> = match result {
                                 Ok(bytes) => serde_json::from_slice(&bytes).ok(),
@@ -299,12 +307,13 @@ impl StateTask {
                                 self.publisher.apply([Action::Live { topic: topics.webhook(), payload: Bytes::from(webhook.to_string()) }]);
                             }
                         }
-                        Fetched::Artwork { player, thumb, result } => match result.inspect_err(|e| {
-                            self.health.set_rest_problem(ARTWORK, Some((e.reason(), e.to_string())), None);
-                        }).inspect(|_| self.health.set_rest_problem(ARTWORK, None, None)) {
-                            Ok(image) => side.artwork_fetched(topics, &player, &thumb, image),
-                            Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
-                        },
+                        Fetched::Artwork { player, thumb, result } => {
+                            self.record_look_up(ARTWORK, result.as_ref().err(), None);
+                            match result {
+                                Ok(image) => side.artwork_fetched(topics, &player, &thumb, image),
+                                Err(error) => tracing::warn!(%error, player, "cannot fetch the artwork of what a player shows; its image stays as it was"),
+                            }
+                        }
                     }
                 }
                 () = &mut state_timer => {
@@ -341,10 +350,16 @@ impl StateTask {
         }
     }
 
+    /// Shows one look-up's problem in `/healthz` (with when it is tried again, if it retries on a timer), or
+    /// clears it after a success.
+    fn record_look_up(&self, source: &'static str, error: Option<&PlexError>, retry_at: Option<std::time::SystemTime>) {
+        self.health.set_rest_problem(source, error.map(|e| (e.reason(), e.to_string())), retry_at);
+    }
+
     /// A failed `/status/sessions` or `/activities` read: shown in `/healthz` with when it is tried again, and
     /// logged (a warning when the reason is new, so a server that stays down does not fill the log).
     fn failed_look_up(&self, path: &'static str, error: &PlexError, failure: Failure, meanwhile: &str) {
-        self.health.set_rest_problem(path, Some((error.reason(), error.to_string())), Some(failure.retry_at));
+        self.record_look_up(path, Some(error), Some(failure.retry_at));
         let retry_at = crate::telemetry::health::rfc3339(failure.retry_at);
         if failure.new_reason {
             tracing::warn!(%error, retry_in = ?failure.retry_in, %retry_at, "cannot read {path}; {meanwhile}");

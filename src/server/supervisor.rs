@@ -192,7 +192,7 @@ impl Supervisor {
             // The first announcement replaces what an earlier version left on the broker (see `announce`):
             // read it first (well under a second once the broker is reached; bounded).
             tokio::select! {
-                _ = context.publisher.stale_scan_done(Duration::from_secs(3)) => {}
+                _ = context.publisher.stale_scan_done(super::LEFTOVERS_WAIT) => {}
                 () = cancel.cancelled() => return Attempt::Shutdown,
             }
         }

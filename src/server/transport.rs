@@ -61,7 +61,7 @@ impl Endpoints {
         if !websocket_first {
             return self.eventsource.connect(token).await.map(Connected::EventSource);
         }
-        match self.websocket.connect(headers, token).await.map_err(PlexError::naming_fd_exhaustion) {
+        match self.websocket.connect(headers, token).await {
             Ok(stream) => Ok(Connected::WebSocket(stream)),
             Err(error) if self.transport == Transport::Auto && error.is_upgrade_refusal() => {
                 tracing::info!(reason = %error, "WebSocket refused by this server; using EventSource from now on");

@@ -92,11 +92,6 @@ pub struct NotificationCounts {
 }
 
 impl NotificationCounts {
-    /// The server these count for (its label in the metrics).
-    pub fn server(&self) -> &str {
-        &self.server
-    }
-
     /// A notification of type `kind` arrived.
     pub fn count(&mut self, kind: &str) {
         let (telemetry, server) = (self.telemetry, &self.server);
