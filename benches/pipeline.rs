@@ -96,6 +96,14 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
+    /// CPU time (ns) of the raw publisher's MQTT client so far, when the target is the broker.
+    fn client_cpu_ns(&self) -> Option<u64> {
+        match self {
+            Target::Bridge(_) => None,
+            Target::Broker(raw) => Some(raw.client_cpu_ns()),
+        }
+    }
+
     async fn send(&self, seq: u64, base: Instant) {
         let t = base.elapsed();
         let item = loadgen::item(seq, t.as_nanos() as u64, t.as_millis() as u64);
@@ -171,6 +179,8 @@ struct Throughput {
     from: Cpu,
     to: Cpu,
     lost: u64,
+    /// CPU time (ns) of the raw publisher's MQTT client thread over the measured interval (ceiling phase only).
+    client_ns: Option<u64>,
 }
 
 /// Sends as fast as the pipeline takes, keeping at most [`WINDOW`] in flight; measures after the warm-up.
@@ -180,10 +190,10 @@ async fn closed_loop(target: &Target<'_>, sub: &Subscriber, seq: &mut u64, base:
     let mut sent = 0u64;
     let start = Instant::now();
     let end = start + THROUGHPUT_WARMUP + THROUGHPUT_MEASURE;
-    let mut mark: Option<(Instant, u64, Cpu)> = None;
+    let mut mark: Option<(Instant, u64, Cpu, Option<u64>)> = None;
     while Instant::now() < end {
         if mark.is_none() && Instant::now() >= start + THROUGHPUT_WARMUP {
-            mark = Some((Instant::now(), sub.received(), pids.cpu()));
+            mark = Some((Instant::now(), sub.received(), pids.cpu(), target.client_cpu_ns()));
         }
         let outstanding = sent - (sub.received() - first_received);
         if outstanding < window {
@@ -197,8 +207,8 @@ async fn closed_loop(target: &Target<'_>, sub: &Subscriber, seq: &mut u64, base:
             let _ = tokio::time::timeout(Duration::from_millis(1), sub.counter.progress.notified()).await;
         }
     }
-    let (t0, r0, from) = mark.expect("the warm-up is shorter than the phase");
-    let (t1, r1, to) = (Instant::now(), sub.received(), pids.cpu());
+    let (t0, r0, from, client0) = mark.expect("the warm-up is shorter than the phase");
+    let (t1, r1, to, client1) = (Instant::now(), sub.received(), pids.cpu(), target.client_cpu_ns());
     let all = sub.wait_for(first_received + sent, Duration::from_secs(5)).await;
     let seconds = (t1 - t0).as_secs_f64();
     Throughput {
@@ -209,6 +219,7 @@ async fn closed_loop(target: &Target<'_>, sub: &Subscriber, seq: &mut u64, base:
         from,
         to,
         lost: first_received + sent - all,
+        client_ns: client0.zip(client1).map(|(a, b)| b.saturating_sub(a)),
     }
 }
 
@@ -529,6 +540,14 @@ async fn run() {
         through.to.bridge - through.from.bridge,
         through.measured
     );
+    if let Some(ns) = ceiling.client_ns {
+        // The same client, settings and payloads as the bridge's, with nothing else in its thread: a floor under
+        // what the bridge can spend per notification (it publishes the PUBLISHes per notification above).
+        println!(
+            "  MQTT client alone (the raw publisher's event-loop thread) per 100k PUBLISHes: {:.2} s",
+            ns as f64 / 1e9 / ceiling.measured.max(1) as f64 * 100_000.0
+        );
+    }
     println!();
     println!("== latency, frame sent -> message received, at {LATENCY_RATE}/s");
     let lat_row = |name: &str, l: &Latency| {

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -548,9 +549,14 @@ pub async fn restart_broker_behind(
 
 /// A raw rumqttc publisher (the broker-only baseline) with `inflight` unacknowledged messages at most (the
 /// benchmark gives it the bridge's default `mqtt.max_inflight`), Nagle off.
+/// The event loop runs on a thread of its own (a current-thread runtime), so the CPU time of the MQTT client
+/// itself — what any publisher built on it pays per PUBLISH — can be read apart from the rest of the process.
 pub struct RawPublisher {
     pub client: AsyncClient,
-    task: JoinHandle<()>,
+    /// Kept so the thread (and its CPU clock) is not detached while the publisher lives.
+    _thread: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    clock: libc::clockid_t,
 }
 
 impl RawPublisher {
@@ -567,33 +573,57 @@ impl RawPublisher {
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("raw-mqtt-client".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                runtime.block_on(async move {
+                    let mut ready = Some(ready_tx);
+                    while !stopped.load(Ordering::Relaxed) {
+                        match eventloop.poll().await {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                if let Some(ready) = ready.take() {
+                                    let _ = ready.send(());
+                                }
+                            }
+                            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                            Ok(_) => {}
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
+                })
+            })
+            .expect("the raw publisher's thread starts");
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the thread is alive (joined only on drop); the call only writes `clock`.
+        let found = unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) };
+        assert_eq!(found, 0, "the raw publisher thread's CPU clock");
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .expect("the raw publisher connected within 10 s")
             .expect("the raw publisher's event loop is running");
-        RawPublisher { client, task }
+        RawPublisher { client, _thread: thread, stop, clock }
+    }
+
+    /// CPU time (ns) the client's event loop thread has used so far.
+    pub fn client_cpu_ns(&self) -> u64 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `clock` belongs to a thread that is joined only on drop; the call only writes `now`.
+        if unsafe { libc::clock_gettime(self.clock, &mut now) } != 0 {
+            return 0;
+        }
+        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
     }
 }
 
 impl Drop for RawPublisher {
     fn drop(&mut self) {
+        // The event loop returns on the DISCONNECT it writes, or on its next error after the stop flag; it is not
+        // joined, so a publisher whose channel is full cannot hang the benchmark.
+        self.stop.store(true, Ordering::Relaxed);
         let _ = self.client.try_disconnect();
-        self.task.abort();
     }
 }
 
