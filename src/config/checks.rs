@@ -32,21 +32,21 @@ pub(super) fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Every TLS file must be readable and hold what it should, so a typo is a config error, not a reconnect loop.
+/// Every TLS file must be readable and hold what it should (CA certificates rustls accepts, a client key of a
+/// type it can sign with that belongs to the client certificate), so a mistake is a config error, not a
+/// reconnect loop or a daemon that exits at start-up: the check builds the configuration a connection would.
 pub(super) fn check_tls_files(tls: &TlsOptions, section: &str) -> Result<(), ConfigError> {
-    let fix = "point it at a readable PEM file";
-    if let Some(path) = &tls.ca_file {
-        crate::tls::read_certs(path).map_err(|e| ConfigError::new(format!("{section}.ca_file"), e.to_string(), fix))?;
+    if tls.ca_file.is_none() && tls.client_cert.is_none() && tls.client_key.is_none() {
+        return Ok(());
     }
-    if let Some(path) = &tls.client_cert {
-        crate::tls::read_certs(path)
-            .map_err(|e| ConfigError::new(format!("{section}.client_cert"), e.to_string(), fix))?;
-    }
-    if let Some(path) = &tls.client_key {
-        crate::tls::read_key(path)
-            .map_err(|e| ConfigError::new(format!("{section}.client_key"), e.to_string(), fix))?;
-    }
-    Ok(())
+    crate::tls::client_config(tls).map(drop).map_err(|error| match error.setting() {
+        Some(setting) => ConfigError::new(format!("{section}.{}", setting.key()), error.to_string(), setting.fix()),
+        None => ConfigError::new(
+            format!("{section}.ca_file"),
+            format!("is unset and the platform's trust store cannot be used: {error}"),
+            "set it to a PEM file with the CA certificate(s) to trust",
+        ),
+    })
 }
 
 /// What a URL has beyond scheme, host and port (and user-info, where `credentials` allows it), named without
