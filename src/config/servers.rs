@@ -43,6 +43,12 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// How logs and the renewer name the server before its topic name is known: the configured `name`, else the
+    /// config key (`servers[0]`).
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.key)
+    }
+
     /// The rustls configuration for an `https://` server (`None` for `http://`), shared by its REST calls and
     /// its notification socket.
     pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::tls::TlsError> {

@@ -78,6 +78,11 @@ pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// A server's label in metrics and health documents: its topic name once known, else its config key.
+fn label<'a>(name: Option<&'a str>, key: &'a str) -> &'a str {
+    name.unwrap_or(key)
+}
+
 /// One failing REST look-up.
 #[derive(Debug, Clone)]
 struct RestProblem {
@@ -152,7 +157,7 @@ impl ServerHealth {
     /// The name metrics and health use for this server: its topic name once known, else its config key.
     pub fn label(&self) -> String {
         let record = self.slot.record();
-        record.name.clone().unwrap_or_else(|| record.key.clone())
+        label(record.name.as_deref(), &record.key).to_owned()
     }
 
     /// The server's topic name, once known.
@@ -225,7 +230,7 @@ pub struct ServerSnapshot {
 impl ServerSnapshot {
     /// Its topic name once known, else its config key.
     pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.key)
+        label(self.name.as_deref(), &self.key)
     }
 }
 
