@@ -53,8 +53,8 @@ enum Operation {
     /// Validate the configuration, reach every Plex server (identity and token) and the broker; one line per
     /// check with the fix for each failure. Exits 1 if any check fails.
     Check,
-    /// Ask the running bridge's health endpoint (http.listen, default 127.0.0.1:9184); exits 0 when healthy.
-    /// Meant for Docker's HEALTHCHECK.
+    /// Ask the running bridge's health endpoint (http.listen, which must be set; 0.0.0.0 and [::] are asked on
+    /// loopback); exits 0 when healthy. Meant for Docker's HEALTHCHECK.
     Health,
     /// Publish one command to the running bridge (which needs `[commands] enabled = true` and the verb in
     /// `commands.allow`) and print its result. Exits 0 when the command ran, 1 when it was refused or failed.

@@ -263,13 +263,15 @@ impl HealthSnapshot {
         self.servers.iter().filter(|s| s.state == ServerState::Connected).count()
     }
 
-    /// The `/healthz` document.
+    /// The `/healthz` document: servers by label, each with its config key (`key`), which does not change when
+    /// the topic name becomes known, for readers that look a configured server up (`check`).
     pub fn to_json(&self) -> Value {
         let servers: serde_json::Map<String, Value> = self
             .servers
             .iter()
             .map(|s| {
                 let doc = json!({
+                    "key": s.key,
                     "state": s.state.as_str(),
                     "last_event_age_seconds": s.last_event_age_seconds,
                     "problem": Problem::json(s.problem.as_ref()),
@@ -392,6 +394,7 @@ mod tests {
         assert_eq!(snapshot.systemd_status(), "broker connected; plex: home connected, servers[1] connecting");
         let doc = snapshot.to_json();
         assert_eq!(doc["servers"]["home"]["token"]["kind"], "jwt");
+        assert_eq!(doc["servers"]["home"]["key"], "servers[0]");
         assert_eq!(doc["servers"]["servers[1]"]["problem"]["reason"], "connection_failed");
         assert_eq!(doc["servers"]["servers[1]"]["rest_problem"]["retry_at"], "2027-01-15T08:00:00Z");
         assert_eq!(doc["servers"]["home"]["rest_problem"], Value::Null);
