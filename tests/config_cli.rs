@@ -183,3 +183,23 @@ fn a_malformed_value_is_not_echoed_in_the_error() {
     let output = run(Some(&format!("[mqtt]\nurl = \"{url}\"\n{}", server(""))), &["--print-config"], &[]);
     assert_config_error(&output, "mqtt.url");
 }
+
+#[test]
+fn a_plextv_url_with_credentials_a_query_or_a_fragment_is_refused() {
+    for url in [
+        format!("https://bridge:{PASSWORD}@clients.plex.tv"),
+        format!("https://clients.plex.tv/?X-Plex-Token={TOKEN}"),
+        format!("https://clients.plex.tv/#{TOKEN}"),
+    ] {
+        let output = run(Some(&format!("[plex]\nplextv_url = \"{url}\"\n{}", server(""))), &["--print-config"], &[]);
+        assert_config_error(&output, "plex.plextv_url");
+        let login = run(None, &["login", "--plextv-url", &url, "--token-file", "/nonexistent/plex_token"], &[]);
+        assert_config_error(&login, "--plextv-url");
+    }
+    let proxied = run(
+        Some(&format!("[plex]\nplextv_url = \"https://proxy.lan/plextv\"\n{}", server(""))),
+        &["--print-config"],
+        &[],
+    );
+    assert_eq!(proxied.status.code(), Some(0), "a path is a proxy's prefix: {}", stderr(&proxied));
+}

@@ -61,10 +61,10 @@ pub fn main(args: &LoginArgs) -> ExitCode {
             return ExitCode::from(super::EX_CONFIG);
         }
     };
-    let plextv_url = match Url::parse(&args.plextv_url) {
-        Ok(url) if config::plextv_url_allowed(&url) => url,
-        _ => {
-            eprintln!("plex-mqtt-bridge login: --plextv-url must be an https:// URL (http:// only on loopback)");
+    let plextv_url = match config::parse_plextv_url(&args.plextv_url, "--plextv-url") {
+        Ok(url) => url,
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge login: {error}");
             return ExitCode::from(super::EX_CONFIG);
         }
     };

@@ -52,14 +52,18 @@ pub(super) fn check_tls_files(tls: &TlsOptions, section: &str) -> Result<(), Con
 /// What a URL has beyond scheme, host and port (and user-info, where `credentials` allows it), named without
 /// its content: user-info, a path other than `/`, a query or a fragment.
 pub(super) fn extra_url_part(url: &Url, credentials: bool) -> Option<&'static str> {
+    secret_url_part(url, credentials).or((url.path() != "/" && !url.path().is_empty()).then_some("a path"))
+}
+
+/// The parts of a URL that may carry a secret and would show wherever the URL is printed or logged, named
+/// without their content: user-info (unless `credentials` allows it), a query or a fragment.
+pub(super) fn secret_url_part(url: &Url, credentials: bool) -> Option<&'static str> {
     if !credentials && (!url.username().is_empty() || url.password().is_some()) {
         Some("credentials (user-info before the host)")
     } else if url.query().is_some() {
         Some("a query string")
     } else if url.fragment().is_some() {
         Some("a fragment (`#…`)")
-    } else if url.path() != "/" && !url.path().is_empty() {
-        Some("a path")
     } else {
         None
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::checks::{human, positive};
+use super::checks::{human, positive, secret_url_part};
 use super::mqtt::MqttConfig;
 use super::printable::serialize_display;
 use super::secrets::resolve_credential;
@@ -157,21 +157,28 @@ pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> St
     )
 }
 
-/// `plex.plextv_url` as configured (`None`: the default), checked with [`plextv_url_allowed`].
+/// `plex.plextv_url` as configured (`None`: the default), checked with [`parse_plextv_url`].
 fn plextv_url(configured: Option<&str>) -> Result<Url, ConfigError> {
-    let Some(text) = configured else {
-        return Url::parse(DEFAULT_PLEXTV_URL)
-            .map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"));
-    };
-    let url = Url::parse(text.trim())
-        .map_err(|_| ConfigError::new("plex.plextv_url", "is not a URL", "remove it to use https://clients.plex.tv"))?;
-    plextv_url_allowed(&url).then_some(url).ok_or_else(|| {
-        ConfigError::new(
-            "plex.plextv_url",
-            "is not https:// (plain http is allowed on loopback only)",
-            "remove it to use https://clients.plex.tv",
-        )
-    })
+    parse_plextv_url(configured.unwrap_or(DEFAULT_PLEXTV_URL), "plex.plextv_url")
+}
+
+/// A plex.tv base URL given as `key` (`plex.plextv_url`, or `login`'s `--plextv-url`): allowed by
+/// [`plextv_url_allowed`], and without user-info, a query or a fragment, which `--print-config` and the logs
+/// would show (a path stays: it is a proxy's prefix).
+pub fn parse_plextv_url(text: &str, key: &str) -> Result<Url, ConfigError> {
+    let fix = "remove it to use https://clients.plex.tv";
+    let url = Url::parse(text.trim()).map_err(|_| ConfigError::new(key, "is not a URL", fix))?;
+    if !plextv_url_allowed(&url) {
+        return Err(ConfigError::new(key, "is not https:// (plain http is allowed on loopback only)", fix));
+    }
+    match secret_url_part(&url, false) {
+        Some(part) => Err(ConfigError::new(
+            key,
+            format!("has {part}, which the bridge does not accept (it would show in logs)"),
+            "write it as https://HOST[:PORT][/PATH], or remove it to use https://clients.plex.tv",
+        )),
+        None => Ok(url),
+    }
 }
 
 /// plex.tv's URL from the sources alone, for a login before the whole configuration can load (add-on mode's
