@@ -109,21 +109,14 @@ pub struct LoginOptions {
 }
 
 /// How `login` ended, for the exit code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// The PIN expired (exit 2): nothing was written.
+    #[error("{}", PlexTvError::PinExpired)]
     PinExpired,
     /// Anything else (exit 1).
+    #[error("{0}")]
     Failed(String),
-}
-
-impl std::fmt::Display for LoginError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginError::PinExpired => f.write_str(&PlexTvError::PinExpired.to_string()),
-            LoginError::Failed(text) => f.write_str(text),
-        }
-    }
 }
 
 impl From<PlexTvError> for LoginError {
