@@ -16,11 +16,17 @@ use tokio_util::sync::CancellationToken;
 
 use rumqttc::{AsyncClient, EventLoop};
 
-use crate::config::{Config, MqttConfig};
+use crate::config::{Config, ConfigError, MqttConfig};
 use crate::mqtt::MqttSetupError;
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 pub const EX_CONFIG: u8 = 78;
+
+/// Says why the configuration is invalid (one line: key, problem, fix) and gives the exit code for it, 78.
+pub fn config_error(error: ConfigError) -> ExitCode {
+    eprintln!("plex-mqtt-bridge: {error}");
+    ExitCode::from(EX_CONFIG)
+}
 
 /// Runs the bridge until SIGINT or SIGTERM: 0 after a clean shutdown, 1 if it could not start.
 pub fn daemon(config: Config) -> ExitCode {
