@@ -18,7 +18,8 @@ use crate::lenient;
 /// How the bridge talks to every Plex server.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlexConfig {
-    /// `X-Plex-Client-Identifier`: stable per installation (see [`default_client_identifier`]).
+    /// `X-Plex-Client-Identifier`: stable per installation (by default a digest of the MQTT client id and topic
+    /// prefix).
     pub client_identifier: String,
     /// `X-Plex-Device-Name`, shown in Plex's list of devices.
     pub device_name: String,
@@ -142,7 +143,7 @@ pub fn default_device_key_file(token_file: &Path) -> PathBuf {
 /// The default `X-Plex-Client-Identifier`: a UUID-shaped digest of the MQTT client id and topic prefix, so the
 /// same installation keeps the same identity across restarts and container re-creations without any state
 /// file, while two bridges with different client ids show up as two devices in Plex.
-pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> String {
+fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> String {
     let input = format!("plex-mqtt-bridge\0{mqtt_client_id}\0{topic_prefix}");
     let fnv =
         |seed: u64| input.bytes().fold(seed, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
