@@ -30,8 +30,7 @@ pub fn notify(message: &str) {
 /// (tokio's `interval`); pinging every millisecond is as often as any watchdog can mean.
 const MIN_WATCHDOG_INTERVAL: Duration = Duration::from_millis(1);
 
-/// The watchdog interval systemd expects pings at (half of `WatchdogSec=`, at least
-/// [`MIN_WATCHDOG_INTERVAL`]), if it asked for any.
+/// The watchdog interval systemd expects pings at (half of `WatchdogSec=`, at least 1 ms), if it asked for any.
 pub fn watchdog_interval() -> Option<Duration> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
