@@ -7,9 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use plex_mqtt_bridge::addon::DEFAULT_OPTIONS_FILE;
-use plex_mqtt_bridge::cli::{
-    self, addon::Needs, command::CommandArgs, ha_package::PackageArgs, login::LoginArgs, EX_CONFIG,
-};
+use plex_mqtt_bridge::cli::{self, addon::Needs, command::CommandArgs, ha_package::PackageArgs, login::LoginArgs};
 use plex_mqtt_bridge::config::{self, Sources};
 
 /// Bridges Plex Media Server notifications to MQTT.
@@ -45,25 +43,32 @@ struct Cli {
     command: Option<Operation>,
 }
 
-/// Operator commands (without one, the bridge runs). Parsed once, so the size of `command`'s arguments does not
-/// matter.
+/// Operator commands (without one, the bridge runs): `login`, which needs no configuration, and the rest.
 #[derive(clap::Subcommand, Debug)]
-#[allow(clippy::large_enum_variant)]
 enum Operation {
-    /// Validate the configuration, reach every Plex server (identity and token) and the broker; one line per
-    /// check with the fix for each failure. Exits 1 if any check fails.
-    Check,
-    /// Ask the running bridge's health endpoint (http.listen, default 127.0.0.1:9184); exits 0 when healthy.
-    /// Meant for Docker's HEALTHCHECK.
-    Health,
-    /// Publish one command to the running bridge (which needs `[commands] enabled = true` and the verb in
-    /// `commands.allow`) and print its result. Exits 0 when the command ran, 1 when it was refused or failed.
-    Command(CommandArgs),
+    #[command(flatten)]
+    Configured(Configured),
     /// Get a Plex token with a PIN (approve it at plex.tv/link), write it to --token-file (mode 0600) and print a
     /// ready [[servers]] block for the account's server. With --jwt (the default) the token is a Plex JWT that
     /// the bridge renews itself with the device key written beside it. Exits 0 when done, 2 when the PIN
     /// expired, 1 on other failures, 78 for bad arguments. Needs no configuration file.
     Login(LoginArgs),
+}
+
+/// The operator commands that run on the loaded configuration. Parsed once, so the size of their arguments does
+/// not matter.
+#[derive(clap::Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Configured {
+    /// Validate the configuration, reach every Plex server (identity and token) and the broker; one line per
+    /// check with the fix for each failure. Exits 1 if any check fails.
+    Check,
+    /// Ask the running bridge's health endpoint (http.listen, which must be set; 0.0.0.0 and [::] are asked on
+    /// loopback); exits 0 when healthy. Meant for Docker's HEALTHCHECK.
+    Health,
+    /// Publish one command to the running bridge (which needs `[commands] enabled = true` and the verb in
+    /// `commands.allow`) and print its result. Exits 0 when the command ran, 1 when it was refused or failed.
+    Command(CommandArgs),
     /// Write a Home Assistant package with a media player per Plex player the bridge knows (read from its
     /// retained topics): state, title and artwork, and play/pause/stop/next/previous for the player verbs
     /// `commands.allow` allows (read-only without). Needs nothing but core Home Assistant. Exits 0 when written,
@@ -94,34 +99,32 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // `login` needs no configuration: it is how a first one is made.
-    if let Some(Operation::Login(args)) = &cli.command {
-        return cli::login::main(args);
-    }
+    let mut cli = Cli::parse();
+    let operation = match cli.command.take() {
+        // `login` needs no configuration: it is how a first one is made.
+        Some(Operation::Login(args)) => return cli::login::main(&args),
+        Some(Operation::Configured(operation)) => Some(operation),
+        None => None,
+    };
     let mut sources = cli.sources();
-    let daemon = cli.command.is_none() && !cli.print_config;
-    let needs = Needs { login: daemon, broker: !matches!(cli.command, Some(Operation::Health)) };
+    let daemon = operation.is_none() && !cli.print_config;
+    let needs = Needs { login: daemon, broker: !matches!(operation, Some(Configured::Health)) };
     if let Err(code) = cli::addon::prepare(&mut sources, needs) {
         return code;
     }
     let config = match config::load(&sources) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("plex-mqtt-bridge: {error}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(error) => return cli::config_error(error),
     };
     if cli.print_config {
         print!("{}", config.to_printable_toml());
         return ExitCode::SUCCESS;
     }
-    match cli.command {
-        Some(Operation::Check) => cli::check::main(&config),
-        Some(Operation::Health) => cli::health::main(&config),
-        Some(Operation::Command(args)) => cli::command::main(&config, args),
-        Some(Operation::Login(args)) => cli::login::main(&args),
-        Some(Operation::HomeassistantPackage(args)) => cli::ha_package::main(&config, args),
+    match operation {
+        Some(Configured::Check) => cli::check::main(&config),
+        Some(Configured::Health) => cli::health::main(&config),
+        Some(Configured::Command(args)) => cli::command::main(&config, args),
+        Some(Configured::HomeassistantPackage(args)) => cli::ha_package::main(&config, args),
         None => cli::daemon(config),
     }
 }

@@ -26,7 +26,11 @@ pub fn notify(message: &str) {
     }
 }
 
-/// The watchdog interval systemd expects pings at (half of `WatchdogSec=`), if it asked for any.
+/// The shortest watchdog interval: a `WATCHDOG_USEC` of 1 would halve to zero, and a timer of zero panics
+/// (tokio's `interval`); pinging every millisecond is as often as any watchdog can mean.
+const MIN_WATCHDOG_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The watchdog interval systemd expects pings at (half of `WatchdogSec=`, at least 1 ms), if it asked for any.
 pub fn watchdog_interval() -> Option<Duration> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
@@ -35,5 +39,22 @@ pub fn watchdog_interval() -> Option<Duration> {
             return None;
         }
     }
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    ping_interval(usec)
+}
+
+/// Half of `usec`, at least [`MIN_WATCHDOG_INTERVAL`]; `None` for 0 (no watchdog).
+fn ping_interval(usec: u64) -> Option<Duration> {
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(MIN_WATCHDOG_INTERVAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_interval_is_half_the_timeout_and_never_zero() {
+        assert_eq!(ping_interval(0), None);
+        assert_eq!(ping_interval(1), Some(MIN_WATCHDOG_INTERVAL));
+        assert_eq!(ping_interval(30_000_000), Some(Duration::from_secs(15)));
+    }
 }

@@ -34,57 +34,132 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
 }
 
+/// The TLS setting a problem lies in, so that the configuration check names its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// [`TlsOptions::ca_file`].
+    CaFile,
+    /// [`TlsOptions::client_cert`].
+    ClientCert,
+    /// [`TlsOptions::client_key`].
+    ClientKey,
+}
+
+impl TlsSetting {
+    /// The key's name within its section (`ca_file`, `client_cert`, `client_key`).
+    pub fn key(self) -> &'static str {
+        match self {
+            TlsSetting::CaFile => "ca_file",
+            TlsSetting::ClientCert => "client_cert",
+            TlsSetting::ClientKey => "client_key",
+        }
+    }
+
+    /// What the file must hold, as the fix of a configuration error.
+    pub fn fix(self) -> &'static str {
+        match self {
+            TlsSetting::CaFile => "point it at a readable PEM file with the CA certificate(s) to trust",
+            TlsSetting::ClientCert => {
+                "point it at a readable PEM file with the client certificate (its own certificate first)"
+            }
+            TlsSetting::ClientKey => {
+                "point it at a readable PEM file with the private key (RSA, ECDSA or Ed25519) of client_cert"
+            }
+        }
+    }
+}
+
 /// Why TLS could not be set up; names the file and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read { setting: TlsSetting, path: String, source: std::io::Error },
     #[error("{path} holds no usable PEM {what}")]
-    Pem { path: String, what: &'static str },
+    Pem { setting: TlsSetting, path: String, what: &'static str },
+    #[error("{path} is not the private key of the client certificate")]
+    KeyMismatch { path: String },
+    #[error("{path} is refused: {source}")]
+    Refused { setting: TlsSetting, path: String, source: rustls::Error },
     #[error("TLS set-up failed: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// A rustls client configuration for `options`.
+impl TlsError {
+    /// The setting whose file is at fault (`None` for a problem with the platform's trust store).
+    pub fn setting(&self) -> Option<TlsSetting> {
+        match self {
+            TlsError::Read { setting, .. } | TlsError::Pem { setting, .. } | TlsError::Refused { setting, .. } => {
+                Some(*setting)
+            }
+            TlsError::KeyMismatch { .. } => Some(TlsSetting::ClientKey),
+            TlsError::Rustls(_) => None,
+        }
+    }
+}
+
+/// A rustls client configuration for `options`. Every file is read, parsed and checked here (the CA
+/// certificates, the client key's type, that it is the client certificate's key), so the configuration check
+/// that calls it finds what a connection would fail on. Installs the `ring` provider if none is, so it never
+/// panics for want of one.
 pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    install_crypto_provider();
     let builder = ClientConfig::builder();
     let builder = if options.insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification::new()))
     } else if let Some(ca_file) = &options.ca_file {
         let mut roots = RootCertStore::empty();
-        for cert in read_certs(ca_file)? {
-            roots.add(cert)?;
+        for cert in read_certs(ca_file, TlsSetting::CaFile)? {
+            roots.add(cert).map_err(|source| refused(TlsSetting::CaFile, ca_file, source))?;
         }
         builder.with_root_certificates(roots)
     } else {
         builder.with_platform_verifier()?
     };
     let config = match (&options.client_cert, &options.client_key) {
-        (Some(cert), Some(key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert, TlsSetting::ClientCert)?, read_key(key)?)
+            .map_err(|source| match source {
+                // The certificate itself does not parse; anything else (a key type rustls cannot sign with, a key
+                // that is not the certificate's) is the key's.
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    refused(TlsSetting::ClientCert, cert, source)
+                }
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                    TlsError::KeyMismatch { path: key.display().to_string() }
+                }
+                source => refused(TlsSetting::ClientKey, key, source),
+            })?,
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+fn refused(setting: TlsSetting, path: &Path, source: rustls::Error) -> TlsError {
+    TlsError::Refused { setting, path: path.display().to_string(), source }
+}
+
+fn read(path: &Path, setting: TlsSetting) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { setting, path: path.display().to_string(), source })
 }
 
 /// The certificates of a PEM file (at least one).
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
+fn read_certs(path: &Path, setting: TlsSetting) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path, setting)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: path.display().to_string(), what: "certificate" });
+        return Err(TlsError::Pem { setting, path: path.display().to_string(), what: "certificate" });
     }
     Ok(certs)
 }
 
 /// The private key of a PEM file.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|_| TlsError::Pem { path: path.display().to_string(), what: "private key" })
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path, TlsSetting::ClientKey)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Pem {
+        setting: TlsSetting::ClientKey,
+        path: path.display().to_string(),
+        what: "private key",
+    })
 }
 
 /// Wraps `tcp` in TLS to `host`, verifying its certificate per `config`.

@@ -172,3 +172,34 @@ fn client_identifier_is_stable_across_runs_and_configurable() {
         stdout(&run(Some(&format!("[plex]\nclient_identifier = \"my-id\"\n{}", server(""))), &["--print-config"], &[]));
     assert_eq!(id(&custom).as_deref(), Some("client_identifier = \"my-id\""));
 }
+
+#[test]
+fn a_malformed_value_is_not_echoed_in_the_error() {
+    // Unparseable as a list, the variable arrives as one string, token and all.
+    let servers = format!("[{{url=\"http://10.0.0.1:32400\",token=\"{TOKEN}\"");
+    let output = run(None, &["--print-config"], &[("PLEX_MQTT_BRIDGE_SERVERS", &servers)]);
+    assert_config_error(&output, "PLEX_MQTT_BRIDGE_SERVERS");
+    let url = format!("mqtt://bridge:{PASSWORD}@[::1");
+    let output = run(Some(&format!("[mqtt]\nurl = \"{url}\"\n{}", server(""))), &["--print-config"], &[]);
+    assert_config_error(&output, "mqtt.url");
+}
+
+#[test]
+fn a_plextv_url_with_credentials_a_query_or_a_fragment_is_refused() {
+    for url in [
+        format!("https://bridge:{PASSWORD}@clients.plex.tv"),
+        format!("https://clients.plex.tv/?X-Plex-Token={TOKEN}"),
+        format!("https://clients.plex.tv/#{TOKEN}"),
+    ] {
+        let output = run(Some(&format!("[plex]\nplextv_url = \"{url}\"\n{}", server(""))), &["--print-config"], &[]);
+        assert_config_error(&output, "plex.plextv_url");
+        let login = run(None, &["login", "--plextv-url", &url, "--token-file", "/nonexistent/plex_token"], &[]);
+        assert_config_error(&login, "--plextv-url");
+    }
+    let proxied = run(
+        Some(&format!("[plex]\nplextv_url = \"https://proxy.lan/plextv\"\n{}", server(""))),
+        &["--print-config"],
+        &[],
+    );
+    assert_eq!(proxied.status.code(), Some(0), "a path is a proxy's prefix: {}", stderr(&proxied));
+}

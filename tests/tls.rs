@@ -130,3 +130,54 @@ async fn https_plex_needs_the_ca_option_or_the_explicit_opt_out() {
     probe.expect_payload("plex/test/state", "connected", SOON).await;
     assert!(bridge.logs().contains("TLS certificate checks are OFF"), "{}", bridge.logs());
 }
+
+/// A TLS file that reads as PEM but would fail the first connection (a CA block rustls refuses, a key of no
+/// usable type, a key that is not the client certificate's) is a configuration error naming the key: exit 78,
+/// not a daemon that starts and then exits 1.
+#[test]
+fn tls_files_that_cannot_work_are_config_errors() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_ca = dir.path().join("bad-ca.pem");
+    std::fs::write(&bad_ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").expect("write");
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").expect("write");
+    let server = "[[servers]]\nurl = \"http://127.0.0.1:32400\"\ntoken = \"t\"\n";
+    let mqtt = |ca: &Path, cert: &Path, key: &Path| {
+        format!(
+            "[mqtt]\nurl = \"mqtts://127.0.0.1:8883\"\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n{server}",
+            ca.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    };
+    let print_config = |config: &str| {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plex-mqtt-bridge"));
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PLEX_MQTT_BRIDGE_")) {
+            command.env_remove(name);
+        }
+        let output = command.arg("--config").arg(&path).arg("--print-config").output().expect("run the bridge");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let fine = print_config(&mqtt(&pki.ca_cert, &pki.client_cert, &pki.client_key));
+    assert_eq!(fine.0, Some(0), "{}", fine.1);
+    let https_server = |ca: &Path| {
+        format!(
+            "[[servers]]\nurl = \"https://127.0.0.1:32400\"\ntoken = \"t\"\nca_file = {:?}\n",
+            ca.display().to_string()
+        )
+    };
+    for (config, key) in [
+        (mqtt(&pki.ca_cert, &pki.client_cert, &pki.server_key), "mqtt.client_key"),
+        (mqtt(&pki.ca_cert, &pki.client_cert, &bad_key), "mqtt.client_key"),
+        (mqtt(&bad_ca, &pki.client_cert, &pki.client_key), "mqtt.ca_file"),
+        (mqtt(&pki.ca_cert, &bad_ca, &pki.client_key), "mqtt.client_cert"),
+        (https_server(&bad_ca), "servers[0].ca_file"),
+    ] {
+        let (code, stderr) = print_config(&config);
+        assert_eq!(code, Some(78), "{key}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")) && stderr.contains("point it at"), "{key}: {stderr}");
+    }
+}

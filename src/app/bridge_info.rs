@@ -33,7 +33,7 @@ pub struct BridgeInfo {
 impl BridgeInfo {
     /// Publishes both documents for what the registry knows now (the configured servers, names still unknown).
     pub fn new(publisher: Publisher, topics: BridgeTopics) -> Self {
-        let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let started_at = crate::telemetry::health::rfc3339(std::time::SystemTime::now());
         let info = BridgeInfo { publisher, topics, started_at };
         info.publish(&telemetry().health().snapshot());
         info

@@ -47,7 +47,7 @@ impl Clients {
             }
         };
         let (_, tls, client) = &self.built[index];
-        let tls = (server.url.scheme() == "https").then(|| tls.clone());
+        let tls = server.uses_tls().then(|| tls.clone());
         Ok((tls, client.clone()))
     }
 

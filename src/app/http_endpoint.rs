@@ -29,7 +29,7 @@ const MAX_CONNECTIONS: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Binds `addr` (so a busy port is reported at start-up) and serves until `cancel`.
+/// Binds `addr`, so that a busy port is reported at start-up, before [`serve`] takes the listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }

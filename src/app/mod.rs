@@ -112,8 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     tracing::debug!(clients = clients.len(), servers = prepared.len(), "HTTP clients built");
     let renewals = renewers::start(&config, &prepared, &stop_background);
     for (index, ((server, tls, http, health), token_renewal)) in prepared.into_iter().zip(renewals).enumerate() {
-        let span =
-            tracing::info_span!("server", server = %server.name.as_deref().unwrap_or(&server.key), url = %server.url);
+        let span = tracing::info_span!("server", server = %server.label(), url = %server.url);
         let supervisor =
             Supervisor { context: context.clone(), server: server.clone(), http, tls, index, health, token_renewal };
         supervisors.spawn(supervisor.run(stop_supervisors.clone()).instrument(span));

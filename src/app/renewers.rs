@@ -43,10 +43,7 @@ pub(super) fn start(config: &Config, servers: &[Prepared<'_>], stop: &Cancellati
             request_timeout: config.plex.request_timeout,
             retry_min: RENEWAL_RETRY_MIN,
             retry_max: RENEWAL_RETRY_MAX,
-            servers: users
-                .iter()
-                .map(|&i| (servers[i].0.name.clone().unwrap_or_else(|| servers[i].0.key.clone()), servers[i].2.clone()))
-                .collect(),
+            servers: users.iter().map(|&i| (servers[i].0.label().to_owned(), servers[i].2.clone())).collect(),
         };
         let handle = renewer.spawn(stop.clone());
         for i in users {

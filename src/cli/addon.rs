@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use super::login::{self, LoginError, LoginOptions};
-use super::EX_CONFIG;
+use super::{config_error, EX_CONFIG};
 use crate::addon::mqtt_service::{lookup_patiently, supervisor_token, supervisor_url, MqttService};
 use crate::addon::{SUPERVISOR_TOKEN_ENV, SUPERVISOR_URL_ENV};
-use crate::config::{self, AddonOptions, ConfigError, Sources};
+use crate::config::{self, AddonOptions, Sources};
 
 /// How long the Supervisor may stay unreachable at start-up (it may still be starting when the host boots).
 const SUPERVISOR_PATIENCE: Duration = Duration::from_secs(30);
@@ -40,11 +40,6 @@ pub fn prepare(sources: &mut Sources, needs: Needs) -> Result<(), ExitCode> {
         sources.service_broker = Some(ask_supervisor(&sources.env)?);
     }
     Ok(())
-}
-
-fn config_error(error: ConfigError) -> ExitCode {
-    eprintln!("plex-mqtt-bridge: {error}");
-    ExitCode::from(EX_CONFIG)
 }
 
 /// `login` into `/data`. A failure after the token was saved (no server listed, none reachable) only warns: the

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
+use rumqttc::{ConnectionError, Event, Packet};
 
 use super::check_token::TokenReport;
 use crate::config::{Config, TokenSource};
@@ -100,13 +100,7 @@ async fn check_broker(config: &Config) -> (bool, String) {
             );
         }
     }
-    let client_id = format!("{}-check", config.mqtt.client_id);
-    let mut options = match crate::mqtt::connect_options(&config.mqtt, &client_id) {
-        Ok(options) => options,
-        Err(e) => return (false, format!("FAIL {what}: {e}")),
-    };
-    options.set_keep_alive(5);
-    let (client, mut eventloop) = match AsyncClient::builder(options).capacity(4).try_build() {
+    let (client, mut eventloop) = match super::short_lived_client(&config.mqtt, "check", 4) {
         Ok(pair) => pair,
         Err(e) => return (false, format!("FAIL {what}: {e}")),
     };

@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
 use crate::config::{Config, ServerConfig, TokenSource};
 use crate::plextv::device_key::DeviceKey;
 use crate::plextv::token::TokenKind;
@@ -83,23 +85,29 @@ impl TokenReport {
     /// The last renewal problem the running bridge reports for `server` in its `/healthz` (`http.listen`), as
     /// `; last renewal problem: …`, or nothing when there is none or the bridge does not answer.
     pub async fn last_problem(&self, config: &Config, server: &ServerConfig) -> String {
-        let Some(mut addr) = config.http.listen else { return String::new() };
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
+        let Some(addr) = super::health::endpoint(config) else { return String::new() };
         let Ok(Ok((_, body))) = tokio::time::timeout(HEALTH_WAIT, super::health::get(addr, "/healthz")).await else {
             return String::new();
         };
-        let Ok(health) = serde_json::from_str::<serde_json::Value>(&body) else { return String::new() };
-        let label = server.name.as_deref().unwrap_or(&server.key);
-        let token = &health["servers"][label]["token"];
-        match token["problem"]["error"].as_str() {
-            Some(error) => {
-                let retry = token["retry_at"].as_str().map(|at| format!(", tried again at {at}")).unwrap_or_default();
-                format!("; last renewal problem (the running bridge): {error}{retry}")
-            }
-            None => String::new(),
+        let Ok(health) = serde_json::from_str::<Value>(&body) else { return String::new() };
+        renewal_problem(&health, &server.key)
+    }
+}
+
+/// The renewal problem `/healthz` reports for the server configured at `key`, found by its `key` field: the
+/// document lists servers under their topic name once known, which `check` cannot know for an unnamed server.
+fn renewal_problem(health: &Value, key: &str) -> String {
+    let servers = health["servers"].as_object();
+    let Some(token) = servers.and_then(|servers| servers.values().find(|s| s["key"] == key)).map(|s| &s["token"])
+    else {
+        return String::new();
+    };
+    match token["problem"]["error"].as_str() {
+        Some(error) => {
+            let retry = token["retry_at"].as_str().map(|at| format!(", tried again at {at}")).unwrap_or_default();
+            format!("; last renewal problem (the running bridge): {error}{retry}")
         }
+        None => String::new(),
     }
 }
 
@@ -126,5 +134,26 @@ impl fmt::Display for TokenReport {
             Renewal::With(key_file) => write!(f, ", renewed with the device key {}", key_file.display()),
             Renewal::Not(why) => write!(f, ", NOT renewable: {why}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::health::{HealthRegistry, Problem, TokenStatus};
+
+    #[test]
+    fn the_renewal_problem_is_found_by_config_key_once_the_topic_name_is_known() {
+        let registry: &'static HealthRegistry = Box::leak(Box::default());
+        let servers = registry.register(["servers[0]".to_owned(), "servers[1]".to_owned()]);
+        servers[0].set_name("living-room");
+        servers[0].set_token_file("/run/token");
+        let problem = Problem { reason: "token_file", error: "plex.tv refused the device key".to_owned() };
+        registry.set_token_status("/run/token", TokenStatus { problem: Some(problem), ..TokenStatus::default() });
+        let doc = registry.snapshot().to_json();
+        let found = renewal_problem(&doc, "servers[0]");
+        assert!(found.contains("plex.tv refused the device key"), "{found}");
+        assert_eq!(renewal_problem(&doc, "servers[1]"), "", "no token file, no problem");
+        assert_eq!(renewal_problem(&doc, "servers[2]"), "");
     }
 }

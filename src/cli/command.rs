@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet, PublishOptions, QoS};
+use rumqttc::{Event, Packet, PublishOptions, QoS};
 use serde_json::{json, Map, Value};
 
 use crate::command_verb::Verb;
@@ -129,11 +129,8 @@ pub async fn run(config: &Config, request: &CommandRequest) -> Result<Value, Com
     let mut payload = request.args.clone();
     payload.insert("id".into(), json!(id));
 
-    let client_id = format!("{}-cli-{}", config.mqtt.client_id, std::process::id());
-    let mut options =
-        crate::mqtt::connect_options(&config.mqtt, &client_id).map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
-    options.set_keep_alive(30).set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(8).build();
+    let (client, mut eventloop) =
+        super::short_lived_client(&config.mqtt, "cli", 8).map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
     let result_topic = topics.command_result();
     let wait = async {
         let mut published = false;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use rumqttc::{Event, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -114,11 +114,8 @@ async fn read_retained(
     filters: &[String],
     timeout: Duration,
 ) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
-    let client_id = format!("{}-package-{}", config.mqtt.client_id, std::process::id());
-    let mut options =
-        crate::mqtt::connect_options(&config.mqtt, &client_id).map_err(|e| PackageError::Mqtt(e.to_string()))?;
-    options.set_keep_alive(30).set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(64).build();
+    let (client, mut eventloop) =
+        super::short_lived_client(&config.mqtt, "package", 64).map_err(|e| PackageError::Mqtt(e.to_string()))?;
     let mut found = BTreeMap::new();
     let deadline = Instant::now() + timeout;
     // Until the SUBACK: the deadline; after it, each retained message extends the settle window.

@@ -1,23 +1,23 @@
 //! `plex-mqtt-bridge health`: asks the running bridge's health endpoint; exit 0 when healthy (Docker's
 //! HEALTHCHECK runs it).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::Config;
 
-/// Where the endpoint listens when `http.listen` is not set.
-const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9184);
 /// How long the endpoint may take to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// Queries `/healthz` and prints what it said.
 pub fn main(config: &Config) -> ExitCode {
-    let mut addr = config.http.listen.unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
-    if addr.ip().is_unspecified() {
-        addr.set_ip(Ipv4Addr::LOCALHOST.into());
-    }
+    let Some(addr) = endpoint(config) else {
+        println!(
+            "unhealthy: http.listen is not set, so the bridge serves no /healthz (set it, e.g. to 127.0.0.1:9184)"
+        );
+        return ExitCode::FAILURE;
+    };
     let Some(runtime) = super::runtime() else { return ExitCode::FAILURE };
     match runtime.block_on(get(addr, "/healthz")) {
         Ok((200, body)) => {
@@ -33,6 +33,21 @@ pub fn main(config: &Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where this machine reaches the running bridge's health endpoint: `http.listen`, with an address that
+/// listens on every interface (`0.0.0.0`, `[::]`) replaced by the loopback address of its family. `None` when
+/// `http.listen` is unset: the bridge then serves no endpoint, so there is nothing to ask (not a guessed default
+/// port, where another process may answer).
+pub fn endpoint(config: &Config) -> Option<SocketAddr> {
+    let mut addr = config.http.listen?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(addr)
 }
 
 /// GETs `path` from the health endpoint at `addr`: status and body (also what the benchmark reads `/metrics`

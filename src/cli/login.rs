@@ -61,10 +61,10 @@ pub fn main(args: &LoginArgs) -> ExitCode {
             return ExitCode::from(super::EX_CONFIG);
         }
     };
-    let plextv_url = match Url::parse(&args.plextv_url) {
-        Ok(url) if config::plextv_url_allowed(&url) => url,
-        _ => {
-            eprintln!("plex-mqtt-bridge login: --plextv-url must be an https:// URL (http:// only on loopback)");
+    let plextv_url = match config::parse_plextv_url(&args.plextv_url, "--plextv-url") {
+        Ok(url) => url,
+        Err(error) => {
+            eprintln!("plex-mqtt-bridge login: {error}");
             return ExitCode::from(super::EX_CONFIG);
         }
     };
@@ -109,21 +109,14 @@ pub struct LoginOptions {
 }
 
 /// How `login` ended, for the exit code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// The PIN expired (exit 2): nothing was written.
+    #[error("{}", PlexTvError::PinExpired)]
     PinExpired,
     /// Anything else (exit 1).
+    #[error("{0}")]
     Failed(String),
-}
-
-impl std::fmt::Display for LoginError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginError::PinExpired => f.write_str(&PlexTvError::PinExpired.to_string()),
-            LoginError::Failed(text) => f.write_str(text),
-        }
-    }
 }
 
 impl From<PlexTvError> for LoginError {

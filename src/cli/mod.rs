@@ -14,10 +14,19 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use rumqttc::{AsyncClient, EventLoop};
+
+use crate::config::{Config, ConfigError, MqttConfig};
+use crate::mqtt::MqttSetupError;
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 pub const EX_CONFIG: u8 = 78;
+
+/// Says why the configuration is invalid (one line: key, problem, fix) and gives the exit code for it, 78.
+pub fn config_error(error: ConfigError) -> ExitCode {
+    eprintln!("plex-mqtt-bridge: {error}");
+    ExitCode::from(EX_CONFIG)
+}
 
 /// Runs the bridge until SIGINT or SIGTERM: 0 after a clean shutdown, 1 if it could not start.
 pub fn daemon(config: Config) -> ExitCode {
@@ -35,6 +44,21 @@ pub fn daemon(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// The MQTT client of an operator command (`check`, `command`, `homeassistant-package`) beside the running bridge:
+/// the bridge's broker settings under the client id `<mqtt.client_id>-<purpose>-<pid>` (never the bridge's own
+/// session, nor another command's), a clean session, a 30 s keep-alive and room for `capacity` requests. Built
+/// with `try_build`, so invalid options are an error, not rumqttc's panic.
+fn short_lived_client(
+    mqtt: &MqttConfig,
+    purpose: &str,
+    capacity: usize,
+) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
+    let client_id = format!("{}-{purpose}-{}", mqtt.client_id, std::process::id());
+    let mut options = crate::mqtt::connect_options(mqtt, &client_id)?;
+    options.set_keep_alive(30).set_clean_session(true);
+    AsyncClient::builder(options).capacity(capacity).try_build().map_err(|e| MqttSetupError::Options(e.to_string()))
 }
 
 /// The single-threaded runtime every mode runs on; `None` after saying why it could not be started.

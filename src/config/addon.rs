@@ -31,12 +31,6 @@ pub const ADDON_OPTIONS: [(&str, &str); 10] = [
 /// start.
 pub const ADDON_ONLY_OPTIONS: [&str; 1] = ["force_login"];
 
-/// The token file in add-on mode: `plex_token` beside the options file (in `/data`, which persists), where the
-/// first start's login writes it; the device key goes beside it (`plex_token.key`).
-pub fn addon_token_file(options_file: &Path) -> PathBuf {
-    options_file.parent().unwrap_or_else(|| Path::new("")).join("plex_token")
-}
-
 /// The options the Supervisor wrote, read and checked: every option is known, `force_login` is a boolean.
 #[derive(Debug, Clone)]
 pub struct AddonOptions {
@@ -87,9 +81,10 @@ impl AddonOptions {
         self.values.get("force_login").and_then(serde_json::Value::as_bool).unwrap_or(false)
     }
 
-    /// The token file for these options (see [`addon_token_file`]).
+    /// The token file in add-on mode: `plex_token` beside the options file (in `/data`, which persists), where
+    /// the first start's login writes it; the device key goes beside it (`plex_token.key`).
     pub fn token_file(&self) -> PathBuf {
-        addon_token_file(&self.file)
+        self.file.parent().unwrap_or_else(|| Path::new("")).join("plex_token")
     }
 }
 

@@ -32,34 +32,38 @@ pub(super) fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Every TLS file must be readable and hold what it should, so a typo is a config error, not a reconnect loop.
+/// Every TLS file must be readable and hold what it should (CA certificates rustls accepts, a client key of a
+/// type it can sign with that belongs to the client certificate), so a mistake is a config error, not a
+/// reconnect loop or a daemon that exits at start-up: the check builds the configuration a connection would.
 pub(super) fn check_tls_files(tls: &TlsOptions, section: &str) -> Result<(), ConfigError> {
-    let fix = "point it at a readable PEM file";
-    if let Some(path) = &tls.ca_file {
-        crate::tls::read_certs(path).map_err(|e| ConfigError::new(format!("{section}.ca_file"), e.to_string(), fix))?;
+    if tls.ca_file.is_none() && tls.client_cert.is_none() && tls.client_key.is_none() {
+        return Ok(());
     }
-    if let Some(path) = &tls.client_cert {
-        crate::tls::read_certs(path)
-            .map_err(|e| ConfigError::new(format!("{section}.client_cert"), e.to_string(), fix))?;
-    }
-    if let Some(path) = &tls.client_key {
-        crate::tls::read_key(path)
-            .map_err(|e| ConfigError::new(format!("{section}.client_key"), e.to_string(), fix))?;
-    }
-    Ok(())
+    crate::tls::client_config(tls).map(drop).map_err(|error| match error.setting() {
+        Some(setting) => ConfigError::new(format!("{section}.{}", setting.key()), error.to_string(), setting.fix()),
+        None => ConfigError::new(
+            format!("{section}.ca_file"),
+            format!("is unset and the platform's trust store cannot be used: {error}"),
+            "set it to a PEM file with the CA certificate(s) to trust",
+        ),
+    })
 }
 
 /// What a URL has beyond scheme, host and port (and user-info, where `credentials` allows it), named without
 /// its content: user-info, a path other than `/`, a query or a fragment.
 pub(super) fn extra_url_part(url: &Url, credentials: bool) -> Option<&'static str> {
+    secret_url_part(url, credentials).or((url.path() != "/" && !url.path().is_empty()).then_some("a path"))
+}
+
+/// The parts of a URL that may carry a secret and would show wherever the URL is printed or logged, named
+/// without their content: user-info (unless `credentials` allows it), a query or a fragment.
+pub(super) fn secret_url_part(url: &Url, credentials: bool) -> Option<&'static str> {
     if !credentials && (!url.username().is_empty() || url.password().is_some()) {
         Some("credentials (user-info before the host)")
     } else if url.query().is_some() {
         Some("a query string")
     } else if url.fragment().is_some() {
         Some("a fragment (`#…`)")
-    } else if url.path() != "/" && !url.path().is_empty() {
-        Some("a path")
     } else {
         None
     }

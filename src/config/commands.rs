@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::positive;
 use super::ConfigError;
 use crate::command_verb::Verb;
+use crate::lenient;
 
 /// The validated `[commands]` section.
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +44,7 @@ fn verb_names<S: serde::Serializer>(allow: &BTreeSet<Verb>, s: S) -> Result<S::O
 pub(super) struct RawCommands {
     #[serde(default)]
     enabled: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::opt_list")]
     allow: Option<Vec<String>>,
     #[serde(default)]
     rate_limit: Option<u32>,

@@ -58,8 +58,13 @@ pub(super) fn from_figment(error: &figment::Error) -> ConfigError {
         ),
         Kind::InvalidType(actual, expected) => ConfigError::new(
             key,
-            format!("has the wrong type: found {actual}, expected {expected}{source}"),
+            format!("has the wrong type: found {}, expected {expected}{source}", found(actual)),
             "change the value to the expected type (durations are strings such as \"30s\" or \"500ms\")",
+        ),
+        Kind::InvalidValue(actual, expected) => ConfigError::new(
+            key,
+            format!("is invalid: found {}, expected {expected}{source}", found(actual)),
+            "correct the value",
         ),
         other if path.is_empty() => ConfigError::new(
             error.metadata.as_ref().and_then(|md| md.source.as_ref()).map_or("configuration".into(), |s| s.to_string()),
@@ -67,6 +72,19 @@ pub(super) fn from_figment(error: &figment::Error) -> ConfigError {
             "fix the syntax at the position shown (the file must be TOML)",
         ),
         other => ConfigError::new(key, format!("is invalid: {other}{source}"), "correct the value"),
+    }
+}
+
+/// What a wrong value is, without its text: a string may be a token, a password or a URL with credentials (a
+/// malformed `PLEX_MQTT_BRIDGE_SERVERS` arrives as one string, token and all), so only numbers and booleans are
+/// shown as written.
+fn found(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match actual {
+        Actual::Str(_) | Actual::Other(_) => "text".to_owned(),
+        Actual::Char(_) => "a character".to_owned(),
+        Actual::Bytes(_) => "bytes".to_owned(),
+        shown => shown.to_string(),
     }
 }
 
@@ -96,5 +114,26 @@ mod tests {
         assert_eq!(path(&["servers", "0", "token"]), "servers[0].token");
         assert_eq!(path(&["mqtt", "url"]), "mqtt.url");
         assert_eq!(path(&[]), "");
+    }
+
+    #[test]
+    fn wrong_values_are_described_without_their_text() {
+        use figment::error::{Actual, Kind};
+        let secret = "SECRETtok";
+        for kind in [
+            Kind::InvalidType(Actual::Str(format!("[{{token=\"{secret}\"")), "a sequence".into()),
+            Kind::InvalidValue(Actual::Str(format!("mqtt://u:{secret}@[x")), "a URL".into()),
+            Kind::InvalidType(Actual::Other(secret.into()), "a map".into()),
+            Kind::InvalidType(Actual::Bytes(secret.as_bytes().to_vec()), "a map".into()),
+        ] {
+            let mut error = figment::Error::from(kind);
+            error.path = vec!["servers".into()];
+            let text = from_figment(&error).to_string();
+            assert!(!text.contains(secret), "{text}");
+            assert!(text.contains("`servers`"), "{text}");
+        }
+        let mut error = figment::Error::from(Kind::InvalidValue(Actual::Unsigned(3), "0, 1 or 2".into()));
+        error.path = vec!["mqtt".into(), "qos".into()];
+        assert!(from_figment(&error).to_string().contains("found unsigned int `3`"));
     }
 }

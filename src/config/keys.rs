@@ -3,7 +3,9 @@
 //!
 //! - the sections (`RawConfig`'s fields), which environment names are split by;
 //! - the keys of a `[[servers]]` table, which serde cannot check itself (see `servers::check_keys`);
-//! - the keys whose type is not text (numbers, booleans, lists), whose environment values are read as TOML.
+//! - the keys whose type is not text (numbers, booleans, lists), whose environment values are read as TOML;
+//! - the keys that take a list or one comma-separated text, whose environment values are read as TOML lists
+//!   when they are one.
 //!
 //! Field names come from serde: a derived `Deserialize` hands its field list to `deserialize_struct`. Types are
 //! found by offering each key the text `"0"` and seeing whether serde refuses it as the wrong type. Walking every
@@ -44,6 +46,20 @@ pub(super) fn typed_keys() -> &'static BTreeSet<String> {
     })
 }
 
+/// The names of the keys that take a list or one comma-separated text (`filters`, `commands.allow`): an
+/// environment value for one is read as TOML when it is a TOML list (`["pause", "play"]`) and kept as text
+/// otherwise (`pause,play`).
+pub(super) fn list_keys() -> &'static BTreeSet<String> {
+    static LISTS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    LISTS.get_or_init(|| {
+        all_keys()
+            .iter()
+            .filter(|key| !refuses_text(key) && takes_a_list(key))
+            .map(|key| last_part(key).to_owned())
+            .collect()
+    })
+}
+
 /// Every key as a dotted path (`mqtt.url`, `plex.token`), and a section that is a list (`servers`) as itself.
 fn all_keys() -> Vec<String> {
     let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(RawConfig::default()) else {
@@ -63,6 +79,12 @@ fn all_keys() -> Vec<String> {
 fn refuses_text(key: &str) -> bool {
     let probe = Figment::from(Serialized::default(key, "0")).extract::<RawConfig>();
     matches!(probe, Err(error) if matches!(error.kind, Kind::InvalidType(Actual::Str(_), _)))
+}
+
+/// Whether `key` takes a list of text: serde does not refuse `["0"]` there as the wrong type.
+fn takes_a_list(key: &str) -> bool {
+    let probe = Figment::from(Serialized::default(key, ["0"])).extract::<RawConfig>();
+    !matches!(probe, Err(error) if matches!(error.kind, Kind::InvalidType(..)))
 }
 
 fn last_part(key: &str) -> &str {
@@ -112,22 +134,28 @@ mod tests {
     #[test]
     fn typed_keys_are_those_that_refuse_text() {
         let typed = typed_keys();
-        for key in ["qos", "max_inflight", "scrobble_threshold", "enabled", "insecure_skip_verify", "allow", "servers"]
-        {
+        for key in ["qos", "max_inflight", "scrobble_threshold", "enabled", "insecure_skip_verify", "servers"] {
             assert!(typed.contains(key), "{key} should be typed: {typed:?}");
         }
-        for key in ["url", "token", "password", "client_id", "keep_alive", "filters", "token_file", "mqtt", "plex"] {
+        for key in ["url", "token", "password", "client_id", "keep_alive", "filters", "allow", "token_file", "mqtt"] {
             assert!(!typed.contains(key), "{key} should stay text: {typed:?}");
         }
+    }
+
+    /// `filters` and `allow` take a list or one comma-separated text; no other key does (a secret or a URL that
+    /// starts with `[` stays text).
+    #[test]
+    fn list_keys_are_the_lenient_lists() {
+        assert_eq!(list_keys().iter().map(String::as_str).collect::<Vec<_>>(), ["allow", "filters"]);
     }
 
     /// The environment decides by a key's last name alone, which only works while no name is text in one section
     /// and typed in another.
     #[test]
     fn no_key_name_is_text_in_one_section_and_typed_in_another() {
-        let mut kinds: BTreeMap<String, BTreeSet<bool>> = BTreeMap::new();
+        let mut kinds: BTreeMap<String, BTreeSet<(bool, bool)>> = BTreeMap::new();
         for key in all_keys() {
-            kinds.entry(last_part(&key).to_owned()).or_default().insert(refuses_text(&key));
+            kinds.entry(last_part(&key).to_owned()).or_default().insert((refuses_text(&key), takes_a_list(&key)));
         }
         let mixed: Vec<_> = kinds.iter().filter(|(_, kinds)| kinds.len() > 1).map(|(name, _)| name).collect();
         assert!(mixed.is_empty(), "these names are text in one section and typed in another: {mixed:?}");

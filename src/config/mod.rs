@@ -35,7 +35,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-pub use addon::{addon_token_file, AddonOptions, ADDON_ONLY_OPTIONS, ADDON_OPTIONS};
+pub use addon::{AddonOptions, ADDON_ONLY_OPTIONS, ADDON_OPTIONS};
 pub use commands::CommandsConfig;
 pub use error::ConfigError;
 pub use homeassistant::{HomeAssistantConfig, PlayersConfig};
@@ -43,7 +43,7 @@ pub use http::HttpConfig;
 pub use logging::{LogFormat, LoggingConfig};
 pub use mqtt::{MqttConfig, DEFAULT_TOPIC_PREFIX};
 pub use plex::{
-    configured_plextv_url, default_client_identifier, default_device_key_file, plextv_url_allowed, PlexConfig,
+    configured_plextv_url, default_device_key_file, parse_plextv_url, plextv_url_allowed, PlexConfig,
     DEFAULT_PLEXTV_URL,
 };
 pub use secrets::resolve_credential;

@@ -165,8 +165,15 @@ pub(super) fn validate(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         ));
     }
     let client_id = raw.client_id.unwrap_or_else(|| "plex-mqtt-bridge".to_owned());
-    if client_id.is_empty() || client_id.len() > 65535 {
+    if client_id.is_empty() {
         return Err(ConfigError::new("mqtt.client_id", "is empty", "set a client id such as \"plex-mqtt-bridge\""));
+    }
+    if client_id.len() > 65535 {
+        return Err(ConfigError::new(
+            "mqtt.client_id",
+            format!("is {} bytes long, more than an MQTT string holds (65535)", client_id.len()),
+            "use a short client id such as \"plex-mqtt-bridge\" (every broker accepts up to 23 characters)",
+        ));
     }
     let topic_prefix = raw.topic_prefix.unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned());
     check_topic_prefix(
@@ -281,5 +288,12 @@ mod tests {
         assert_eq!(mqtt.password.as_ref().map(|p| p.expose().to_owned()).as_deref(), Some("pAss%zz"));
         assert_eq!(percent_decode("%e2%82%ac%4"), "€%4");
         assert_eq!(percent_decode("%FF"), "\u{fffd}");
+    }
+
+    #[test]
+    fn an_empty_and_an_overlong_client_id_are_told_apart() {
+        let problem = |id: String| validate(RawMqtt { client_id: Some(id), ..RawMqtt::default() }).unwrap_err().problem;
+        assert_eq!(problem(String::new()), "is empty");
+        assert!(problem("x".repeat(65536)).contains("65536 bytes long"));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::checks::{human, positive};
+use super::checks::{human, positive, secret_url_part};
 use super::mqtt::MqttConfig;
 use super::printable::serialize_display;
 use super::secrets::resolve_credential;
@@ -18,7 +18,8 @@ use crate::lenient;
 /// How the bridge talks to every Plex server.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlexConfig {
-    /// `X-Plex-Client-Identifier`: stable per installation (see [`default_client_identifier`]).
+    /// `X-Plex-Client-Identifier`: stable per installation (by default a digest of the MQTT client id and topic
+    /// prefix).
     pub client_identifier: String,
     /// `X-Plex-Device-Name`, shown in Plex's list of devices.
     pub device_name: String,
@@ -142,7 +143,7 @@ pub fn default_device_key_file(token_file: &Path) -> PathBuf {
 /// The default `X-Plex-Client-Identifier`: a UUID-shaped digest of the MQTT client id and topic prefix, so the
 /// same installation keeps the same identity across restarts and container re-creations without any state
 /// file, while two bridges with different client ids show up as two devices in Plex.
-pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> String {
+fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> String {
     let input = format!("plex-mqtt-bridge\0{mqtt_client_id}\0{topic_prefix}");
     let fnv =
         |seed: u64| input.bytes().fold(seed, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
@@ -157,21 +158,28 @@ pub fn default_client_identifier(mqtt_client_id: &str, topic_prefix: &str) -> St
     )
 }
 
-/// `plex.plextv_url` as configured (`None`: the default), checked with [`plextv_url_allowed`].
+/// `plex.plextv_url` as configured (`None`: the default), checked with [`parse_plextv_url`].
 fn plextv_url(configured: Option<&str>) -> Result<Url, ConfigError> {
-    let Some(text) = configured else {
-        return Url::parse(DEFAULT_PLEXTV_URL)
-            .map_err(|e| ConfigError::new("plex.plextv_url", e.to_string(), "report this bug"));
-    };
-    let url = Url::parse(text.trim())
-        .map_err(|_| ConfigError::new("plex.plextv_url", "is not a URL", "remove it to use https://clients.plex.tv"))?;
-    plextv_url_allowed(&url).then_some(url).ok_or_else(|| {
-        ConfigError::new(
-            "plex.plextv_url",
-            "is not https:// (plain http is allowed on loopback only)",
-            "remove it to use https://clients.plex.tv",
-        )
-    })
+    parse_plextv_url(configured.unwrap_or(DEFAULT_PLEXTV_URL), "plex.plextv_url")
+}
+
+/// A plex.tv base URL given as `key` (`plex.plextv_url`, or `login`'s `--plextv-url`): allowed by
+/// [`plextv_url_allowed`], and without user-info, a query or a fragment, which `--print-config` and the logs
+/// would show (a path stays: it is a proxy's prefix).
+pub fn parse_plextv_url(text: &str, key: &str) -> Result<Url, ConfigError> {
+    let fix = "remove it to use https://clients.plex.tv";
+    let url = Url::parse(text.trim()).map_err(|_| ConfigError::new(key, "is not a URL", fix))?;
+    if !plextv_url_allowed(&url) {
+        return Err(ConfigError::new(key, "is not https:// (plain http is allowed on loopback only)", fix));
+    }
+    match secret_url_part(&url, false) {
+        Some(part) => Err(ConfigError::new(
+            key,
+            format!("has {part}, which the bridge does not accept (it would show in logs)"),
+            "write it as https://HOST[:PORT][/PATH], or remove it to use https://clients.plex.tv",
+        )),
+        None => Ok(url),
+    }
 }
 
 /// plex.tv's URL from the sources alone, for a login before the whole configuration can load (add-on mode's

@@ -43,10 +43,21 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// How logs and the renewer name the server before its topic name is known: the configured `name`, else the
+    /// config key (`servers[0]`).
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.key)
+    }
+
+    /// Whether the server is reached over TLS (`https://`, and its notification socket over `wss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.url.scheme() == "https"
+    }
+
     /// The rustls configuration for an `https://` server (`None` for `http://`), shared by its REST calls and
     /// its notification socket.
     pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
-        if self.url.scheme() == "https" {
+        if self.uses_tls() {
             crate::tls::client_config(&self.tls).map(Some)
         } else {
             Ok(None)

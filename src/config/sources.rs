@@ -9,7 +9,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 
 use super::addon::AddonOptions;
 use super::error::ENV_METADATA_NAME;
-use super::keys::{sections, typed_keys};
+use super::keys::{list_keys, sections, typed_keys};
 use super::nesting::merge_dicts;
 use super::service_broker::ServiceBroker;
 use super::{syntax, ConfigError};
@@ -83,7 +83,8 @@ pub(super) fn layered(sources: &Sources) -> Result<Figment, ConfigError> {
 /// The environment as a figment provider. Section and key are joined by `__` or, for convenience, by a single
 /// `_` right after the section name: `PLEX_MQTT_BRIDGE_MQTT__URL` and `PLEX_MQTT_BRIDGE_MQTT_URL` both set
 /// `mqtt.url`. Values stay strings (a numeric token or password keeps its leading zeros) except for keys whose
-/// type is a number, a boolean, a list or a table ([`typed_keys`]).
+/// type is a number, a boolean, a list or a table ([`typed_keys`]), and a TOML list for a key that takes a list
+/// or comma-separated text ([`list_keys`]).
 struct EnvProvider {
     vars: Vec<(String, String)>,
 }
@@ -134,6 +135,11 @@ impl Provider for EnvProvider {
             let last = key.rsplit('.').next().unwrap_or(key);
             let value = if typed_keys().contains(last) {
                 raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw.clone()))
+            } else if list_keys().contains(last) {
+                raw.parse::<Value>()
+                    .ok()
+                    .filter(|value| matches!(value, Value::Array(..)))
+                    .unwrap_or_else(|| Value::from(raw.clone()))
             } else {
                 Value::from(raw.clone())
             };
@@ -200,5 +206,21 @@ mod tests {
         let figment = Figment::from(EnvProvider::new(&env));
         assert_eq!(figment.find_value("mqtt.qos").ok().and_then(|v| v.to_u128()), Some(2));
         assert_eq!(figment.find_value("plex.token").ok().and_then(|v| v.into_string()).as_deref(), Some("0123"));
+    }
+
+    /// `commands.allow` (like `filters`) takes a TOML list or comma-separated text from the environment.
+    #[test]
+    fn a_list_key_takes_a_toml_list_or_comma_separated_text() {
+        for allow in ["pause, play", r#"["pause", "play"]"#] {
+            let env = vec![
+                ("PLEX_MQTT_BRIDGE_PLEX_URL".to_owned(), "http://10.0.0.1:32400".to_owned()),
+                ("PLEX_MQTT_BRIDGE_PLEX_TOKEN".to_owned(), "t".to_owned()),
+                ("PLEX_MQTT_BRIDGE_COMMANDS_ALLOW".to_owned(), allow.to_owned()),
+            ];
+            let config = super::super::load(&super::super::Sources { env, ..Default::default() });
+            let names: Vec<_> =
+                config.expect("a valid configuration").commands.allow.iter().map(|v| v.name()).collect();
+            assert_eq!(names, ["play", "pause"], "{allow}");
+        }
     }
 }

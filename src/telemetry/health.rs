@@ -78,6 +78,11 @@ pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// A server's label in metrics and health documents: its topic name once known, else its config key.
+fn label<'a>(name: Option<&'a str>, key: &'a str) -> &'a str {
+    name.unwrap_or(key)
+}
+
 /// One failing REST look-up.
 #[derive(Debug, Clone)]
 struct RestProblem {
@@ -152,7 +157,7 @@ impl ServerHealth {
     /// The name metrics and health use for this server: its topic name once known, else its config key.
     pub fn label(&self) -> String {
         let record = self.slot.record();
-        record.name.clone().unwrap_or_else(|| record.key.clone())
+        label(record.name.as_deref(), &record.key).to_owned()
     }
 
     /// The server's topic name, once known.
@@ -225,7 +230,7 @@ pub struct ServerSnapshot {
 impl ServerSnapshot {
     /// Its topic name once known, else its config key.
     pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.key)
+        label(self.name.as_deref(), &self.key)
     }
 }
 
@@ -258,13 +263,15 @@ impl HealthSnapshot {
         self.servers.iter().filter(|s| s.state == ServerState::Connected).count()
     }
 
-    /// The `/healthz` document.
+    /// The `/healthz` document: servers by label, each with its config key (`key`), which does not change when
+    /// the topic name becomes known, for readers that look a configured server up (`check`).
     pub fn to_json(&self) -> Value {
         let servers: serde_json::Map<String, Value> = self
             .servers
             .iter()
             .map(|s| {
                 let doc = json!({
+                    "key": s.key,
                     "state": s.state.as_str(),
                     "last_event_age_seconds": s.last_event_age_seconds,
                     "problem": Problem::json(s.problem.as_ref()),
@@ -387,6 +394,7 @@ mod tests {
         assert_eq!(snapshot.systemd_status(), "broker connected; plex: home connected, servers[1] connecting");
         let doc = snapshot.to_json();
         assert_eq!(doc["servers"]["home"]["token"]["kind"], "jwt");
+        assert_eq!(doc["servers"]["home"]["key"], "servers[0]");
         assert_eq!(doc["servers"]["servers[1]"]["problem"]["reason"], "connection_failed");
         assert_eq!(doc["servers"]["servers[1]"]["rest_problem"]["retry_at"], "2027-01-15T08:00:00Z");
         assert_eq!(doc["servers"]["home"]["rest_problem"], Value::Null);
