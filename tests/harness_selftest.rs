@@ -173,6 +173,9 @@ async fn mosquitto_with_password() {
     .expect("test timed out");
 }
 
+/// The header every REST request of the bridge carries (PMS answers XML without it).
+const JSON: (&str, &str) = ("Accept", "application/json");
+
 /// A raw GET with `Connection: close`; returns (status, head, body) after checking Content-Length.
 async fn http_get(pms: &FakePms, target: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(pms.addr()).await.expect("connect to the fake PMS");
@@ -209,7 +212,7 @@ async fn fake_pms_http_routes() {
         assert_eq!(pms.url(), format!("http://127.0.0.1:{}", pms.port()));
         let cfg = pms.config();
 
-        let (status, head, body) = http_get(&pms, "/identity", &[("Accept", "application/json")]).await;
+        let (status, head, body) = http_get(&pms, "/identity", &[JSON]).await;
         assert_eq!(status, 200);
         assert!(head.contains("Content-Type: application/json"), "{head}");
         let expected = format!(
@@ -218,27 +221,27 @@ async fn fake_pms_http_routes() {
         );
         assert_eq!(String::from_utf8(body).expect("UTF-8"), expected);
 
-        let (status, head, body) = http_get(&pms, "/", &[]).await;
+        let (status, head, body) = http_get(&pms, "/", &[JSON]).await;
         assert_eq!(status, 401);
         assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
         assert_eq!(body, UNAUTHORIZED_HTML.as_bytes());
 
-        let (status, _, body) = http_get(&pms, "/", &[("X-Plex-Token", DEFAULT_TOKEN)]).await;
+        let (status, _, body) = http_get(&pms, "/", &[("X-Plex-Token", DEFAULT_TOKEN), JSON]).await;
         assert_eq!(status, 200);
         let root: serde_json::Value = serde_json::from_slice(&body).expect("JSON root");
         assert_eq!(root["MediaContainer"]["friendlyName"], cfg.friendly_name.as_str());
         assert_eq!(root["MediaContainer"]["machineIdentifier"], cfg.machine_identifier.as_str());
         assert_eq!(root["MediaContainer"]["platform"], "Linux");
 
-        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[]).await;
+        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[JSON]).await;
         assert_eq!(status, 200);
         pms.set_token("rotated+token");
-        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[]).await;
+        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[JSON]).await;
         assert_eq!(status, 401);
-        let (status, _, _) = http_get(&pms, "/?X-Plex-Token=rotated%2Btoken", &[]).await;
+        let (status, _, _) = http_get(&pms, "/?X-Plex-Token=rotated%2Btoken", &[JSON]).await;
         assert_eq!(status, 200);
 
-        let (status, _, _) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token")]).await;
+        let (status, _, _) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token"), JSON]).await;
         assert_eq!(status, 404);
         pms.set_canned(
             "/status/sessions",
@@ -250,10 +253,28 @@ async fn fake_pms_http_routes() {
                 delay: Duration::ZERO,
             },
         );
-        let (status, _, body) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token")]).await;
+        let (status, _, body) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token"), JSON]).await;
         assert_eq!((status, body.as_slice()), (200, &br#"{"MediaContainer":{"size":0}}"#[..]));
-        let (status, _, _) = http_get(&pms, "/status/sessions", &[]).await;
+        let (status, _, _) = http_get(&pms, "/status/sessions", &[JSON]).await;
         assert_eq!(status, 401);
+
+        // A REST request that does not ask for JSON gets XML from a real PMS: the fake refuses it (400) and
+        // records why; the JSON answers above were not refused.
+        assert_eq!(pms.rejections(), Vec::<String>::new());
+        let (status, _, _) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token")]).await;
+        assert_eq!(status, 400);
+        let (status, _, _) = http_get(&pms, "/identity", &[("Accept", "application/xml")]).await;
+        assert_eq!(status, 400);
+        let (status, _, _) = http_get(&pms, "/?X-Plex-Token=rotated%2Btoken", &[]).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            pms.take_rejections(),
+            [
+                "GET /status/sessions without Accept: application/json",
+                "GET /identity without Accept: application/json",
+                "GET /?X-Plex-Token=rotated%2Btoken without Accept: application/json",
+            ]
+        );
 
         let (status, _, _) = http_get(&pms, "/nope?a=b%20c&d=e+f&flag", &[("X-Custom", "Value")]).await;
         assert_eq!(status, 404);
@@ -270,7 +291,7 @@ async fn fake_pms_http_routes() {
         );
         assert_eq!(req.header("x-custom"), Some("Value"));
         assert_eq!(req.status, 404);
-        assert_eq!(pms.count_requests("/"), 5);
+        assert_eq!(pms.count_requests("/"), 6);
         assert!(pms.wait_for_requests("/identity", 1, WAIT).await);
     })
     .await
@@ -481,7 +502,7 @@ async fn fake_pms_close_frames_and_restart_on_the_same_port() {
 
         let restarted = FakePms::start(FakePmsConfig { port, ..FakePmsConfig::default() }).await;
         assert_eq!(restarted.port(), port);
-        let (status, _, _) = http_get(&restarted, "/identity", &[]).await;
+        let (status, _, _) = http_get(&restarted, "/identity", &[JSON]).await;
         assert_eq!(status, 200);
     })
     .await
