@@ -205,11 +205,9 @@ async fn a_frame_of_thousands_of_new_sessions_is_capped_and_never_stalls_the_bri
     let (_, metrics) = support::http::get(http, "/metrics").await;
     assert_eq!(support::http::metric(&metrics, "plex_mqtt_bridge_sessions_untracked_total", &[]), 3000.0);
     // Every raw notification still went out.
-    let raw = |p: &mut Probe| p.history_on("plex/test/playing").len();
-    if raw(&mut probe) < 4000 {
-        probe.wait_for(SOON, |_| false).await;
-    }
-    assert_eq!(raw(&mut probe), 4000);
+    let raw = || probe.history_on("plex/test/playing").len();
+    wait::until("the 4000 raw playing notifications", SOON, || raw() >= 4000).await;
+    assert_eq!(raw(), 4000);
     assert!(bridge.is_running());
 }
 
