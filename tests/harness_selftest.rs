@@ -508,3 +508,33 @@ async fn fake_pms_close_frames_and_restart_on_the_same_port() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn fake_plextv_refuses_a_body_that_is_not_json() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        plex_mqtt_bridge::tls::install_crypto_provider();
+        let plextv = support::fake_plextv::FakePlexTv::start().await;
+        let http = reqwest::Client::new();
+        let pin = |body: &'static str| {
+            http.post(format!("{}/api/v2/pins", plextv.url()))
+                .header("X-Plex-Client-Identifier", "selftest")
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+        };
+        let refused = pin("strong=true").await.expect("an answer");
+        assert_eq!(refused.status().as_u16(), 400);
+        assert_eq!(plextv.pin_count(), 0, "no PIN for a body that is not JSON");
+        assert_eq!(
+            plextv.rejections(),
+            ["POST /api/v2/pins: the body is not JSON (expected value at line 1 column 1)"]
+        );
+        let created = pin(r#"{"strong":true}"#).await.expect("an answer");
+        assert_eq!(created.status().as_u16(), 201);
+        assert_eq!(plextv.pin_count(), 1);
+        assert_eq!(plextv.rejections().len(), 1, "{:?}", plextv.rejections());
+    })
+    .await
+    .expect("test timed out");
+}
