@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use support::fake_pms::FakePmsConfig;
 use support::fixture::Fixture;
 use support::frames::activity;
-use support::samples::{every_type, fold};
+use support::samples::{every_type, fold, is_raw_notification_topic};
 use support::wait::{self, SOON};
 use support::{retained, test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
@@ -22,16 +22,12 @@ async fn start() -> Fixture {
     start_with(FakePmsConfig::default(), |c| c).await
 }
 
+/// The live, non-empty messages on the raw notification topics, as `(topic, payload)` in arrival order.
 fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
     msgs.iter()
         .filter(|m| !m.retain && !m.payload.is_empty())
-        .filter(|m| {
-            let rest = m.topic.strip_prefix("plex/test/").unwrap_or("");
-            // Only the raw notification topics: not the retained state and derived events beside them.
-            !rest.is_empty()
-                && !matches!(rest, "state" | "info" | "sessions" | "activities")
-                && !["activities/", "sessions/", "events/"].iter().any(|p| rest.starts_with(p))
-        })
+        // Only the raw notification topics: not the retained state and derived events beside them.
+        .filter(|m| is_raw_notification_topic(&m.topic, "test"))
         .map(|m| (m.topic.clone(), m.text()))
         .collect()
 }

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::bridge::peak_rss_kib;
 use support::fake_pms::{CannedResponse, FakePmsConfig};
 use support::frames::{playing_frame, status, Play};
 use support::wait::{self, SOON};
@@ -118,16 +119,6 @@ async fn every_dropped_live_event_is_counted_and_an_overflow_is_logged_once() {
     assert!(full[0].contains("dropped=10000"), "the warning says how many: {}", full[0]);
     let ended: Vec<&str> = logs.lines().filter(|l| l.contains("live-event queue has room again")).collect();
     assert!(ended.len() == 1 && ended[0].contains("dropped=10000"), "the episode's total is logged: {ended:?}");
-}
-
-/// Peak resident memory of a process (`VmHWM`, KiB).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,11 @@ pub fn skipped(test: &str) -> bool {
     skip
 }
 
+/// An entity's state (`"on"`, `"playing"`…) in a `/api/states/<entity>` answer; empty when it has none.
+pub fn state_of(entity: &Value) -> &str {
+    entity["state"].as_str().unwrap_or_default()
+}
+
 fn cache() -> PathBuf {
     std::env::var_os("HA_TEST_CACHE").map_or_else(|| PathBuf::from("/var/cache/plex-mqtt-bridge"), PathBuf::from)
 }
