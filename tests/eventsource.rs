@@ -25,7 +25,7 @@ async fn connected(pms: FakePmsConfig, transport: Option<Transport>) -> Fixture 
 }
 
 async fn info(f: &Fixture) -> serde_json::Value {
-    let held = retained(f.broker.port(), "plex/test/info", Duration::from_secs(1)).await;
+    let held = retained(f.broker.port(), "plex/test/info").await;
     serde_json::from_slice(held.get("plex/test/info").expect("info is retained")).expect("info is JSON")
 }
 
@@ -58,7 +58,7 @@ async fn run_every_type(transport: Transport) -> (Vec<(String, String)>, std::co
             m.topic == "plex/test/activities" && m.json()["count"] == 1
         })
         .await;
-    let activities = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(400)).await;
+    let activities = retained(f.broker.port(), "plex/test/activities/#").await;
     (live_items(&f.probe.history()), activities)
 }
 

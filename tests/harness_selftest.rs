@@ -19,8 +19,6 @@ use support::{retained, FakePms, FakePmsConfig, Mosquitto, Probe, SOON as WAIT};
 
 /// Each test as a whole.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long retained messages may take to arrive at a fresh subscriber.
-const SETTLE: Duration = Duration::from_millis(300);
 
 /// A raw rumqttc publisher whose event loop runs in the background.
 struct RawPublisher {
@@ -77,7 +75,7 @@ async fn mosquitto_probe_and_retained_state() {
         assert!(!kept.retain, "live delivery of a retained publish: {kept:?}");
         probe.expect_payload("harness/cleared", b"", WAIT).await;
 
-        let state = retained(broker.port(), "harness/#", SETTLE).await;
+        let state = retained(broker.port(), "harness/#").await;
         assert_eq!(state.get("harness/kept").map(Vec::as_slice), Some(&b"v1"[..]), "{state:?}");
         assert!(!state.contains_key("harness/cleared"), "{state:?}");
         assert!(!state.contains_key("harness/live"), "{state:?}");
@@ -88,7 +86,7 @@ async fn mosquitto_probe_and_retained_state() {
         broker.restart();
         assert_eq!(broker.port(), port);
         assert!(broker.is_running());
-        assert!(retained(broker.port(), "harness/#", SETTLE).await.is_empty());
+        assert!(retained(broker.port(), "harness/#").await.is_empty());
         assert!(probe.wait_for_connections(2, WAIT).await, "the probe did not reconnect after the restart");
         publisher.publish("harness/after-restart", b"again", false).await;
         probe.expect_payload("harness/after-restart", b"again", WAIT).await;
@@ -534,6 +532,32 @@ async fn fake_plextv_refuses_a_body_that_is_not_json() {
         assert_eq!(created.status().as_u16(), 201);
         assert_eq!(plextv.pin_count(), 1);
         assert_eq!(plextv.rejections().len(), 1, "{:?}", plextv.rejections());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn retained_returns_every_stored_message_without_a_fixed_wait() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let mut probe = Probe::subscribe(broker.port(), &["bulk/#"]).await;
+        let publisher = RawPublisher::connect(broker.port());
+        // Many stored messages, at both QoS levels, each with some weight: the marker must still come last.
+        const TOPICS: usize = 2_000;
+        for i in 0..TOPICS {
+            let qos = if i % 2 == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            let payload = format!("{i:0>1024}");
+            let options = rumqttc::PublishOptions::new(qos).retain(true);
+            publisher.client.publish(format!("bulk/{i}"), payload, options).await.expect("queue publish");
+        }
+        // One connection publishes in order: once the last is forwarded, the broker has stored them all.
+        probe.expect_topic(&format!("bulk/{}", TOPICS - 1), WAIT).await;
+        let held = retained(broker.port(), "bulk/#").await;
+        assert_eq!(held.len(), TOPICS, "missing: {:?}", (0..TOPICS).find(|i| !held.contains_key(&format!("bulk/{i}"))));
+        assert_eq!(held["bulk/1999"], format!("{:0>1024}", 1999).into_bytes());
+        // The marker is nobody else's business: a subscriber of the queried filter never sees it.
+        assert!(probe.history().iter().all(|m| m.topic.starts_with("bulk/")), "{:?}", probe.history().last());
     })
     .await
     .expect("test timed out");
