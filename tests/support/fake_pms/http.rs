@@ -1,5 +1,6 @@
 //! The fake PMS's HTTP/1.1 side: the listener, reading and checking each request (token as header or query,
-//! `X-Plex-Client-Identifier` on notification streams, exact paths), routing it, and the REST answers. Requests
+//! `X-Plex-Client-Identifier` on notification streams, `Accept: application/json` on the REST answers, exact
+//! paths), routing it, and the REST answers. Requests
 //! for a notification stream are handed to [`super::websocket`] or [`super::eventsource`] once checked.
 
 use std::collections::HashMap;
