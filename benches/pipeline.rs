@@ -738,7 +738,7 @@ async fn burst_with_outage(
     // Past the bridge's progress refresh, so the session documents carry the last offsets.
     tokio::time::sleep(Duration::from_millis(plex_mqtt_bridge::model::playback::PROGRESS_REFRESH_MS + 500)).await;
     let dropped_end = counter(http, DROPPED).await;
-    let held = retained(broker.port(), "plex/#", Duration::from_millis(1500)).await;
+    let held = retained(broker.port(), "plex/#").await;
     let text = |topic: &str| held.get(topic).map(|p| String::from_utf8_lossy(p).into_owned());
     let mut retained_mismatch: Vec<String> =
         [truth.activities_mismatch(&held), truth.sessions_mismatch(&held)].into_iter().flatten().collect();

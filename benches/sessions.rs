@@ -1,12 +1,17 @@
 //! One `playing` frame announcing n new sessions at once (issue 17): the bridge's CPU for it must grow linearly
-//! with n, and `/healthz` must keep answering while the bridge works through it.
+//! with n, and `/healthz` must keep answering while the bridge works through it. Then how fast `/healthz`
+//! answers while 10,000 connections that each sent 9 bytes and stalled are held (issue 25; the test
+//! `health_flood` checks that it answers at all).
 //!
 //! Run with `cargo bench --bench sessions` (about 30 s after the build; needs `mosquitto`). For each n in
 //! [`SIZES`] a fresh release bridge (with `plex.max_sessions` above n, so all are tracked) connects to the fake
 //! PMS; the frame is pushed; the run waits until the broker delivered all n raw items, n retained session
 //! documents and a sessions summary counting n. Meanwhile `/healthz` is asked every 5 ms. Printed per n: the
 //! bridge's CPU time (all threads, from `/proc/<pid>/task/*/schedstat`, ns resolution), CPU per session, the
-//! wall time to the last message, and the slowest and median `/healthz` answers. Figures: BENCHMARKS.md.
+//! wall time to the last message, and the slowest and median `/healthz` answers. For the stalled connections: a
+//! fresh release bridge, [`STALLED`] connections to its health endpoint that sent `GET /heal` and nothing more,
+//! then [`STALLED_ANSWERS`] `/healthz` requests one after the other, each timed; printed: the slowest, the 99th
+//! percentile and the median. Figures: BENCHMARKS.md.
 
 #![cfg_attr(test, allow(dead_code))]
 
@@ -31,6 +36,10 @@ const SIZES: [usize; 3] = [1_000, 4_000, 8_000];
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// How often `/healthz` is asked during a run.
 const HEALTH_EVERY: Duration = Duration::from_millis(5);
+/// Stalled connections held on the health endpoint in the second part.
+const STALLED: usize = 10_000;
+/// `/healthz` answers timed while they are held.
+const STALLED_ANSWERS: usize = 200;
 /// Mosquitto with room for the whole burst for one subscriber.
 const BROKER_CONFIG: &str = "max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\n";
 
@@ -59,6 +68,50 @@ async fn run() {
             r.health_answers,
         );
     }
+    let latencies = stalled_run().await;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "/healthz with {STALLED} stalled connections held: max {:.2} ms, p99 {:.2} ms, p50 {:.2} ms ({} answers)",
+        ms(latencies[latencies.len() - 1]),
+        ms(latencies[latencies.len() * 99 / 100]),
+        ms(latencies[latencies.len() / 2]),
+        latencies.len(),
+    );
+}
+
+/// A fresh bridge, [`STALLED`] connections to its health endpoint that sent 9 bytes and stalled, then
+/// [`STALLED_ANSWERS`] timed `/healthz` answers (sorted).
+async fn stalled_run() -> Vec<Duration> {
+    use tokio::io::AsyncWriteExt;
+    let limit = plex_mqtt_bridge::fd_limit::raise().expect("raise the file-descriptor limit");
+    assert!(
+        limit.soft as usize > STALLED + 1000,
+        "the hard fd limit {} is too low for {STALLED} connections",
+        limit.soft
+    );
+    let broker = Mosquitto::start();
+    let pms = FakePms::start_default().await;
+    pms.set_canned("/status/sessions", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    pms.set_canned("/activities", CannedResponse::json(r#"{"MediaContainer":{"size":0}}"#));
+    let token = TokenFile::new(&pms.token());
+    let mut probe = Probe::subscribe(broker.port(), &["plex/test/state"]).await;
+    let http = support::mosquitto::free_port();
+    let bridge = Bridge::start(&config(&broker.url(), &pms.url(), token.path(), http, STALLED));
+    probe.expect_payload("plex/test/state", "connected", Duration::from_secs(15)).await;
+    let mut stalled = Vec::with_capacity(STALLED);
+    for _ in 0..STALLED {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.expect("a stalling connection");
+        stream.write_all(b"GET /heal").await.expect("part of a request head");
+        stalled.push(stream);
+    }
+    // On an OS thread of its own, as in the first part: what it measures is the bridge's answer time.
+    let timer = std::thread::spawn(move || (0..STALLED_ANSWERS).map(|_| ask_health(http)).collect::<Vec<_>>());
+    let mut latencies = timer.join().expect("the /healthz timer");
+    assert_eq!(stalled.len(), STALLED, "the stalled connections were held throughout");
+    drop(stalled);
+    drop(bridge);
+    latencies.sort();
+    latencies
 }
 
 struct RunResult {
@@ -129,20 +182,28 @@ async fn one_run(n: usize) -> RunResult {
 /// with blocking sockets, so the benchmark's own runtime (busy reading the burst from the broker) cannot delay
 /// it and what it measures is the bridge's answer time.
 fn poll_health(port: u16, stop: Arc<AtomicBool>) -> Vec<Duration> {
-    use std::io::{Read, Write};
     let mut latencies = Vec::new();
     while !stop.load(Ordering::SeqCst) {
-        let asked = Instant::now();
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /healthz");
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write the request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read the answer");
-        latencies.push(asked.elapsed());
-        let status = response.split(' ').nth(1).unwrap_or("");
-        assert!(status == "200" || status == "503", "healthz answered {status:?}");
+        latencies.push(ask_health(port));
         std::thread::sleep(HEALTH_EVERY);
     }
     latencies
+}
+
+/// One `/healthz` request on a fresh connection, with blocking sockets: the time from connecting to the end of
+/// the answer.
+fn ask_health(port: u16) -> Duration {
+    use std::io::{Read, Write};
+    let asked = Instant::now();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /healthz");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the answer");
+    let took = asked.elapsed();
+    let status = response.split(' ').nth(1).unwrap_or("");
+    assert!(status == "200" || status == "503", "healthz answered {status:?}");
+    took
 }
 
 fn frame(n: usize) -> String {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Outgoing, PublishOptions, QoS};
 use serde_json::Value;
+use support::bridge::peak_rss_kib;
 use support::config::Commands;
 use support::frames::status;
 use support::mosquitto::free_port;
@@ -20,16 +21,6 @@ use support::{test_config, Bridge, FakePms, Mosquitto, Probe, TokenFile};
 const RESULT: &str = "plex/test/command/result";
 const COMMANDS: u64 = 100_000;
 const FLOOD_FOR: Duration = Duration::from_secs(8);
-
-/// The bridge's peak resident memory (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the bridge's /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-}
 
 /// One counter of the bridge's `/metrics` (labels included in `series`), 0 when absent.
 async fn metric(port: u16, series: &str) -> u64 {

@@ -345,7 +345,7 @@ async fn the_command_cli_prints_the_result_and_exits_by_it() {
 
 /// The retained discovery configs, as JSON, with the components each has.
 async fn device_configs(broker: &Mosquitto) -> Vec<Value> {
-    support::retained(broker.port(), "homeassistant/device/+/config", Duration::from_millis(1500))
+    support::retained(broker.port(), "homeassistant/device/+/config")
         .await
         .into_values()
         .filter_map(|payload| serde_json::from_slice(&payload).ok())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use support::fake_pms::FakePmsConfig;
 use support::fixture::Fixture;
 use support::frames::activity;
-use support::samples::{every_type, fold};
+use support::samples::{every_type, fold, is_raw_notification_topic};
 use support::wait::{self, SOON};
 use support::{retained, test_config, Bridge, BridgeConfig, FakePms, Mosquitto, Msg, Probe, TokenFile};
 
@@ -22,16 +22,12 @@ async fn start() -> Fixture {
     start_with(FakePmsConfig::default(), |c| c).await
 }
 
+/// The live, non-empty messages on the raw notification topics, as `(topic, payload)` in arrival order.
 fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
     msgs.iter()
         .filter(|m| !m.retain && !m.payload.is_empty())
-        .filter(|m| {
-            let rest = m.topic.strip_prefix("plex/test/").unwrap_or("");
-            // Only the raw notification topics: not the retained state and derived events beside them.
-            !rest.is_empty()
-                && !matches!(rest, "state" | "info" | "sessions" | "activities")
-                && !["activities/", "sessions/", "events/"].iter().any(|p| rest.starts_with(p))
-        })
+        // Only the raw notification topics: not the retained state and derived events beside them.
+        .filter(|m| is_raw_notification_topic(&m.topic, "test"))
         .map(|m| (m.topic.clone(), m.text()))
         .collect()
 }
@@ -75,13 +71,13 @@ async fn session_carries_token_header_client_headers_and_filters() {
         .iter()
         .all(|r| r.header("x-plex-client-identifier") == upgrade.header("x-plex-client-identifier")));
     // The retained info document names the server and never the token.
-    let info = retained(f.broker.port(), "plex/test/info", Duration::from_millis(500)).await;
+    let info = retained(f.broker.port(), "plex/test/info").await;
     let info: serde_json::Value = serde_json::from_slice(&info["plex/test/info"]).expect("info is JSON");
     assert_eq!(info["friendly_name"], "Fake Plex");
     assert_eq!(info["transport"], "websocket");
     assert_eq!(info["url"], f.pms.url());
     assert!(!info.to_string().contains(&f.pms.token()));
-    let bridge_info = retained(f.broker.port(), "plex/bridge/info", Duration::from_millis(500)).await;
+    let bridge_info = retained(f.broker.port(), "plex/bridge/info").await;
     let bridge_info: serde_json::Value = serde_json::from_slice(&bridge_info["plex/bridge/info"]).expect("JSON");
     assert_eq!(bridge_info["servers"], serde_json::json!(["test"]));
     assert!(bridge_info["started_at"].as_str().is_some_and(|s| s.ends_with('Z')));
@@ -97,12 +93,12 @@ async fn activity_is_retained_while_running_and_cleared_when_it_ends() {
     f.pms.push_text(&activity(SCAN, "started", 0));
     f.pms.push_text(&activity(SCAN, "updated", 42));
     f.probe.expect(SOON, "activity progress 42", |m| m.topic == topic && m.text().contains("\"progress\":42")).await;
-    let now = retained(f.broker.port(), "plex/test/activities/+", Duration::from_millis(500)).await;
+    let now = retained(f.broker.port(), "plex/test/activities/+").await;
     let held = String::from_utf8(now.get(topic).cloned().unwrap_or_default()).unwrap_or_default();
     assert!(held.contains("\"event\":\"updated\"") && held.contains("\"progress\":42"), "latest progress: {held}");
     f.pms.push_text(&activity(SCAN, "ended", 100));
     f.probe.expect(SOON, "activity cleared", |m| m.topic == topic && m.payload.is_empty()).await;
-    let after = retained(f.broker.port(), "plex/test/activities/+", Duration::from_millis(500)).await;
+    let after = retained(f.broker.port(), "plex/test/activities/+").await;
     assert!(after.is_empty(), "a fresh subscriber sees no activity: {after:?}");
 }
 
@@ -173,9 +169,9 @@ async fn broker_restart_gets_all_retained_state_back() {
     let wanted =
         ["plex/bridge/state", "plex/bridge/info", "plex/test/state", "plex/test/info", "plex/test/activities/a1b2-c3"];
     let deadline = Instant::now() + SOON;
-    let mut now = retained(f.broker.port(), "plex/#", Duration::from_millis(300)).await;
+    let mut now = retained(f.broker.port(), "plex/#").await;
     while !wanted.iter().all(|t| now.contains_key(*t)) && Instant::now() < deadline {
-        now = retained(f.broker.port(), "plex/#", Duration::from_millis(300)).await;
+        now = retained(f.broker.port(), "plex/#").await;
     }
     for topic in wanted {
         assert!(now.contains_key(topic), "{topic} is retained again after the broker restart: {:?}", now.keys());
@@ -244,7 +240,7 @@ async fn sigterm_publishes_offline_and_exits_zero_within_two_seconds() {
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0), "{}", f.bridge.logs());
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
-    let now = retained(f.broker.port(), "plex/#", Duration::from_millis(500)).await;
+    let now = retained(f.broker.port(), "plex/#").await;
     assert_eq!(now.get("plex/bridge/state").map(Vec::as_slice), Some(&b"offline"[..]));
     assert_eq!(now.get("plex/test/state").map(Vec::as_slice), Some(&b"disconnected"[..]));
     assert!(f.pms.wait_for_ws_connection_count(0, SOON).await, "the session was closed");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use support::config::Plex;
 use support::fake_pms::{FakePmsConfig, SSE_PATH};
 use support::fixture::Fixture;
-use support::samples::every_type;
+use support::samples::{every_type, is_raw_notification_topic};
 use support::wait::{self, SOON};
 use support::{retained, Msg, Transport};
 
@@ -25,7 +25,7 @@ async fn connected(pms: FakePmsConfig, transport: Option<Transport>) -> Fixture 
 }
 
 async fn info(f: &Fixture) -> serde_json::Value {
-    let held = retained(f.broker.port(), "plex/test/info", Duration::from_secs(1)).await;
+    let held = retained(f.broker.port(), "plex/test/info").await;
     serde_json::from_slice(held.get("plex/test/info").expect("info is retained")).expect("info is JSON")
 }
 
@@ -33,15 +33,7 @@ async fn info(f: &Fixture) -> serde_json::Value {
 /// Server state and info (which names the transport), session documents and derived events (which carry
 /// timestamps) and activity state (compared separately, below) are left out.
 fn live_items(msgs: &[Msg]) -> Vec<(String, String)> {
-    msgs.iter()
-        .filter(|m| {
-            let rest = m.topic.strip_prefix("plex/test/").unwrap_or("");
-            !rest.is_empty()
-                && !matches!(rest, "state" | "info" | "sessions" | "activities")
-                && !["sessions/", "events/", "activities/"].iter().any(|p| rest.starts_with(p))
-        })
-        .map(|m| (m.topic.clone(), m.text()))
-        .collect()
+    msgs.iter().filter(|m| is_raw_notification_topic(&m.topic, "test")).map(|m| (m.topic.clone(), m.text())).collect()
 }
 
 /// What one transport produced: the live items in order, and the retained activity state a fresh subscriber
@@ -66,7 +58,7 @@ async fn run_every_type(transport: Transport) -> (Vec<(String, String)>, std::co
             m.topic == "plex/test/activities" && m.json()["count"] == 1
         })
         .await;
-    let activities = retained(f.broker.port(), "plex/test/activities/#", Duration::from_millis(400)).await;
+    let activities = retained(f.broker.port(), "plex/test/activities/#").await;
     (live_items(&f.probe.history()), activities)
 }
 

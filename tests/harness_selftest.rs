@@ -19,8 +19,6 @@ use support::{retained, FakePms, FakePmsConfig, Mosquitto, Probe, SOON as WAIT};
 
 /// Each test as a whole.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long retained messages may take to arrive at a fresh subscriber.
-const SETTLE: Duration = Duration::from_millis(300);
 
 /// A raw rumqttc publisher whose event loop runs in the background.
 struct RawPublisher {
@@ -77,7 +75,7 @@ async fn mosquitto_probe_and_retained_state() {
         assert!(!kept.retain, "live delivery of a retained publish: {kept:?}");
         probe.expect_payload("harness/cleared", b"", WAIT).await;
 
-        let state = retained(broker.port(), "harness/#", SETTLE).await;
+        let state = retained(broker.port(), "harness/#").await;
         assert_eq!(state.get("harness/kept").map(Vec::as_slice), Some(&b"v1"[..]), "{state:?}");
         assert!(!state.contains_key("harness/cleared"), "{state:?}");
         assert!(!state.contains_key("harness/live"), "{state:?}");
@@ -88,7 +86,7 @@ async fn mosquitto_probe_and_retained_state() {
         broker.restart();
         assert_eq!(broker.port(), port);
         assert!(broker.is_running());
-        assert!(retained(broker.port(), "harness/#", SETTLE).await.is_empty());
+        assert!(retained(broker.port(), "harness/#").await.is_empty());
         assert!(probe.wait_for_connections(2, WAIT).await, "the probe did not reconnect after the restart");
         publisher.publish("harness/after-restart", b"again", false).await;
         probe.expect_payload("harness/after-restart", b"again", WAIT).await;
@@ -173,6 +171,9 @@ async fn mosquitto_with_password() {
     .expect("test timed out");
 }
 
+/// The header every REST request of the bridge carries (PMS answers XML without it).
+const JSON: (&str, &str) = ("Accept", "application/json");
+
 /// A raw GET with `Connection: close`; returns (status, head, body) after checking Content-Length.
 async fn http_get(pms: &FakePms, target: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(pms.addr()).await.expect("connect to the fake PMS");
@@ -209,7 +210,7 @@ async fn fake_pms_http_routes() {
         assert_eq!(pms.url(), format!("http://127.0.0.1:{}", pms.port()));
         let cfg = pms.config();
 
-        let (status, head, body) = http_get(&pms, "/identity", &[("Accept", "application/json")]).await;
+        let (status, head, body) = http_get(&pms, "/identity", &[JSON]).await;
         assert_eq!(status, 200);
         assert!(head.contains("Content-Type: application/json"), "{head}");
         let expected = format!(
@@ -218,27 +219,27 @@ async fn fake_pms_http_routes() {
         );
         assert_eq!(String::from_utf8(body).expect("UTF-8"), expected);
 
-        let (status, head, body) = http_get(&pms, "/", &[]).await;
+        let (status, head, body) = http_get(&pms, "/", &[JSON]).await;
         assert_eq!(status, 401);
         assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
         assert_eq!(body, UNAUTHORIZED_HTML.as_bytes());
 
-        let (status, _, body) = http_get(&pms, "/", &[("X-Plex-Token", DEFAULT_TOKEN)]).await;
+        let (status, _, body) = http_get(&pms, "/", &[("X-Plex-Token", DEFAULT_TOKEN), JSON]).await;
         assert_eq!(status, 200);
         let root: serde_json::Value = serde_json::from_slice(&body).expect("JSON root");
         assert_eq!(root["MediaContainer"]["friendlyName"], cfg.friendly_name.as_str());
         assert_eq!(root["MediaContainer"]["machineIdentifier"], cfg.machine_identifier.as_str());
         assert_eq!(root["MediaContainer"]["platform"], "Linux");
 
-        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[]).await;
+        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[JSON]).await;
         assert_eq!(status, 200);
         pms.set_token("rotated+token");
-        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[]).await;
+        let (status, _, _) = http_get(&pms, &format!("/?X-Plex-Token={DEFAULT_TOKEN}"), &[JSON]).await;
         assert_eq!(status, 401);
-        let (status, _, _) = http_get(&pms, "/?X-Plex-Token=rotated%2Btoken", &[]).await;
+        let (status, _, _) = http_get(&pms, "/?X-Plex-Token=rotated%2Btoken", &[JSON]).await;
         assert_eq!(status, 200);
 
-        let (status, _, _) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token")]).await;
+        let (status, _, _) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token"), JSON]).await;
         assert_eq!(status, 404);
         pms.set_canned(
             "/status/sessions",
@@ -250,10 +251,28 @@ async fn fake_pms_http_routes() {
                 delay: Duration::ZERO,
             },
         );
-        let (status, _, body) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token")]).await;
+        let (status, _, body) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token"), JSON]).await;
         assert_eq!((status, body.as_slice()), (200, &br#"{"MediaContainer":{"size":0}}"#[..]));
-        let (status, _, _) = http_get(&pms, "/status/sessions", &[]).await;
+        let (status, _, _) = http_get(&pms, "/status/sessions", &[JSON]).await;
         assert_eq!(status, 401);
+
+        // A REST request that does not ask for JSON gets XML from a real PMS: the fake refuses it (400) and
+        // records why; the JSON answers above were not refused.
+        assert_eq!(pms.rejections(), Vec::<String>::new());
+        let (status, _, _) = http_get(&pms, "/status/sessions", &[("X-Plex-Token", "rotated+token")]).await;
+        assert_eq!(status, 400);
+        let (status, _, _) = http_get(&pms, "/identity", &[("Accept", "application/xml")]).await;
+        assert_eq!(status, 400);
+        let (status, _, _) = http_get(&pms, "/?X-Plex-Token=rotated%2Btoken", &[]).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            pms.take_rejections(),
+            [
+                "GET /status/sessions without Accept: application/json",
+                "GET /identity without Accept: application/json",
+                "GET /?X-Plex-Token=rotated%2Btoken without Accept: application/json",
+            ]
+        );
 
         let (status, _, _) = http_get(&pms, "/nope?a=b%20c&d=e+f&flag", &[("X-Custom", "Value")]).await;
         assert_eq!(status, 404);
@@ -270,7 +289,7 @@ async fn fake_pms_http_routes() {
         );
         assert_eq!(req.header("x-custom"), Some("Value"));
         assert_eq!(req.status, 404);
-        assert_eq!(pms.count_requests("/"), 5);
+        assert_eq!(pms.count_requests("/"), 6);
         assert!(pms.wait_for_requests("/identity", 1, WAIT).await);
     })
     .await
@@ -481,8 +500,64 @@ async fn fake_pms_close_frames_and_restart_on_the_same_port() {
 
         let restarted = FakePms::start(FakePmsConfig { port, ..FakePmsConfig::default() }).await;
         assert_eq!(restarted.port(), port);
-        let (status, _, _) = http_get(&restarted, "/identity", &[]).await;
+        let (status, _, _) = http_get(&restarted, "/identity", &[JSON]).await;
         assert_eq!(status, 200);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn fake_plextv_refuses_a_body_that_is_not_json() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        plex_mqtt_bridge::tls::install_crypto_provider();
+        let plextv = support::fake_plextv::FakePlexTv::start().await;
+        let http = reqwest::Client::new();
+        let pin = |body: &'static str| {
+            http.post(format!("{}/api/v2/pins", plextv.url()))
+                .header("X-Plex-Client-Identifier", "selftest")
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+        };
+        let refused = pin("strong=true").await.expect("an answer");
+        assert_eq!(refused.status().as_u16(), 400);
+        assert_eq!(plextv.pin_count(), 0, "no PIN for a body that is not JSON");
+        assert_eq!(
+            plextv.rejections(),
+            ["POST /api/v2/pins: the body is not JSON (expected value at line 1 column 1)"]
+        );
+        let created = pin(r#"{"strong":true}"#).await.expect("an answer");
+        assert_eq!(created.status().as_u16(), 201);
+        assert_eq!(plextv.pin_count(), 1);
+        assert_eq!(plextv.rejections().len(), 1, "{:?}", plextv.rejections());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn retained_returns_every_stored_message_without_a_fixed_wait() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let mut probe = Probe::subscribe(broker.port(), &["bulk/#"]).await;
+        let publisher = RawPublisher::connect(broker.port());
+        // Many stored messages, at both QoS levels, each with some weight: the marker must still come last.
+        const TOPICS: usize = 2_000;
+        for i in 0..TOPICS {
+            let qos = if i % 2 == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            let payload = format!("{i:0>1024}");
+            let options = rumqttc::PublishOptions::new(qos).retain(true);
+            publisher.client.publish(format!("bulk/{i}"), payload, options).await.expect("queue publish");
+        }
+        // One connection publishes in order: once the last is forwarded, the broker has stored them all.
+        probe.expect_topic(&format!("bulk/{}", TOPICS - 1), WAIT).await;
+        let held = retained(broker.port(), "bulk/#").await;
+        assert_eq!(held.len(), TOPICS, "missing: {:?}", (0..TOPICS).find(|i| !held.contains_key(&format!("bulk/{i}"))));
+        assert_eq!(held["bulk/1999"], format!("{:0>1024}", 1999).into_bytes());
+        // The marker is nobody else's business: a subscriber of the queried filter never sees it.
+        assert!(probe.history().iter().all(|m| m.topic.starts_with("bulk/")), "{:?}", probe.history().last());
     })
     .await
     .expect("test timed out");

@@ -253,7 +253,7 @@ async fn configs(broker: &Mosquitto) -> BTreeMap<String, Value> {
 }
 
 async fn all_configs(broker: &Mosquitto) -> BTreeMap<String, Value> {
-    retained(broker.port(), "homeassistant/device/+/config", Duration::from_millis(500))
+    retained(broker.port(), "homeassistant/device/+/config")
         .await
         .into_iter()
         .map(|(topic, payload)| (topic, serde_json::from_slice(&payload).expect("config JSON")))
@@ -401,7 +401,7 @@ async fn a_server_unreachable_at_start_is_announced_disconnected_with_its_last_i
     let (again_topic, again) = server_config_when(&broker, "the config of the unreachable server", |_, _| true).await;
     assert_eq!(again_topic, topic);
     assert_eq!(unique_ids(&again), unique_ids(&first));
-    let held = retained(broker.port(), "plex/fake_plex/state", Duration::from_millis(500)).await;
+    let held = retained(broker.port(), "plex/fake_plex/state").await;
     assert_eq!(held.get("plex/fake_plex/state").map(Vec::as_slice), Some(&b"disconnected"[..]), "Connected: off");
 }
 

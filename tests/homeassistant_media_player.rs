@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::config::Commands;
-use support::home_assistant::{skipped, HomeAssistant, Version, CURRENT, OLDEST};
+use support::home_assistant::{skipped, state_of, HomeAssistant, Version, CURRENT, OLDEST};
 use support::sessions::{quiet_pms, sessions_body, Playing};
 use support::wait::{self, HA_WAIT, SOON};
 use support::{test_config, Bridge, BridgeConfig, CannedResponse, Mosquitto, Probe, TokenFile};
@@ -47,10 +47,6 @@ const ACTIONS: [(&str, &str, &str); 5] = [
     ("media_next_track", "skip_next", "/player/playback/skipNext"),
     ("media_previous_track", "skip_previous", "/player/playback/skipPrevious"),
 ];
-
-fn state_of(s: &Value) -> &str {
-    s["state"].as_str().unwrap_or_default()
-}
 
 fn features(s: &Value) -> Option<u64> {
     s["attributes"]["supported_features"].as_u64()

@@ -10,9 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value;
 use support::frames::activity;
-use support::home_assistant::{skipped, HomeAssistant, Version, CURRENT, OLDEST};
+use support::home_assistant::{skipped, state_of, HomeAssistant, Version, CURRENT, OLDEST};
 use support::sessions::{quiet_pms, sessions_body, Playing};
 use support::wait::{self, HA_WAIT, SOON};
 use support::{test_config, Bridge, Mosquitto, Msg, Probe, TokenFile};
@@ -50,10 +49,6 @@ const BEDROOM_HEAT: Playing = Playing {
     thumb: "/library/metadata/946/thumb/1700000001",
     state: "playing",
 };
-
-fn state_of(s: &Value) -> &str {
-    s["state"].as_str().unwrap_or_default()
-}
 
 /// The device trigger automations, written once Home Assistant has created the devices (a device trigger names
 /// the device by its registry id), plus the README's event-entity example.

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::bridge::peak_rss_kib;
 use support::fake_pms::{CannedResponse, FakePmsConfig};
 use support::frames::{playing_frame, status, Play};
 use support::wait::{self, SOON};
@@ -120,16 +121,6 @@ async fn every_dropped_live_event_is_counted_and_an_overflow_is_logged_once() {
     assert!(ended.len() == 1 && ended[0].contains("dropped=10000"), "the episode's total is logged: {ended:?}");
 }
 
-/// Peak resident memory of a process (`VmHWM`, KiB).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_slower_than_plex_loses_nothing_and_the_paused_link_is_not_taken_for_dead() {
     // One PUBLISH in flight at a time: the broker acknowledges, slowly (one round trip per message), while the
@@ -205,11 +196,9 @@ async fn a_frame_of_thousands_of_new_sessions_is_capped_and_never_stalls_the_bri
     let (_, metrics) = support::http::get(http, "/metrics").await;
     assert_eq!(support::http::metric(&metrics, "plex_mqtt_bridge_sessions_untracked_total", &[]), 3000.0);
     // Every raw notification still went out.
-    let raw = |p: &mut Probe| p.history_on("plex/test/playing").len();
-    if raw(&mut probe) < 4000 {
-        probe.wait_for(SOON, |_| false).await;
-    }
-    assert_eq!(raw(&mut probe), 4000);
+    let raw = || probe.history_on("plex/test/playing").len();
+    wait::until("the 4000 raw playing notifications", SOON, || raw() >= 4000).await;
+    assert_eq!(raw(), 4000);
     assert!(bridge.is_running());
 }
 
@@ -305,11 +294,12 @@ async fn a_flood_of_slow_health_clients_and_a_huge_header_do_not_disturb_the_bri
     probe.expect_payload("plex/test/state", "connected", SOON).await;
     // 2,000 connections that never send a byte (slowloris), and one with a 1 MB header.
     let mut idle = Vec::new();
-    for _ in 0..2_000 {
-        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
-            idle.push(stream);
-        }
+    for i in 0..2_000 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", http));
+        let stream = wait::within("an idle connection to the health endpoint", SOON, connect).await;
+        idle.push(stream.unwrap_or_else(|e| panic!("idle connection {i} to the health endpoint: {e}")));
     }
+    assert_eq!(idle.len(), 2_000, "the whole flood is held");
     let huge = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.expect("connect");
@@ -360,14 +350,18 @@ async fn plex_closing_the_socket_of_a_paused_reader_leads_to_a_normal_reconnect_
     probe.expect_payload("plex/test/status", r#"{"title":"after"}"#, Duration::from_secs(60)).await;
 }
 
-/// User + system CPU time of a process so far (clock ticks, from /proc).
+/// User + system CPU time of a process so far (clock ticks, from /proc); panics when it cannot be read, so a
+/// CPU bound is never checked against a figure that was not measured.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_else(|| panic!("{path}: {stat:?}"));
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat, i.e. 12 and 13 after the name.
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    let field = |i: usize| -> u64 {
+        fields.get(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{path}: no field {}: {stat:?}", i + 3))
+    };
+    field(11) + field(12)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,12 +379,14 @@ async fn out_of_file_descriptors_the_health_endpoint_backs_off_instead_of_spinni
         .status()
         .expect("run prlimit");
     assert!(limited.success(), "prlimit failed");
+    // The connections complete in the listener's backlog even when the bridge cannot accept them.
     let mut held = Vec::new();
-    for _ in 0..64 {
-        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
-            held.push(stream);
-        }
+    for i in 0..64 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", http));
+        let stream = wait::within("a connection to the health endpoint", SOON, connect).await;
+        held.push(stream.unwrap_or_else(|e| panic!("connection {i} to the health endpoint: {e}")));
     }
+    assert!(held.len() > 4, "more connections ({}) than the bridge has descriptors left (4)", held.len());
     assert!(
         bridge.wait_for_log("health endpoint cannot accept connections", SOON).await,
         "accept() fails once the descriptors are used up:\n{}",

@@ -3,8 +3,9 @@
 
 mod support;
 
-use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use tokio::net::UnixDatagram;
 
 use support::fake_pms::FakePmsConfig;
 use support::http::{get, metric};
@@ -114,24 +115,38 @@ async fn systemd_gets_ready_after_the_broker_connection_then_watchdog_pings() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
-    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
     let envs = [("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")), ("WATCHDOG_USEC", "400000")];
     let mut probe = Probe::subscribe(broker.port(), &["plex/bridge/state"]).await;
-    let config = test_config(&broker.url(), &pms.url(), token.path()).to_string();
-    let _bridge = Bridge::start_with(&[], &envs, Some(&config));
+    let config = test_config(&broker.url(), &pms.url(), token.path());
+    let client_id = config.mqtt.client_id.clone().expect("test_config names the bridge's MQTT client");
+    // Mosquitto logs a client's connection before it sends the CONNACK, so a bridge that waited for the CONNACK
+    // before READY=1 has its connection in the broker's log by then; one that sent READY=1 early has not.
+    let connected_line = format!(" as {client_id} ");
+    let _bridge = Bridge::start_with(&[], &envs, Some(&config.to_string()));
     let mut messages: Vec<String> = Vec::new();
+    let mut log_at_ready: Option<String> = None;
     let deadline = Instant::now() + SOON;
     let mut buf = [0u8; 1024];
-    while Instant::now() < deadline && messages.iter().filter(|m| m.as_str() == "WATCHDOG=1").count() < 3 {
-        if let Ok(n) = socket.recv(&mut buf) {
-            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    while messages.iter().filter(|m| m.as_str() == "WATCHDOG=1").count() < 3 {
+        let Ok(received) = tokio::time::timeout_at(deadline.into(), socket.recv(&mut buf)).await else {
+            panic!("fewer than 3 WATCHDOG=1 within {SOON:?}: {messages:?}");
+        };
+        let n = received.expect("read the notify socket");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message == "READY=1" && log_at_ready.is_none() {
+            log_at_ready = Some(broker.log());
         }
+        messages.push(message);
     }
     let ready = messages.iter().position(|m| m == "READY=1").unwrap_or_else(|| panic!("no READY=1: {messages:?}"));
     assert!(messages[ready..].iter().filter(|m| m.as_str() == "WATCHDOG=1").count() >= 3, "{messages:?}");
     assert!(messages.iter().any(|m| m.starts_with("STATUS=broker connected")), "{messages:?}");
-    // READY came after the broker connection: the broker saw `online` by then.
+    // READY came after the broker connection: the broker had accepted the bridge's connection by then.
+    let log_at_ready = log_at_ready.expect("READY=1 was seen");
     assert!(
-        probe.history_on("plex/bridge/state").iter().any(|m| m.text() == "online") || probe.next(SOON).await.is_some()
+        log_at_ready.lines().any(|l| l.contains("New client connected") && l.contains(&connected_line)),
+        "READY=1 before the broker accepted {client_id}; broker log at READY:\n{log_at_ready}"
     );
+    // And the connection it reported is the one that announces the bridge.
+    probe.expect_seen(SOON, "plex/bridge/state = online", |m| m.text() == "online").await;
 }

@@ -212,7 +212,7 @@ async fn one_million_notifications_with_pms_drops_and_a_broker_restart() {
     let duration = started.elapsed();
 
     // Retained topics, as a new subscriber sees them.
-    let held = retained(broker.port(), "plex/#", Duration::from_millis(1500)).await;
+    let held = retained(broker.port(), "plex/#").await;
     let text = |topic: &str| held.get(topic).map(|p| String::from_utf8_lossy(p).into_owned());
     let running_before_stop = bridge.is_running();
 

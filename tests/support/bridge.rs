@@ -18,6 +18,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_plex-mqtt-bridge");
 /// The prefix of every variable the daemon reads.
 pub const ENV_PREFIX: &str = "PLEX_MQTT_BRIDGE_";
 
+/// A process's peak resident memory (`VmHWM` in `/proc/<pid>/status`), in KiB; panics when it cannot be read, so
+/// a memory bound is never checked against a figure that was not measured.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {path}:\n{status}"))
+}
+
 /// A running daemon; killed on Drop.
 pub struct Bridge {
     child: Child,

@@ -211,8 +211,12 @@ fn plex_jwt(key: &Ed25519KeyPair, device_kid: &str, lifetime: Duration) -> Strin
 
 async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, key: Arc<Ed25519KeyPair>) {
     loop {
-        if let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, state.clone(), key.clone()));
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve(stream, state.clone(), key.clone()));
+            }
+            // E.g. EMFILE: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
@@ -228,11 +232,23 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, key: Arc<Ed25519
             _ => return,
         }
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // The bridge sends a JSON body with every POST and none with a GET; anything else is refused.
+    let body: Result<Value, String> = if body.is_empty() && request.method != "POST" {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("{} {}: the body is not JSON ({e})", request.method, request.path))
+    };
     let (status, answer) = {
         let mut state = state.lock().expect("fake plex.tv lock");
         let mut recorded = request.clone();
-        let answer = handle(&mut state, &key, &request, &body);
+        let answer = match &body {
+            Ok(body) => handle(&mut state, &key, &request, body),
+            Err(why) => {
+                state.rejections.push(why.clone());
+                (400, json!({"error": "the body is not JSON"}))
+            }
+        };
         recorded.status = answer.0;
         state.requests.push(recorded);
         answer

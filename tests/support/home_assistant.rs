@@ -36,6 +36,9 @@ pub const CURRENT: Version = Version { number: "2026.11.0", in_root: true };
 
 /// How long Home Assistant may take to start (about 6 s on an idle 2-core machine).
 const START_LIMIT: Duration = Duration::from_secs(90);
+/// How long `prepare.py` may take to write the configuration and the owner's token (it imports a few Home
+/// Assistant modules and writes a few files).
+const PREPARE_LIMIT: Duration = Duration::from_secs(60);
 /// How long it may take to stop after SIGTERM before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -54,13 +57,22 @@ pub struct HomeAssistant {
     http: reqwest::Client,
 }
 
-/// Whether the real-Home-Assistant tests are switched off (`HA_TEST_SKIP=1`); says so on stderr.
+/// Whether the real-Home-Assistant tests are switched off (`HA_TEST_SKIP=1`, a developer convenience; CI unsets
+/// it). A skip is written to the process's stderr itself, not through `eprintln!`, which the test harness captures
+/// and throws away for a test that passes: the skip shows in every `cargo test` run.
 pub fn skipped(test: &str) -> bool {
+    use std::io::Write;
     let skip = std::env::var("HA_TEST_SKIP").is_ok_and(|v| v == "1");
     if skip {
-        eprintln!("{test}: skipped, HA_TEST_SKIP=1");
+        let line = format!("SKIPPED {test}: HA_TEST_SKIP=1, the real Home Assistant did not run\n");
+        std::io::stderr().write_all(line.as_bytes()).expect("write the skip to stderr");
     }
     skip
+}
+
+/// An entity's state (`"on"`, `"playing"`…) in a `/api/states/<entity>` answer; empty when it has none.
+pub fn state_of(entity: &Value) -> &str {
+    entity["state"].as_str().unwrap_or_default()
 }
 
 fn cache() -> PathBuf {
@@ -136,7 +148,9 @@ impl HomeAssistant {
         let port = super::mosquitto::free_port();
         // The script goes in on stdin: the root does not see this checkout.
         let prepare = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/homeassistant/prepare.py");
-        let out = version
+        // Its output goes to files (no pipe to drain while waiting), and it gets PREPARE_LIMIT to finish.
+        let (out_path, err_path) = (dir.path().join("prepare.out"), dir.path().join("prepare.err"));
+        let mut prepare_run = version
             .command("python")
             .arg("-")
             .arg(dir.path())
@@ -144,10 +158,20 @@ impl HomeAssistant {
             .arg(mqtt_port.to_string())
             .arg(version.number)
             .stdin(File::open(&prepare).expect("open prepare.py"))
-            .output()
+            .stdout(File::create(&out_path).expect("create prepare.out"))
+            .stderr(File::create(&err_path).expect("create prepare.err"))
+            .spawn()
             .expect("run prepare.py");
-        assert!(out.status.success(), "prepare.py failed: {}", String::from_utf8_lossy(&out.stderr));
-        let token = String::from_utf8(out.stdout).expect("token").trim().to_owned();
+        let finished = wait::poll(PREPARE_LIMIT, async || prepare_run.try_wait().expect("wait for prepare.py")).await;
+        let errors = || std::fs::read_to_string(&err_path).unwrap_or_else(|e| format!("<no prepare.err: {e}>"));
+        let Some(status) = finished else {
+            // Errors mean it exited meanwhile; wait() reaps it either way.
+            let _ = prepare_run.kill();
+            let _ = prepare_run.wait();
+            panic!("prepare.py did not finish within {PREPARE_LIMIT:?}: {}", errors());
+        };
+        assert!(status.success(), "prepare.py failed ({status}): {}", errors());
+        let token = std::fs::read_to_string(&out_path).expect("read the token prepare.py printed").trim().to_owned();
         for (name, yaml) in packages {
             std::fs::write(dir.path().join("packages").join(name), yaml).expect("write a package");
         }

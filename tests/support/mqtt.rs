@@ -354,12 +354,35 @@ pub fn unique_client_id(kind: &str) -> String {
     format!("harness-{kind}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The retained messages a fresh subscriber to `filter` receives within `settle` after its SubAck, by topic
-/// (the last one wins). Cleared topics (empty payloads) never appear: a broker does not store them.
-pub async fn retained(port: u16, filter: &str, settle: Duration) -> BTreeMap<String, Vec<u8>> {
-    let mut probe = Probe::subscribe(port, &[filter]).await;
+/// The retained messages a fresh subscriber to `filter` receives, by topic (the last one wins). Cleared topics
+/// (empty payloads) never appear: a broker does not store them.
+///
+/// Complete without a fixed wait: the subscriber also subscribes, in the same SUBSCRIBE, to a topic of its own
+/// that nothing else uses, and after the SubAck publishes a non-retained marker there. Mosquitto queues the
+/// stored retained messages of a subscription while it handles the SUBSCRIBE, and delivers one client's
+/// messages in order, so once the marker is back every retained message has arrived. Panics if the marker does
+/// not come back within [`super::wait::SOON`].
+pub async fn retained(port: u16, filter: &str) -> BTreeMap<String, Vec<u8>> {
+    let marker_topic = format!("harness-retained-marker/{}", unique_client_id("marker"));
+    let mut probe = Probe::subscribe(port, &[marker_topic.as_str(), filter]).await;
+    probe
+        .client
+        .publish(marker_topic.as_str(), "marker", rumqttc::PublishOptions::new(QoS::AtLeastOnce))
+        .await
+        .expect("queue the retained-query marker");
     let mut map = BTreeMap::new();
-    for msg in probe.collect_for(settle).await {
+    let bound = super::wait::SOON;
+    let deadline = Instant::now() + bound;
+    loop {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, probe.rx.recv()).await else {
+            panic!(
+                "retained({filter:?}) on 127.0.0.1:{port}: the marker did not come back within {bound:?}; received:\n{}",
+                format_msgs(&probe.history())
+            );
+        };
+        if msg.topic == marker_topic {
+            return map;
+        }
         if !msg.retain {
             continue;
         }
@@ -369,7 +392,6 @@ pub async fn retained(port: u16, filter: &str, settle: Duration) -> BTreeMap<Str
             map.insert(msg.topic, msg.payload);
         }
     }
-    map
 }
 
 /// Publishes one message with QoS 1 from a fresh client and waits for the broker's PubAck (bounded 10 s).

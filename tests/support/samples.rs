@@ -30,6 +30,17 @@ impl Sample {
     }
 }
 
+/// Whether `topic` is one of server `server`'s raw notification topics (`plex/<server>/<type>`, prefix `plex`):
+/// every message on them is a live event. Server state and info, the sessions and activities summaries, the
+/// session documents, derived events and activity state beside them are not.
+pub fn is_raw_notification_topic(topic: &str, server: &str) -> bool {
+    let rest = topic.strip_prefix("plex/").and_then(|t| t.strip_prefix(server)).and_then(|t| t.strip_prefix('/'));
+    let Some(rest) = rest else { return false };
+    !rest.is_empty()
+        && !matches!(rest, "state" | "info" | "sessions" | "activities")
+        && !["sessions/", "events/", "activities/"].iter().any(|p| rest.starts_with(p))
+}
+
 /// The topic folding rule of docs/topics.md, written independently of the bridge's.
 pub fn fold(raw: &str) -> String {
     let mut out = String::new();

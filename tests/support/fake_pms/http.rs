@@ -1,5 +1,6 @@
 //! The fake PMS's HTTP/1.1 side: the listener, reading and checking each request (token as header or query,
-//! `X-Plex-Client-Identifier` on notification streams, exact paths), routing it, and the REST answers. Requests
+//! `X-Plex-Client-Identifier` on notification streams, `Accept: application/json` on the REST answers, exact
+//! paths), routing it, and the REST answers. Requests
 //! for a notification stream are handed to [`super::websocket`] or [`super::eventsource`] once checked.
 
 use std::collections::HashMap;
@@ -148,10 +149,19 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     let html = |body: &str| ("text/html".to_owned(), body.as_bytes().to_vec());
     let json = |body: String| ("application/json".to_owned(), body.into_bytes());
+    // PMS answers its REST endpoints in XML unless the request asks for JSON; the bridge parses only JSON, so a
+    // request without `Accept: application/json` is refused here (400) and recorded as a rejection.
+    let wants_json = request.header("accept").is_some_and(|accept| accept.contains("application/json"));
+    let refuse_xml = || {
+        shared.reject(format!("{} {} without Accept: application/json", request.method, request.target));
+        (400, html(BAD_REQUEST_HTML))
+    };
     let (status, (content_type, body)) = match route {
+        Route::Identity if !wants_json => refuse_xml(),
         Route::Identity => (200, json(identity_json(&config))),
-        Route::Root if authorized => (200, json(root_json(&config))),
-        Route::Root => (401, html(UNAUTHORIZED_HTML)),
+        Route::Root if !authorized => (401, html(UNAUTHORIZED_HTML)),
+        Route::Root if !wants_json => refuse_xml(),
+        Route::Root => (200, json(root_json(&config))),
         Route::WebSocket | Route::EventSource if !authorized => (401, html(UNAUTHORIZED_HTML)),
         Route::WebSocket | Route::EventSource if request.header("x-plex-client-identifier").is_none() => {
             (400, html(BAD_REQUEST_HTML))
@@ -164,8 +174,12 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
         Route::EventSource => {
             return eventsource::serve(stream, request, rx, registration, config.sse_ping_interval).await
         }
-        Route::Canned(canned) if canned.needs_token && !authorized => (401, html(UNAUTHORIZED_HTML)),
-        Route::Canned(canned) => {
+        Route::Canned(canned) | Route::Photo(canned) if canned.needs_token && !authorized => {
+            (401, html(UNAUTHORIZED_HTML))
+        }
+        // The photo transcoder answers an image whatever the request accepts.
+        Route::Canned(_) if !wants_json => refuse_xml(),
+        Route::Canned(canned) | Route::Photo(canned) => {
             if !canned.delay.is_zero() {
                 // A slow or hanging server is the behaviour asked for.
                 tokio::time::sleep(canned.delay).await;
@@ -186,7 +200,10 @@ enum Route {
     Root,
     WebSocket,
     EventSource,
+    /// A REST answer a test set ([`super::FakePms::set_canned`]): JSON only to a request that accepts it.
     Canned(CannedResponse),
+    /// An image from the photo transcoder.
+    Photo(CannedResponse),
     NotFound,
 }
 
@@ -219,7 +236,7 @@ fn route(request: &RecordedRequest, config: &FakePmsConfig, canned: &HashMap<Str
         SSE_PATH if config.eventsource => Route::EventSource,
         // The photo transcoder serves one image per source path (`url`): see [`FakePms::set_photo`].
         PHOTO_PATH => match canned.get(&photo_key(request.query_param("url").unwrap_or_default())) {
-            Some(response) => Route::Canned(response.clone()),
+            Some(response) => Route::Photo(response.clone()),
             None => Route::NotFound,
         },
         path => match canned.get(path) {

@@ -200,6 +200,9 @@ struct Shared {
     closed: AtomicBool,
     /// Tokens accepted besides `config.token` (e.g. Plex JWTs the fake plex.tv issued).
     extra_tokens: Mutex<Vec<String>>,
+    /// Requests refused because a real PMS would not have answered them as the bridge expects (see
+    /// [`FakePms::rejections`]).
+    rejections: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -211,6 +214,10 @@ impl Shared {
         }
         tasks.retain(|h| !h.is_finished());
         tasks.push(handle);
+    }
+
+    fn reject(&self, why: String) {
+        self.rejections.lock().expect("fake pms rejections lock").push(why);
     }
 
     fn record(&self, request: RecordedRequest) {
@@ -225,7 +232,8 @@ impl Shared {
     }
 }
 
-/// Aborts the accept loop and every connection task when the last [`FakePms`] handle goes.
+/// Aborts the accept loop and every connection task when the last [`FakePms`] handle goes; then fails the test
+/// if the server refused a request as malformed (see [`FakePms::rejections`]) that the test did not take.
 struct ShutdownGuard {
     shared: Arc<Shared>,
 }
@@ -233,6 +241,10 @@ struct ShutdownGuard {
 impl Drop for ShutdownGuard {
     fn drop(&mut self) {
         self.shared.shutdown();
+        let rejections = std::mem::take(&mut *self.shared.rejections.lock().unwrap_or_else(|e| e.into_inner()));
+        if !rejections.is_empty() && !std::thread::panicking() {
+            panic!("the fake PMS refused requests a real PMS would not answer as expected: {rejections:?}");
+        }
     }
 }
 
@@ -284,6 +296,7 @@ impl FakePms {
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             extra_tokens: Mutex::new(Vec::new()),
+            rejections: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(http::accept_loop(listener, shared.clone()));
         shared.track(accept.abort_handle());
@@ -508,6 +521,19 @@ impl FakePms {
     /// handle does the same.
     pub fn shutdown(&self) {
         self.shared.shutdown();
+    }
+
+    /// The requests refused because a real PMS would not answer them as the bridge expects (a REST request
+    /// without `Accept: application/json` gets XML from PMS; here a 400). Any left when the last handle is
+    /// dropped fail the test; a test that sends such a request on purpose takes them with
+    /// [`FakePms::take_rejections`].
+    pub fn rejections(&self) -> Vec<String> {
+        self.shared.rejections.lock().expect("fake pms rejections lock").clone()
+    }
+
+    /// [`FakePms::rejections`], cleared.
+    pub fn take_rejections(&self) -> Vec<String> {
+        std::mem::take(&mut *self.shared.rejections.lock().expect("fake pms rejections lock"))
     }
 
     /// Every request parsed so far, in order.
