@@ -63,14 +63,21 @@ fn io_error(error: &ConnectionError) -> Option<&std::io::Error> {
     }
 }
 
-/// Whether the broker ended the connection (end of stream, reset, abort) rather than the network or a timeout.
+/// Whether the broker ended the connection (end of stream, reset, abort, or a write to a socket it closed: broken
+/// pipe) rather than the network or a timeout.
 fn closed_by_broker(error: &ConnectionError) -> bool {
     use std::io::ErrorKind;
     if matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted)) {
         return true;
     }
     io_error(error).is_some_and(|io| {
-        matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted)
+        matches!(
+            io.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+        )
     })
 }
 
@@ -132,6 +139,16 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(history.ended_soon(&timeout), None, "a timeout is the network's, not the broker's");
         }
+    }
+
+    #[test]
+    fn a_write_to_a_connection_the_broker_closed_is_evidence_too() {
+        // Which error a taken-over session ends with depends on whether the bridge was reading or writing.
+        let broken_pipe = || ConnectionError::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe"));
+        let mut history = SessionHistory::default();
+        assert_eq!(history.ended_soon(&eof()), None);
+        assert_eq!(history.ended_soon(&broken_pipe()), None);
+        assert_eq!(history.ended_soon(&eof()), Some(TAKEOVER));
     }
 
     #[test]
