@@ -35,19 +35,23 @@ pub(super) async fn drive(
     let mut history = SessionHistory::default();
     // When the current broker session was accepted (CONNACK).
     let mut session_started: Option<tokio::time::Instant> = None;
-    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    // This loop runs once per client event — two per message at QoS 1 (written, acknowledged) — so what it waits
+    // on besides the client costs nothing per pass: the stop future is made once, and a timer exists only while
+    // its deadline does (`select!` builds every branch's future on each pass, enabled or not).
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
-            () = tokio::time::sleep_until(scan.deadline.unwrap_or(far)), if scan.deadline.is_some() => {
+            () = sleep_until_set(scan.deadline), if scan.deadline.is_some() => {
                 scan.finish(&shared);
                 continue;
             }
-            () = tokio::time::sleep_until(inbox.resend_due().unwrap_or(far)), if inbox.resend_due().is_some() => {
+            () = sleep_until_set(inbox.resend_due()), if inbox.resend_due().is_some() => {
                 inbox.resend_discovery(&shared);
                 continue;
             }
-            () = stop.cancelled() => return,
+            () = &mut stopped => return,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -124,9 +128,17 @@ pub(super) async fn drive(
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return,
+                    () = &mut stopped => return,
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or for ever when there is none; no timer is made until it is first polled.
+async fn sleep_until_set(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

@@ -101,11 +101,13 @@ pub async fn run_session(
     let mut oversized_log = LogLimiter::default();
     let mut last_seen = Instant::now();
     let idle = sleep_until(last_seen + idle_timeout);
-    tokio::pin!(idle);
+    // Made once: the loop runs once per chunk, and a new cancellation future registers and drops a waiter.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(idle, cancelled);
     loop {
         tokio::select! {
             biased;
-            () = cancel.cancelled() => return SessionEnd::Shutdown,
+            () = &mut cancelled => return SessionEnd::Shutdown,
             chunk = stream.response.chunk() => {
                 last_seen = Instant::now();
                 let chunk = match chunk {

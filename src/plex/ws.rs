@@ -215,7 +215,9 @@ pub async fn run_session(
     let mut last_seen = Instant::now();
     let idle = sleep_until(last_seen + idle_timeout);
     let ping = sleep_until(last_seen + ping_interval);
-    tokio::pin!(idle, ping);
+    // Made once: the loop runs once per frame, and a new cancellation future registers and drops a waiter.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(idle, ping, cancelled);
     loop {
         if forwarder.blocked() {
             if !super::wait_for_room(forwarder, cancel, stats).await {
@@ -229,7 +231,7 @@ pub async fn run_session(
         }
         tokio::select! {
             biased;
-            () = cancel.cancelled() => {
+            () = &mut cancelled => {
                 let _ = timeout(Duration::from_millis(300), stream.close(None)).await;
                 return SessionEnd::Shutdown;
             }

@@ -120,7 +120,9 @@ impl StateTask {
         let fetch_timer = sleep_until(far);
         let activities_retry_timer = sleep_until(far);
         let state_timer = sleep_until(far);
-        tokio::pin!(fetch_timer, activities_retry_timer, state_timer);
+        // Made once, like the timers: a new cancellation future per input registers and drops a waiter.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(fetch_timer, activities_retry_timer, state_timer, cancelled);
         // When the activities summary held back by ACTIVITIES_REFRESH is due, and when it was last published.
         let mut activities_due: Option<Instant> = None;
         let mut activities_sent = Instant::now().checked_sub(ACTIVITIES_REFRESH).unwrap_or_else(Instant::now);
@@ -143,7 +145,7 @@ impl StateTask {
             move_timer(activities_retry_timer.as_mut(), activities_retry_due);
             move_timer(state_timer.as_mut(), state_due);
             tokio::select! {
-                () = cancel.cancelled() => return,
+                () = &mut cancelled => return,
                 input = inputs.recv() => match input {
                     None => return,
                     Some(StateInput::Connected { topics: server_topics, name, identity }) => {
