@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::fake_pms::{parse_head, read_head, respond_with, RecordedRequest};
+use super::fake_pms::{accept_each, parse_head, read_head, respond_with, RecordedRequest};
 
 /// The legacy account token the fake hands out for PINs without a key, and accepts for resources.
 pub const ACCOUNT_TOKEN: &str = "fake-account-token-0123";
@@ -210,15 +210,7 @@ fn plex_jwt(key: &Ed25519KeyPair, device_kid: &str, lifetime: Duration) -> Strin
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, key: Arc<Ed25519KeyPair>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve(stream, state.clone(), key.clone()));
-            }
-            // E.g. EMFILE: back off instead of spinning.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    accept_each(listener, |stream| drop(tokio::spawn(serve(stream, state.clone(), key.clone())))).await
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, key: Arc<Ed25519KeyPair>) {

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::fake_pms::{parse_head, read_head, respond_with, RecordedRequest};
+use super::fake_pms::{accept_each, parse_head, read_head, respond_with, RecordedRequest};
 
 /// The token the fake issued to "the add-on".
 pub const SUPERVISOR_TOKEN: &str = "fake-supervisor-token-0123";
@@ -85,9 +85,7 @@ impl FakeSupervisor {
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(serve(stream, state.clone()));
-    }
+    accept_each(listener, |stream| drop(tokio::spawn(serve(stream, state.clone())))).await
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {

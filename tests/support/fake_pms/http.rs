@@ -45,13 +45,19 @@ pub(super) async fn bind(port: u16) -> TcpListener {
 }
 
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    accept_each(listener, |stream| {
+        let task = tokio::spawn(serve_connection(stream, shared.clone()));
+        shared.track(task.abort_handle());
+    })
+    .await
+}
+
+/// Hands every connection `listener` accepts to `serve`, for as long as the fake lives (every fake's listener);
+/// an accept error (EMFILE under a flood) backs off instead of spinning or ending the fake.
+pub async fn accept_each(listener: TcpListener, mut serve: impl FnMut(TcpStream)) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let task = tokio::spawn(serve_connection(stream, shared.clone()));
-                shared.track(task.abort_handle());
-            }
-            // E.g. EMFILE: back off instead of spinning.
+            Ok((stream, _)) => serve(stream),
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }

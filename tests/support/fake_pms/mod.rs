@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
-pub use http::{parse_head, percent_decode, read_head, respond, respond_with, root_json, PHOTO_PATH};
+pub use http::{accept_each, parse_head, percent_decode, read_head, respond, respond_with, root_json, PHOTO_PATH};
 
 pub const DEFAULT_TOKEN: &str = "fake-pms-token-0123456789";
 pub const DEFAULT_MACHINE_IDENTIFIER: &str = "3f9c1b2a7d4e8f6a0b5c9d1e2f3a4b5c6d7e8f90";
