@@ -100,7 +100,7 @@ async fn check_broker(config: &Config) -> (bool, String) {
             );
         }
     }
-    let (client, mut eventloop) = match super::short_lived_client(&config.mqtt, "check", 4) {
+    let (client, mut eventloop) = match super::broker_client::short_lived_client(&config.mqtt, "check", 4) {
         Ok(pair) => pair,
         Err(e) => return (false, format!("FAIL {what}: {e}")),
     };

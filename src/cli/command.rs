@@ -129,8 +129,8 @@ pub async fn run(config: &Config, request: &CommandRequest) -> Result<Value, Com
     let mut payload = request.args.clone();
     payload.insert("id".into(), json!(id));
 
-    let (client, mut eventloop) =
-        super::short_lived_client(&config.mqtt, "cli", 8).map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
+    let (client, mut eventloop) = super::broker_client::short_lived_client(&config.mqtt, "cli", 8)
+        .map_err(|e| CommandCliError::Mqtt(e.to_string()))?;
     let result_topic = topics.command_result();
     let wait = async {
         let mut published = false;

@@ -114,8 +114,8 @@ async fn read_retained(
     filters: &[String],
     timeout: Duration,
 ) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
-    let (client, mut eventloop) =
-        super::short_lived_client(&config.mqtt, "package", 64).map_err(|e| PackageError::Mqtt(e.to_string()))?;
+    let (client, mut eventloop) = super::broker_client::short_lived_client(&config.mqtt, "package", 64)
+        .map_err(|e| PackageError::Mqtt(e.to_string()))?;
     let mut found = BTreeMap::new();
     let deadline = Instant::now() + timeout;
     // Until the SUBACK: the deadline; after it, each retained message extends the settle window.

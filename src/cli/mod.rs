@@ -3,6 +3,7 @@
 //! dispatches here.
 
 pub mod addon;
+mod broker_client;
 pub mod check;
 pub mod check_token;
 pub mod command;
@@ -14,10 +15,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use rumqttc::{AsyncClient, EventLoop};
-
-use crate::config::{Config, ConfigError, MqttConfig};
-use crate::mqtt::MqttSetupError;
+use crate::config::{Config, ConfigError};
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 pub const EX_CONFIG: u8 = 78;
@@ -44,21 +42,6 @@ pub fn daemon(config: Config) -> ExitCode {
             }
         }
     })
-}
-
-/// The MQTT client of an operator command (`check`, `command`, `homeassistant-package`) beside the running bridge:
-/// the bridge's broker settings under the client id `<mqtt.client_id>-<purpose>-<pid>` (never the bridge's own
-/// session, nor another command's), a clean session, a 30 s keep-alive and room for `capacity` requests. Built
-/// with `try_build`, so invalid options are an error, not rumqttc's panic.
-fn short_lived_client(
-    mqtt: &MqttConfig,
-    purpose: &str,
-    capacity: usize,
-) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
-    let client_id = format!("{}-{purpose}-{}", mqtt.client_id, std::process::id());
-    let mut options = crate::mqtt::connect_options(mqtt, &client_id)?;
-    options.set_keep_alive(30).set_clean_session(true);
-    AsyncClient::builder(options).capacity(capacity).try_build().map_err(|e| MqttSetupError::Options(e.to_string()))
 }
 
 /// The single-threaded runtime every mode runs on; `None` after saying why it could not be started.

@@ -12,10 +12,10 @@ use super::secrets::read_secret_file;
 use super::ConfigError;
 use crate::lenient;
 use crate::secret::Secret;
+use crate::tls::TlsOptions;
 
 /// `mqtt.topic_prefix` when none is set (the bridge's own Home Assistant ids leave it out).
 pub const DEFAULT_TOPIC_PREFIX: &str = "plex";
-use crate::tls::TlsOptions;
 
 /// The broker connection.
 #[derive(Debug, Clone, Serialize)]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, LastWill, MqttOptions, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, TlsConfiguration, Transport};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -111,8 +111,7 @@ pub fn start(
         .set_max_request_batch(REQUEST_BATCH)
         .set_read_batch_size(READ_BATCH)
         .set_last_will(LastWill::new(topics.state(), "offline", config.qos, true));
-    let (client, mut eventloop) =
-        AsyncClient::builder(options).capacity(64).try_build().map_err(|e| MqttSetupError::Options(e.to_string()))?;
+    let (client, mut eventloop) = build_client(options, 64)?;
     // Every message is a notification someone waits for: send it now rather than let Nagle's algorithm hold it
     // until the previous one is acknowledged.
     let mut network = eventloop.network_options();
@@ -152,6 +151,12 @@ pub fn start(
         driver,
     };
     Ok((publisher, connection))
+}
+
+/// The client and its event loop for `options`, with room for `capacity` requests; invalid options are an error,
+/// not the panic of rumqttc's `build`.
+pub fn build_client(options: MqttOptions, capacity: usize) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
+    AsyncClient::builder(options).capacity(capacity).try_build().map_err(|e| MqttSetupError::Options(e.to_string()))
 }
 
 /// Options to reach the broker as `client_id` with the configured credentials, over TLS (rustls, the
